@@ -1,0 +1,110 @@
+"""The ``mmat`` command line: thin click commands over the programmatic API.
+
+Subcommands live in their own modules and are imported only when run, so ``mmat --help`` does not
+import the engine, any plugin or any heavy library. To add a command, add a row to ``COMMANDS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+#: command name -> ("module:function", one-line help shown by ``mmat --help``).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "build": ("mmat_core.cli.build:build", "Build RR/ORR training data (the whole pipeline)."),
+    "plugins": ("mmat_core.cli.info:plugins", "List plugins with their versions, hooks and components."),
+    "validate": ("mmat_core.cli.info:validate", "Check a JSON/JSONL file against its schema."),
+    "schemas": ("mmat_core.cli.info:schemas", "Print, write or check the JSON Schemas of mmat's records."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on use; help text comes from ``COMMANDS``."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target[0].split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in sorted(COMMANDS)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name and name not in COMMANDS and not name.startswith("-"):
+            import difflib
+
+            guess = difflib.get_close_matches(name, list(COMMANDS), n=1)
+            hint = f" Did you mean '{guess[0]}'?" if guess else ""
+            raise click.UsageError(f"Unknown command '{name}'.{hint} Available: {', '.join(sorted(COMMANDS))}", ctx)
+        return super().resolve_command(ctx, args)
+
+
+def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from mmat_core.plugins import PluginManager, mmat_version
+
+    click.echo(f"mmat {mmat_version()} (Python {sys.version.split()[0]})")
+    manager = PluginManager(**_plugin_args(ctx.params.get("plugins"), ctx.params.get("block") or ()))
+    for info in manager.info():
+        state = f"  [not loaded: {info.error}]" if info.error else ""
+        click.echo(f"  {info.name} {info.version} ({info.distribution}){state}")
+    ctx.exit()
+
+
+def _plugin_args(allow: str | None, block: tuple[str, ...]) -> dict[str, Any]:
+    blocked = []
+    for item in block:
+        if not item.startswith("no:"):
+            raise click.BadParameter(f"expected -p no:NAME, got -p {item}", param_hint="-p")
+        blocked.append(item[3:])
+    return {"allow": [p.strip() for p in allow.split(",") if p.strip()] if allow else None, "block": blocked}
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--plugins", "plugins", metavar="A,B", is_eager=True,
+              help="Load only these plugins (entry-point names; 'builtins' = all built-ins). Env: MMAT_PLUGINS.")
+@click.option("-p", "block", multiple=True, metavar="no:NAME", is_eager=True,
+              help="Do not load plugin NAME (repeatable). Env: MMAT_DISABLE_PLUGINS=a,b.")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=False, callback=_version,
+              help="Show the version and the loaded plugins, then exit.")
+@click.pass_context
+def main(ctx: click.Context, plugins: str | None, block: tuple[str, ...]) -> None:
+    """mmat: build multimodal agent-tuning data the MMAT-1M way.
+
+    Curate visual QA pairs, have a VLM reason towards each answer with tools and retrieval, catch
+    cheating with reflection, and write RR / ORR training data.
+    """
+    from mmat_core.plugins import PluginManager, set_plugin_manager
+
+    set_plugin_manager(PluginManager(**_plugin_args(plugins, block)))
+
+
+def run() -> None:
+    """Entry point that turns mmat's own errors into one-line messages (no traceback)."""
+    from mmat_core.errors import MmatError
+
+    try:
+        main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except MmatError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)

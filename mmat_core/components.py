@@ -1,0 +1,389 @@
+"""Base classes of the components that plugins register, one per family.
+
+A component is a class with a ``name`` (unique within its family), a ``version``, a one-line
+``description`` and an ``Options`` pydantic model. The configuration names a component and gives
+its options (``llm: {name: openai, model: gpt-4o}``); mmat validates the options against
+``Options`` (unknown keys are an error) and instantiates the class with them.
+
+Heavy libraries are imported inside methods, never at module level: registering a plugin must
+stay cheap even when its component is never used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mmat_core.models import (
+    ImageRef,
+    ModelCall,
+    Rejected,
+    SearchHit,
+    SourceSample,
+    Trace,
+    Usage,
+    Verdict,
+)
+
+if TYPE_CHECKING:
+    from mmat_core.images import ImageStore
+
+T = TypeVar("T")
+
+
+class ComponentOptions(BaseModel):
+    """Options of a component. Unknown keys are rejected so a typo in a config never passes silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Component:
+    """Common base: identity, options and provenance of every registered component."""
+
+    #: The family the component belongs to (set by each base class below).
+    family: ClassVar[str] = ""
+    #: The name a configuration uses to pick this component.
+    name: ClassVar[str] = ""
+    #: The component's own version; it goes into provenance and cache keys.
+    version: ClassVar[str] = "0"
+    #: One line shown by ``mmat plugins`` and friends.
+    description: ClassVar[str] = ""
+    #: The options this component accepts.
+    Options: ClassVar[type[ComponentOptions]] = ComponentOptions
+    #: Filled in by the registry: the plugin (distribution) that registered the component.
+    plugin: ClassVar[str] = ""
+
+    def __init__(self, options: ComponentOptions | None = None, **kwargs: Any) -> None:
+        self.options = options if options is not None else self.Options(**kwargs)
+
+    @classmethod
+    def options_schema(cls) -> dict[str, Any]:
+        """JSON Schema of the component's options, for listings and docs."""
+        return cls.Options.model_json_schema()
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 1: sources
+
+
+class Source(Component):
+    """A dataset source: streams :class:`SourceSample` objects (or :class:`Rejected` rows).
+
+    Sources are iterators. They never load a whole collection, and they hold image bytes no
+    longer than it takes to hash and check them.
+    """
+
+    family = "source"
+    #: Licence carried into every sample's provenance.
+    licence: ClassVar[str | None] = None
+    #: Names of the sub-datasets a user can select with ``subset=`` / ``subsets=``.
+    subsets: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def iter_rows(self) -> Iterator[SourceSample | Rejected]:
+        """Yield one SourceSample per QA pair, or a Rejected row with its reason."""
+
+
+# --------------------------------------------------------------------------------------------
+# LLM backends
+
+
+class ContentPart(BaseModel):
+    """A part of a multimodal message: text, or an image given by reference."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text", "image"]
+    text: str | None = None
+    image: ImageRef | None = None
+
+
+class Message(BaseModel):
+    """A chat message sent to a backend; content is a string or a list of parts."""
+
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant"]
+    content: str | list[ContentPart]
+
+    def text(self) -> str:
+        """The message's text, images left out."""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text or "" for part in self.content if part.type == "text")
+
+
+class LLMRequest(BaseModel):
+    """One model call as the engine asks for it."""
+
+    model_config = ConfigDict(extra="forbid")
+    purpose: str = Field(description="rationale_step, final_answer, scene_graph, caption, critic_general, ...")
+    messages: list[Message]
+    prompt_version: str = ""
+    temperature: float | None = None
+    max_tokens: int | None = None
+    response_schema: dict[str, Any] | None = None
+    sample_id: str | None = None
+    #: Structured facts the prompt was built from (question, answer, tool results). Real backends
+    #: ignore it: only ``messages`` go on the wire. The offline backend reads it to answer
+    #: deterministically. It is not part of the cache key because it is derived from the same data.
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class LLMResponse(BaseModel):
+    """What a backend answered."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str
+    model: str
+    usage: Usage = Field(default_factory=Usage)
+    finish_reason: str | None = None
+
+
+class LLMBackend(Component):
+    """A model endpoint. ``complete`` is called by the engine's scheduler, never directly."""
+
+    family = "llm"
+    #: True for backends whose output is not written by a model (provenance marks it).
+    offline: ClassVar[bool] = False
+
+    @property
+    def model(self) -> str:
+        """The model name used in provenance and cache keys."""
+        return str(getattr(self.options, "model", "") or self.name)
+
+    @abstractmethod
+    async def complete(self, request: LLMRequest, images: ImageStore) -> LLMResponse:
+        """Answer one request. Raise :class:`mmat_core.llm_errors.LLMCallError` subclasses on failure."""
+
+    async def aclose(self) -> None:
+        """Release connections. Called once at the end of a run."""
+
+
+class LLMClient(Protocol):
+    """What components get to make model calls: the engine's scheduled, cached client."""
+
+    async def complete(self, request: LLMRequest) -> tuple[LLMResponse, ModelCall]:
+        """Make (or reuse from cache) one call; returns the response and its record for the Trace."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------
+# Tools and retrieval
+
+
+class ToolOutput(BaseModel):
+    """The result of a tool: the text for the dialogue and, optionally, structured data."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str
+    data: dict[str, Any] | None = None
+    usage: Usage = Field(default_factory=Usage)
+    model_calls: list[ModelCall] = Field(default_factory=list)
+
+
+@dataclass
+class ToolContext:
+    """Everything a tool may use for one call."""
+
+    sample: SourceSample
+    images: ImageStore
+    llm: LLMClient | None = None
+    #: Per-sample scratch space shared by tools (image_caption keeps its scene graph here).
+    scratch: dict[str, Any] = field(default_factory=dict)
+    #: Runs a blocking function in the engine's worker pool.
+    run_blocking: Callable[..., Awaitable[Any]] | None = None
+
+    @property
+    def image(self) -> ImageRef | None:
+        """The sample's first image, which the operators look at."""
+        return self.sample.images[0] if self.sample.images else None
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` off the event loop."""
+        if self.run_blocking is not None:
+            return await self.run_blocking(fn, *args)
+        return await asyncio.to_thread(fn, *args)
+
+
+class Tool(Component):
+    """An operator the generator can choose. Arguments from a model are validated against
+    ``args_schema`` before ``run`` sees them; nothing is ever evaluated or passed to a shell."""
+
+    family = "tool"
+    #: How results are introduced in the dialogue: "Here are {label} results from the previous step".
+    label: ClassVar[str] = ""
+    #: JSON Schema of the arguments (most operators take none: they look at the sample's image).
+    args_schema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}, "additionalProperties": False}
+    #: Seconds before a call is abandoned and reported as an error observation.
+    timeout_s: ClassVar[float] = 60.0
+
+    @classmethod
+    def result_label(cls) -> str:
+        """The label used in the user-turn template."""
+        return cls.label or cls.name.replace("_", " ")
+
+    @abstractmethod
+    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolOutput:
+        """Run the tool on the sample in ``ctx`` with validated ``args``."""
+
+
+class SearchBackend(Component):
+    """A retrieval backend for RAG: a local corpus or a web search API."""
+
+    family = "search"
+
+    @abstractmethod
+    async def search(self, query: str, k: int) -> list[SearchHit]:
+        """Return up to ``k`` hits for ``query``, best first."""
+
+    async def aclose(self) -> None:
+        """Release connections."""
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 3: critics
+
+
+@dataclass
+class CriticContext:
+    """What a critic may use."""
+
+    llm: LLMClient | None
+    images: ImageStore
+    round: int = 0
+
+
+class Critic(Component):
+    """Reviews a finished Trace and returns a verdict: pass, fix (reflect) or reject."""
+
+    family = "critic"
+    #: Lower runs first. Verification (pure code) before LLM judges.
+    order: ClassVar[int] = 100
+
+    def applies_to(self, trace: Trace) -> bool:
+        """Whether this critic reviews the given trace (e.g. math critics on math sources only)."""
+        return True
+
+    @abstractmethod
+    async def review(self, trace: Trace, ctx: CriticContext) -> Verdict:
+        """Review the trace."""
+
+
+# --------------------------------------------------------------------------------------------
+# Stage 4: formatters
+
+
+@dataclass
+class ToolInfo:
+    """What formatters and prompts need to know of an enabled tool."""
+
+    name: str
+    label: str
+    description: str
+
+
+@dataclass
+class FormatContext:
+    """Run-level facts a formatter may need (the RR system prompt lists the enabled tools)."""
+
+    tools: list[ToolInfo] = field(default_factory=list)
+    rag_enabled: bool = True
+    image_root: Path | None = None
+    run_info: dict[str, Any] = field(default_factory=dict)
+
+
+class TraceWriter(Protocol):
+    """A streaming writer opened by a formatter for one run."""
+
+    def write(self, trace: Trace) -> None:
+        """Write one trace (formatters skip traces that are not kept)."""
+        ...
+
+    def close(self) -> list[Path]:
+        """Finish and atomically publish the output; returns the files written."""
+        ...
+
+    def abort(self) -> None:
+        """Discard partial output (nothing half-written may look whole)."""
+        ...
+
+
+class Formatter(Component):
+    """Turns Traces into one output format (RR, ORR, an export for a training framework)."""
+
+    family = "formatter"
+    #: File name written in the output directory when the config does not name one.
+    default_file: ClassVar[str] = ""
+
+    @abstractmethod
+    def open(self, out_dir: Path, ctx: FormatContext) -> TraceWriter:
+        """Open a streaming writer into ``out_dir``."""
+
+
+class RecordFormatter(Formatter, ABC):
+    """A formatter that writes one JSON object per kept Trace to a JSON Lines file."""
+
+    @abstractmethod
+    def record(self, trace: Trace, ctx: FormatContext) -> dict[str, Any] | None:
+        """The JSON object for one trace, or None to leave it out."""
+
+    def open(self, out_dir: Path, ctx: FormatContext) -> TraceWriter:
+        """Open an atomic JSONL writer that calls :meth:`record` for each kept trace."""
+        from mmat_core.writers import RecordWriter
+
+        return RecordWriter(out_dir / self.file_name(), lambda trace: self.record(trace, ctx))
+
+    def file_name(self) -> str:
+        """The output file name (option ``file`` overrides the default)."""
+        return str(getattr(self.options, "file", None) or self.default_file or f"{self.name}.jsonl")
+
+
+# --------------------------------------------------------------------------------------------
+# Trainers and executors
+
+
+class TrainResult(BaseModel):
+    """What a trainer reports."""
+
+    model_config = ConfigDict(extra="allow")
+    output_dir: str
+    steps: int = 0
+    final_loss: float | None = None
+    command: list[str] | None = None
+
+
+class Trainer(Component):
+    """Fine-tunes a model on RR or ORR data."""
+
+    family = "trainer"
+
+    @abstractmethod
+    def train(self, *, data: Path, model: str, output_dir: Path, preset: str | None = None) -> TrainResult:
+        """Train and return where the result went."""
+
+
+class Executor(Component):
+    """Runs a pipeline: in this process, or spread over a cluster."""
+
+    family = "executor"
+
+    @abstractmethod
+    def execute(self, pipeline: Any, out_dir: Path) -> Any:
+        """Run ``pipeline`` into ``out_dir`` and return its :class:`mmat_core.pipeline.RunResult`."""
+
+
+FAMILY_BASES: dict[str, type[Component]] = {
+    "source": Source,
+    "llm": LLMBackend,
+    "tool": Tool,
+    "search": SearchBackend,
+    "critic": Critic,
+    "formatter": Formatter,
+    "trainer": Trainer,
+    "executor": Executor,
+}

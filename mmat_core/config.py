@@ -1,0 +1,206 @@
+"""The pipeline configuration: loading YAML or TOML, command-line overrides, and validation.
+
+Every problem is reported before any work starts, as one :class:`ConfigError` naming the file,
+the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mmat_core.errors import ConfigError
+
+
+class ComponentSpec(BaseModel):
+    """A component chosen by name, with its options (``{name: ocr, timeout_s: 5}`` or ``ocr``)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options given besides the name."""
+        return dict(self.model_extra or {})
+
+
+def _spec(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class EngineSettings(BaseModel):
+    """How the rationale loop runs."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_turns: int = Field(8, ge=1, le=64, description="turn cap of the rationale loop")
+    repair_attempts: int = Field(2, ge=0, le=10, description="re-asks of a malformed step")
+    concurrency: int = Field(32, ge=1, description="samples in flight at once")
+    tool_workers: int = Field(2, ge=1, description="worker threads for CPU-bound tools")
+    rag_top_k: int = Field(3, ge=1, le=50)
+    temperature: float | None = None
+    max_tokens: int | None = Field(1024, ge=1)
+    cache_path: str | None = Field(None, description="shared cache file; default: cache.sqlite in the run directory")
+
+
+class CurationSettings(BaseModel):
+    """Stage-1 curation: sampling, dedup and image checks."""
+
+    model_config = ConfigDict(extra="forbid")
+    seed: int = 0
+    limit: int | None = Field(None, ge=0, description="keep at most this many samples in all")
+    sample_rate: float = Field(1.0, gt=0, le=1, description="keep each row with this probability (seeded)")
+    dedup: bool = True
+    min_side: int = Field(8, ge=1)
+    max_side: int = Field(10_000, ge=1)
+    max_pixels: int = Field(40_000_000, ge=1)
+    formats: list[str] | None = Field(None, description="allowed PIL formats, e.g. [PNG, JPEG]")
+
+
+class ReflectionSettings(BaseModel):
+    """Stage-3 reflection policy."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_rounds: int = Field(1, ge=0, le=5, description="reflection rounds before a sample counts as failing")
+    on_failure: Literal["keep_flagged", "drop", "regenerate"] = "drop"
+    quality_threshold: float = Field(0.6, ge=0, le=1)
+
+
+class PipelineConfig(BaseModel):
+    """The whole build configuration."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: ComponentSpec | list[ComponentSpec] = Field(default_factory=lambda: ComponentSpec(name="sample"))
+    llm: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="offline"))
+    tools: list[ComponentSpec] = Field(
+        default_factory=lambda: [ComponentSpec(name=n) for n in ("image_caption", "ocr", "face_detection")]
+    )
+    search: ComponentSpec | None = Field(default_factory=lambda: ComponentSpec(name="local"))
+    critics: list[ComponentSpec] = Field(
+        default_factory=lambda: [ComponentSpec(name=n) for n in ("answer_match", "general", "math")]
+    )
+    formatters: list[ComponentSpec] = Field(default_factory=lambda: [ComponentSpec(name="rr"), ComponentSpec(name="orr")])
+    executor: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="local"))
+    out: str | None = None
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    curation: CurationSettings = Field(default_factory=CurationSettings)
+    reflection: ReflectionSettings = Field(default_factory=ReflectionSettings)
+
+    _normalise = field_validator("llm", "executor", "search", mode="before")(lambda cls, v: _spec(v))
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source(cls, value: Any) -> Any:
+        return [_spec(v) for v in value] if isinstance(value, list) else _spec(value)
+
+    @field_validator("tools", "critics", "formatters", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return [_spec(v) for v in value]
+
+    @property
+    def sources(self) -> list[ComponentSpec]:
+        """The sources as a list."""
+        return self.source if isinstance(self.source, list) else [self.source]
+
+    def fingerprint(self) -> str:
+        """A hash of everything that changes what the build produces (``out`` excluded)."""
+        data = self.model_dump(mode="json", exclude={"out"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError("file not found", file=str(path))
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".toml":
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover
+                import tomli as tomllib
+            data = tomllib.loads(text)
+        elif path.suffix.lower() in (".yaml", ".yml", ".json"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            raise ConfigError("unsupported config format; use .yaml, .yml, .toml or .json", file=str(path))
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"cannot parse: {exc}", file=str(path)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("the top level must be a mapping of keys to values", file=str(path))
+    return data
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _allowed_for(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names allowed at the parent of ``loc`` (for 'unknown key' messages)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or current is None:
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        current = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return sorted(getattr(current, "model_fields", {}) or [])
+
+
+def validation_error(exc: ValidationError, model: type[BaseModel], file: str | None, prefix: str = "") -> ConfigError:
+    """Turn a pydantic error into a ConfigError naming the key and what is allowed."""
+    messages = []
+    first_key = None
+    for err in exc.errors():
+        key = prefix + _loc(tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))))
+        first_key = first_key or key
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_for(model, err["loc"])
+            messages.append(f"{key}: unknown key; allowed: {', '.join(allowed)}")
+        elif err["type"] == "literal_error":
+            messages.append(f"{key}: {err['msg']}")
+        else:
+            messages.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+    return ConfigError("; ".join(messages), file=file)
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c=value`` in a nested dict (for ``--set`` overrides)."""
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {dotted}: {part} is not a mapping", key=dotted)
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Read a config file (optional), apply overrides (dotted keys), validate."""
+    data: dict[str, Any] = _read_file(Path(path)) if path else {}
+    for key, value in (overrides or {}).items():
+        set_dotted(data, key, value)
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, PipelineConfig, str(path) if path else None) from None

@@ -1,0 +1,46 @@
+"""Failures of model calls, classified so the scheduler knows whether to retry."""
+
+from __future__ import annotations
+
+
+class LLMCallError(Exception):
+    """A model call failed. ``retryable`` tells the scheduler whether another attempt may help."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.status = status
+
+
+class RateLimited(LLMCallError):
+    """HTTP 429 (or a provider's equivalent): slow down, honour Retry-After."""
+
+    retryable = True
+
+
+class Overloaded(LLMCallError):
+    """HTTP 5xx or 529: the server is struggling; retry with backoff."""
+
+    retryable = True
+
+
+class CallTimeout(LLMCallError):
+    """No answer within the request timeout (a hung connection)."""
+
+    retryable = True
+
+
+class MalformedResponse(LLMCallError):
+    """The body could not be parsed (truncated or invalid JSON); retrying usually helps."""
+
+    retryable = True
+
+
+class PermanentError(LLMCallError):
+    """A request the server will never accept (400, 401, 404): do not retry."""
+
+
+class CircuitOpen(LLMCallError):
+    """The backend failed persistently and is paused."""

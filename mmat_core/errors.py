@@ -1,0 +1,46 @@
+"""Errors that mmat reports to users. Each message says what to do: the file, the key, the choices."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class MmatError(Exception):
+    """Base of every error mmat raises on purpose; the CLI prints it without a traceback."""
+
+
+class ConfigError(MmatError):
+    """A configuration is wrong. Raised before any work starts, so nothing is half-written."""
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None) -> None:
+        self.file = file
+        self.key = key
+        where = ": ".join(part for part in (file, key) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class PluginError(MmatError):
+    """A plugin failed to import or register (raised only in strict mode)."""
+
+
+class UnknownComponentError(ConfigError):
+    """A component name that no loaded plugin provides."""
+
+    def __init__(self, family: str, name: str, available: Iterable[str], **kwargs: str | None) -> None:
+        names = sorted(available)
+        self.family = family
+        self.name = name
+        self.available = names
+        guess = difflib.get_close_matches(name, names, n=1)
+        hint = f" Did you mean '{guess[0]}'?" if guess else ""
+        listing = ", ".join(names) if names else "(none loaded)"
+        super().__init__(f"Unknown {family} '{name}'.{hint} Available: {listing}", **kwargs)
+
+
+class DuplicateComponentError(PluginError):
+    """Two plugins registered the same component name in one family."""
+
+
+class ToolArgumentError(MmatError):
+    """Arguments given to a tool do not match its JSON Schema."""

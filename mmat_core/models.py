@@ -1,0 +1,270 @@
+"""The data model: every record that crosses a boundary of mmat is one of these pydantic models.
+
+The :class:`Trace` is the one canonical record of a sample. RR, ORR and every export format are
+views computed from a Trace; nothing is generated twice to produce another format. Images are
+referenced by the hash of their bytes (:class:`ImageRef`), never embedded.
+
+JSON Schemas for the models that are written to disk live in ``schemas/`` and are generated from
+this module (``mmat schemas --write``); a test fails when the two drift.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Version of the Trace layout; bumped when a stored Trace could no longer be read back.
+TRACE_SCHEMA_VERSION = 1
+
+Signal = Literal["continue", "end", "reflection"]
+VerdictKind = Literal["pass", "fix", "reject"]
+TraceStatus = Literal["kept", "reflected", "flagged", "dropped", "failed"]
+
+
+class Record(BaseModel):
+    """Base for stored records: unknown fields are an error, so typos in files surface at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImageRef(Record):
+    """A content-addressed reference to one image: the bytes' hash plus where to load them."""
+
+    sha256: str = Field(description="hex SHA-256 of the image file's bytes")
+    path: str | None = Field(default=None, description="where the bytes can be loaded from")
+    width: int | None = None
+    height: int | None = None
+    format: str | None = Field(default=None, description="PIL format name, e.g. PNG or JPEG")
+
+
+class SourceSample(Record):
+    """One QA pair, normalised from a source collection (stage 1)."""
+
+    id: str = Field(description="stable across runs: derived from source, subset and row identity")
+    source: str
+    subset: str | None = None
+    question: str
+    answers: list[str] = Field(min_length=1, description="accepted answers, canonical first")
+    choices: list[str] | None = Field(default=None, description="options of a multiple-choice question")
+    constraint: str = Field(
+        default="",
+        description="response-style suffix appended to the question, leading separator included",
+    )
+    task_type: str = Field(default="vqa", description="vqa, docvqa, chart, table, math, multiple_choice, ...")
+    metric: str | None = Field(default=None, description="answer_match metric; None picks one from task_type")
+    images: list[ImageRef] = Field(default_factory=list)
+    licence: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def answer(self) -> str:
+        """The canonical ground-truth answer."""
+        return self.answers[0]
+
+
+class Rejected(Record):
+    """A row that did not become a sample: it goes to the quarantine file with its reason."""
+
+    source: str
+    subset: str | None = None
+    row: str = Field(description="where the row came from (file and line, or row id)")
+    reason: str = Field(description="short machine-friendly reason, e.g. image_missing")
+    detail: str = ""
+    stage: str = "source"
+
+
+class Usage(Record):
+    """Tokens, estimated cost and time spent by one call or summed over many."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    calls: int = 0
+    cached_calls: int = 0
+
+    def add(self, other: Usage) -> None:
+        """Add another usage in place."""
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cost_usd += other.cost_usd
+        self.latency_s += other.latency_s
+        self.calls += other.calls
+        self.cached_calls += other.cached_calls
+
+
+class ModelCall(Record):
+    """One call to an LLM backend, as recorded in the Trace."""
+
+    purpose: str = Field(description="rationale_step, final_answer, scene_graph, caption, critic_general, ...")
+    backend: str
+    model: str
+    cache_key: str = ""
+    cached: bool = False
+    attempts: int = 1
+    usage: Usage = Field(default_factory=Usage)
+    error: str | None = None
+
+
+class ToolCall(Record):
+    """One operator executed by the engine, with its result as it went into the dialogue."""
+
+    name: str
+    version: str = ""
+    args: dict[str, Any] = Field(default_factory=dict)
+    result: str = Field(default="", description="the text that goes into the next user turn")
+    data: dict[str, Any] | None = Field(default=None, description="structured output, e.g. boxes")
+    error: str | None = None
+    cached: bool = False
+    latency_s: float = 0.0
+    usage: Usage = Field(default_factory=Usage, description="model calls the tool made (image_caption)")
+
+
+class SearchHit(Record):
+    """One retrieved snippet."""
+
+    title: str = ""
+    snippet: str
+    url: str | None = None
+    score: float | None = None
+
+
+class RagCall(Record):
+    """One retrieval: the query the generator wrote and what came back."""
+
+    query: str
+    backend: str = ""
+    hits: list[SearchHit] = Field(default_factory=list)
+    result: str = Field(default="", description="the text that goes into the next user turn")
+    error: str | None = None
+    cached: bool = False
+    latency_s: float = 0.0
+
+
+class Step(Record):
+    """One assistant step of the rationale dialogue, with the tool results that followed it."""
+
+    kind: Literal["rationale", "reflection", "correction"] = "rationale"
+    thought: str
+    operators: list[str] = Field(default_factory=list)
+    rag_query: str | None = None
+    signal: Signal = "continue"
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    rag: RagCall | None = None
+    observation: str = Field(default="", description="the user turn sent after this step")
+    leaks_answer: bool = False
+    model_call: ModelCall | None = None
+
+
+class Verdict(Record):
+    """What one critic said of a Trace."""
+
+    critic: str
+    verdict: VerdictKind
+    reason: str = ""
+    score: float | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    round: int = 0
+    model_call: ModelCall | None = None
+
+
+class Provenance(Record):
+    """Where a Trace came from: enough to tell offline data from model-written data."""
+
+    mmat_version: str
+    generator: str = Field(description="backend:model that wrote the rationale")
+    offline: bool = Field(description="True when written by the deterministic offline backend")
+    prompt_versions: dict[str, str] = Field(default_factory=dict)
+    tool_versions: dict[str, str] = Field(default_factory=dict)
+    source: str
+    subset: str | None = None
+    licence: str | None = None
+
+
+class Trace(Record):
+    """The canonical record of one sample: everything RR, ORR and the exports are computed from."""
+
+    schema_version: int = TRACE_SCHEMA_VERSION
+    id: str
+    sample: SourceSample
+    tools: list[str] = Field(default_factory=list, description="operators enabled in the run")
+    steps: list[Step] = Field(default_factory=list)
+    final_prompt: str = ""
+    final_answer: str | None = None
+    final_call: ModelCall | None = None
+    verdicts: list[Verdict] = Field(default_factory=list)
+    status: TraceStatus = "kept"
+    failure: str | None = None
+    provenance: Provenance
+    usage: Usage = Field(default_factory=Usage)
+    timings: dict[str, float] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list, description="engine remarks, e.g. turn_cap_reached")
+
+    @property
+    def kept(self) -> bool:
+        """Whether the sample goes into the training data."""
+        return self.status in ("kept", "reflected", "flagged")
+
+
+class ChatMessage(Record):
+    """One message of a training record."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class TrainingRecord(Record):
+    """One line of ``rr.jsonl`` or ``orr.jsonl``: ms-swift's layout plus id and provenance."""
+
+    id: str
+    messages: list[ChatMessage] = Field(min_length=2)
+    images: list[str] = Field(default_factory=list)
+    provenance: Provenance | None = None
+
+
+class RRRecord(TrainingRecord):
+    """A multi-turn Rationale-and-Reflection record."""
+
+
+class ORRRecord(TrainingRecord):
+    """A one-turn record: operator outputs prepended, thoughts joined, ``<ANSWER>`` last."""
+
+
+class StageCounts(Record):
+    """Yield of one source (or sub-dataset) through the stages."""
+
+    read: int = 0
+    rejected: int = 0
+    generated: int = 0
+    passed: int = 0
+    reflected: int = 0
+    reflected_by: dict[str, int] = Field(default_factory=dict)
+    failed_verification: int = 0
+    dropped: int = 0
+    failed: int = 0
+    kept: int = 0
+    reasons: dict[str, int] = Field(default_factory=dict)
+    cost_usd: float = 0.0
+
+
+class RunManifest(Record):
+    """``run.json``: what ran, with which components, how long it took and what it yielded."""
+
+    mmat_version: str
+    run_id: str
+    started_at: str
+    finished_at: str | None = None
+    complete: bool = False
+    config: dict[str, Any]
+    config_hash: str
+    components: dict[str, Any] = Field(description="family -> component name, plugin and version")
+    plugins: list[dict[str, Any]] = Field(default_factory=list)
+    counts: dict[str, int] = Field(default_factory=dict)
+    yield_by_source: dict[str, StageCounts] = Field(default_factory=dict)
+    timings_s: dict[str, float] = Field(default_factory=dict)
+    usage: Usage = Field(default_factory=Usage)
+    usage_by_stage: dict[str, Usage] = Field(default_factory=dict)
+    outputs: dict[str, str] = Field(default_factory=dict, description="formatter -> file name")
+    tool_errors: dict[str, int] = Field(default_factory=dict)

@@ -1,0 +1,379 @@
+"""Programmatic assembly and the in-process run of a pipeline.
+
+::
+
+    from mmat_core import Pipeline
+
+    result = Pipeline(source="sample", llm="offline", tools=["ocr", "face_detection"],
+                      critics=["answer_match"], formatters=["rr", "orr"]).run("runs/demo")
+
+Components are given by name, as ``{"name": ..., **options}`` or as ready objects. Everything is
+resolved and validated in the constructor, so a bad name or option fails before any work and
+before the output directory is touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from mmat_core import prompts
+from mmat_core.components import (
+    Component,
+    Critic,
+    Executor,
+    FormatContext,
+    Formatter,
+    LLMBackend,
+    SearchBackend,
+    Source,
+    Tool,
+    TraceWriter,
+)
+from mmat_core.config import ComponentSpec, PipelineConfig, validation_error
+from mmat_core.curation import Curator
+from mmat_core.engine.cache import Cache
+from mmat_core.engine.client import EngineClient
+from mmat_core.engine.rationale import LoopSettings, RationaleLoop
+from mmat_core.engine.reflection import ReflectionStage
+from mmat_core.engine.scheduler import Scheduler, SchedulerSettings
+from mmat_core.engine.tools import ToolRunner
+from mmat_core.errors import ConfigError
+from mmat_core.images import ImageStore
+from mmat_core.models import Provenance, Rejected, RunManifest, SourceSample, StageCounts, Trace, Usage
+from mmat_core.plugins import PluginManager, get_plugin_manager, mmat_version
+from mmat_core.store import RunStore
+from mmat_core.writers import AtomicFile, dumps_line, write_json_atomic
+
+ComponentArg = str | dict[str, Any] | Component
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced."""
+
+    out_dir: Path
+    manifest: RunManifest
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+
+def _as_spec(arg: ComponentArg | ComponentSpec) -> ComponentSpec | Component:
+    if isinstance(arg, (Component, ComponentSpec)):
+        return arg
+    if isinstance(arg, str):
+        return ComponentSpec(name=arg)
+    return ComponentSpec.model_validate(arg)
+
+
+class Pipeline:
+    """A fully resolved pipeline: components instantiated, options validated."""
+
+    def __init__(
+        self,
+        source: ComponentArg | list[ComponentArg] | None = None,
+        llm: ComponentArg | None = None,
+        tools: list[ComponentArg] | None = None,
+        critics: list[ComponentArg] | None = None,
+        formatters: list[ComponentArg] | None = None,
+        search: ComponentArg | None | bool = True,
+        executor: ComponentArg | None = None,
+        *,
+        config: PipelineConfig | None = None,
+        plugins: PluginManager | None = None,
+        config_file: str | None = None,
+    ) -> None:
+        base = config or PipelineConfig()
+        self.plugins = plugins or get_plugin_manager()
+        self.config_file = config_file
+        self.config = base
+        sources = source if isinstance(source, list) else ([source] if source is not None else list(base.sources))
+        self.sources: list[Source] = [self._make("source", s, f"source[{i}]" if len(sources) > 1 else "source") for i, s in enumerate(sources)]  # type: ignore[misc]
+        self.llm: LLMBackend = self._make("llm", llm if llm is not None else base.llm, "llm")  # type: ignore[assignment]
+        tool_args = tools if tools is not None else base.tools
+        self.tools: list[Tool] = [self._make("tool", t, f"tools[{i}]") for i, t in enumerate(tool_args)]  # type: ignore[misc]
+        critic_args = critics if critics is not None else base.critics
+        self.critics: list[Critic] = [self._make("critic", c, f"critics[{i}]") for i, c in enumerate(critic_args)]  # type: ignore[misc]
+        formatter_args = formatters if formatters is not None else base.formatters
+        self.formatters: list[Formatter] = [self._make("formatter", f, f"formatters[{i}]") for i, f in enumerate(formatter_args)]  # type: ignore[misc]
+        search_arg = base.search if search is True else (None if search is False else search)
+        self.search: SearchBackend | None = self._make("search", search_arg, "search") if search_arg is not None else None  # type: ignore[assignment]
+        self.executor: Executor = self._make("executor", executor if executor is not None else base.executor, "executor")  # type: ignore[assignment]
+        self._check_unique("tools", self.tools)
+        self._check_unique("formatters", self.formatters)
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig, *, plugins: PluginManager | None = None, config_file: str | None = None) -> Pipeline:
+        """Build a pipeline from a validated configuration."""
+        return cls(config=config, plugins=plugins, config_file=config_file)
+
+    # -- resolution -------------------------------------------------------------------------
+
+    def _make(self, family: str, arg: Any, key: str) -> Component:
+        spec = _as_spec(arg)
+        if isinstance(spec, Component):
+            if spec.family != family:
+                raise ConfigError(f"expected a {family} component, got a {spec.family or type(spec).__name__}", key=key)
+            return spec
+        try:
+            cls = self.plugins.get(family, spec.name)
+        except ConfigError as exc:
+            raise ConfigError(str(exc), file=self.config_file, key=f"{key}.name") from None
+        try:
+            options = cls.Options(**spec.options)
+        except ValidationError as exc:
+            raise validation_error(exc, cls.Options, self.config_file, prefix=f"{key}.") from None
+        try:
+            return cls(options)
+        except ConfigError as exc:
+            raise ConfigError(str(exc), file=self.config_file, key=key) from None
+
+    def _check_unique(self, key: str, components: list[Any]) -> None:
+        names = [c.name for c in components]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ConfigError(f"listed twice: {', '.join(duplicates)}", file=self.config_file, key=key)
+
+    def components(self) -> dict[str, Any]:
+        """Family -> name, plugin and version of each component (for run.json)."""
+
+        def info(c: Component) -> dict[str, str]:
+            return {"name": c.name, "plugin": type(c).plugin, "version": c.version}
+
+        return {
+            "sources": [info(s) for s in self.sources],
+            "llm": {**info(self.llm), "model": self.llm.model},
+            "tools": [info(t) for t in self.tools],
+            "search": info(self.search) if self.search else None,
+            "critics": [info(c) for c in self.critics],
+            "formatters": [info(f) for f in self.formatters],
+            "executor": info(self.executor),
+        }
+
+    def format_context(self) -> FormatContext:
+        """What formatters need to know of this run."""
+        from mmat_core.components import ToolInfo
+
+        return FormatContext(
+            tools=[ToolInfo(name=t.name, label=t.result_label(), description=t.description) for t in self.tools],
+            rag_enabled=self.search is not None,
+        )
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(self, out_dir: str | Path, *, progress: ProgressCallback | None = None) -> RunResult:
+        """Run the whole pipeline into ``out_dir`` with the configured executor."""
+        return self.executor.execute(self, Path(out_dir)) if progress is None else self.run_local(Path(out_dir), progress=progress)
+
+    def run_local(self, out_dir: Path, *, progress: ProgressCallback | None = None) -> RunResult:
+        """Run in this process (what the ``local`` executor does)."""
+        return asyncio.run(LocalRun(self, Path(out_dir), progress).run())
+
+    def iter_samples(self) -> Iterator[SourceSample | Rejected]:
+        """Every source's rows, curated (no model call): used by ``build --dry-run``."""
+        curator = Curator(self.config.curation)
+        return curator(row for source in self.sources for row in source.iter_rows())
+
+
+class LocalRun:
+    """One in-process run of a pipeline into a run directory."""
+
+    def __init__(self, pipeline: Pipeline, out_dir: Path, progress: ProgressCallback | None = None) -> None:
+        self.p = pipeline
+        self.out_dir = out_dir
+        self.progress = progress
+        self.counts: dict[str, int] = {"read": 0, "rejected": 0, "generated": 0, "skipped_finished": 0}
+        self.usage = Usage()
+
+    def _provenance(self, sample: SourceSample, client: EngineClient) -> Provenance:
+        return Provenance(
+            mmat_version=mmat_version(),
+            generator=client.identity,
+            offline=self.p.llm.offline,
+            prompt_versions={
+                "generator": prompts.GENERATOR_PROMPT_VERSION,
+                "rr_system": prompts.RR_SYSTEM_VERSION,
+                "orr_system": prompts.ORR_SYSTEM_VERSION,
+            },
+            tool_versions={t.name: t.version for t in self.p.tools},
+            source=sample.source,
+            subset=sample.subset,
+            licence=sample.licence,
+        )
+
+    async def run(self) -> RunResult:
+        p = self.p
+        cfg = p.config
+        started = time.monotonic()
+        started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        store = RunStore.open(self.out_dir)
+        cache_path = Path(cfg.engine.cache_path) if cfg.engine.cache_path else self.out_dir / "cache.sqlite"
+        cache = Cache(cache_path)
+        images = ImageStore(self.out_dir / "images")
+        scheduler = Scheduler(SchedulerSettings(concurrency=cfg.engine.concurrency))
+        client = EngineClient(p.llm, scheduler, images, cache)
+        runner = ToolRunner(p.tools, images, llm=client, cache=cache, workers=cfg.engine.tool_workers)
+        loop = RationaleLoop(
+            client,
+            runner,
+            p.search,
+            LoopSettings(
+                max_turns=cfg.engine.max_turns,
+                repair_attempts=cfg.engine.repair_attempts,
+                rag_top_k=cfg.engine.rag_top_k,
+                temperature=cfg.engine.temperature,
+                max_tokens=cfg.engine.max_tokens,
+            ),
+        )
+        reflection = ReflectionStage(p.critics, client, images, cfg.reflection)
+        store.set_meta("config", cfg.model_dump(mode="json"))
+        store.set_meta("config_hash", cfg.fingerprint())
+        finished = store.finished_ids()
+        self.counts["skipped_finished"] = 0
+
+        semaphore = asyncio.Semaphore(cfg.engine.concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def process(seq: int, sample: SourceSample) -> None:
+            try:
+                trace = Trace(id=sample.id, sample=sample, tools=[t.name for t in p.tools], provenance=self._provenance(sample, client))
+                await loop.run(trace)
+                await reflection.run(trace)
+                store.add_trace(seq, trace)
+                self.counts["generated"] += 1
+                if len(store._pending) >= 256:
+                    store.flush()
+                if self.progress:
+                    self.progress({"done": self.counts["generated"], "status": trace.status})
+            finally:
+                semaphore.release()
+
+        try:
+            seq = 0
+            for row in p.iter_samples():
+                if isinstance(row, Rejected):
+                    self.counts["rejected"] += 1
+                    store.add_rejected(row)
+                    continue
+                seq += 1
+                self.counts["read"] += 1
+                if row.id in finished:
+                    self.counts["skipped_finished"] += 1
+                    continue
+                await semaphore.acquire()
+                task = asyncio.create_task(process(seq, row))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.gather(*list(tasks))
+            store.flush()
+            generation_s = time.monotonic() - started
+            outputs = self._write_outputs(store)
+            manifest = self._manifest(store, client, runner, started_at, generation_s, time.monotonic() - started, outputs)
+            write_json_atomic(self.out_dir / "run.json", manifest.model_dump(mode="json"))
+        finally:
+            for task in tasks:
+                task.cancel()
+            store.close()
+            cache.close()
+            runner.close()
+            await p.llm.aclose()
+            if p.search is not None:
+                await p.search.aclose()
+        return RunResult(self.out_dir, manifest, outputs)
+
+    def _write_outputs(self, store: RunStore) -> dict[str, Path]:
+        ctx = self.p.format_context()
+        ctx.run_info = {"out_dir": str(self.out_dir)}
+        writers: list[tuple[Formatter, TraceWriter]] = [(f, f.open(self.out_dir, ctx)) for f in self.p.formatters]
+        quarantine = AtomicFile(self.out_dir / "quarantine.jsonl")
+        outputs: dict[str, Path] = {}
+        try:
+            for trace in store.traces():
+                self.usage.add(trace.usage)
+                for _, writer in writers:
+                    writer.write(trace)
+            for rejected in store.rejected():
+                quarantine.write(dumps_line(rejected.model_dump(mode="json")))
+            for formatter, writer in writers:
+                files = writer.close()
+                if files:
+                    outputs[formatter.name] = files[0]
+            outputs["quarantine"] = quarantine.commit()
+        except BaseException:
+            for _, writer in writers:
+                writer.abort()
+            quarantine.abort()
+            raise
+        return outputs
+
+    def _manifest(self, store: RunStore, client: EngineClient, runner: ToolRunner, started_at: str,
+                  generation_s: float, total_s: float, outputs: dict[str, Path]) -> RunManifest:
+        by_source: dict[str, StageCounts] = {}
+        for source, subset, status, failure, reflected_by, count, cost in store.yield_rows():
+            for key in (source, f"{source}/{subset}" if subset else None):
+                if key is None:
+                    continue
+                counts = by_source.setdefault(key, StageCounts())
+                counts.generated += count
+                counts.cost_usd += cost or 0.0
+                if status == "failed":
+                    counts.failed += count
+                elif status == "dropped":
+                    counts.dropped += count
+                    if failure.startswith("answer_match"):
+                        counts.failed_verification += count
+                else:
+                    counts.kept += count
+                    if status == "reflected":
+                        counts.reflected += count
+                    else:
+                        counts.passed += count
+                for critic in filter(None, reflected_by.split(",")):
+                    counts.reflected_by[critic] = counts.reflected_by.get(critic, 0) + count
+                if failure:
+                    reason = failure.split(":")[0]
+                    counts.reasons[reason] = counts.reasons.get(reason, 0) + count
+        for source, subset, reason, count in store.rejected_rows():
+            for key in (source, f"{source}/{subset}" if subset else None):
+                if key is None:
+                    continue
+                counts = by_source.setdefault(key, StageCounts())
+                counts.rejected += count
+                counts.reasons[reason] = counts.reasons.get(reason, 0) + count
+        for counts in by_source.values():
+            counts.read = counts.generated + counts.rejected
+        statuses = store.status_counts()
+        cfg = self.p.config
+        return RunManifest(
+            mmat_version=mmat_version(),
+            run_id=uuid.uuid4().hex[:12],
+            started_at=started_at,
+            finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            complete=True,
+            config=cfg.model_dump(mode="json"),
+            config_hash=cfg.fingerprint(),
+            components=self.p.components(),
+            plugins=[info.as_dict() for info in self.p.plugins.info()],
+            counts={
+                **self.counts,
+                "finished": store.count(),
+                "kept": sum(v for k, v in statuses.items() if k in ("kept", "reflected", "flagged")),
+                **{f"status_{k}": v for k, v in statuses.items()},
+                "model_calls": client.calls_made,
+            },
+            yield_by_source=by_source,
+            timings_s={"generation": round(generation_s, 3), "total": round(total_s, 3)},
+            usage=self.usage,
+            outputs={name: path.name for name, path in outputs.items()},
+            tool_errors=dict(runner.errors),
+        )

@@ -1,0 +1,285 @@
+"""The plugin manager: discovers plugins, isolates broken ones and fills the typed registries.
+
+Discovery order (also in docs/plugins/load-order.md):
+
+1. ``mmat`` entry points of every installed distribution, built-ins included (they are declared in
+   mmat's own pyproject exactly like a third party's), sorted by distribution then entry-point name.
+2. The allow list (``--plugins a,b`` or ``MMAT_PLUGINS``) drops every plugin not named, before
+   it is imported.
+3. The block list (``-p no:NAME`` or ``MMAT_DISABLE_PLUGINS=a,b``) drops the named ones, also
+   before import.
+4. Plugins registered in code (``manager.register(obj, name)``) come after entry points.
+5. Each plugin's collection hooks run into a staging area; only when all its hooks succeeded are
+   its components committed, so a failing plugin leaves nothing half-registered.
+6. A name claimed twice in one family is an error naming both plugins.
+
+Loading happens once, lazily, on the first lookup: never at import time.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as importlib_metadata
+import os
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pluggy
+
+from mmat_core import hookspecs
+from mmat_core.components import FAMILY_BASES, Component
+from mmat_core.errors import DuplicateComponentError, PluginError, UnknownComponentError
+
+ENTRY_POINT_GROUP = "mmat"
+C = TypeVar("C", bound=Component)
+
+
+class PluginWarning(UserWarning):
+    """Warning issued when a plugin fails to load and is skipped."""
+
+
+@dataclass
+class PluginInfo:
+    """What ``mmat plugins`` shows of one plugin."""
+
+    name: str
+    version: str
+    distribution: str
+    hooks: list[str] = field(default_factory=list)
+    components: dict[str, list[str]] = field(default_factory=dict)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "distribution": self.distribution,
+            "hooks": self.hooks,
+            "components": self.components,
+            **({"error": self.error} if self.error else {}),
+        }
+
+
+class Registry:
+    """Components of one family, by name, each stamped with the plugin that supplied it."""
+
+    def __init__(self, family: str) -> None:
+        self.family = family
+        self._items: dict[str, type[Component]] = {}
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._items)
+
+    def items(self) -> list[tuple[str, type[Component]]]:
+        """(name, class) pairs, sorted by name."""
+        return sorted(self._items.items())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def get(self, name: str) -> type[Component]:
+        """The class registered as ``name``; an unknown name lists the choices."""
+        try:
+            return self._items[name]
+        except KeyError:
+            raise UnknownComponentError(self.family, name, self._items) from None
+
+    def add(self, cls: type[Component], plugin: str) -> None:
+        """Register ``cls``; a second plugin claiming the same name is an error naming both."""
+        existing = self._items.get(cls.name)
+        if existing is not None and existing is not cls:
+            raise DuplicateComponentError(
+                f"{self.family} '{cls.name}' is registered by two plugins: "
+                f"'{existing.plugin}' ({existing.__module__}.{existing.__qualname__}) and "
+                f"'{plugin}' ({cls.__module__}.{cls.__qualname__}). Block one with -p no:NAME."
+            )
+        self._items[cls.name] = cls
+
+
+def _split_names(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+class PluginManager:
+    """Loads plugins once and answers lookups by family and name."""
+
+    def __init__(
+        self,
+        *,
+        allow: Iterable[str] | None = None,
+        block: Iterable[str] = (),
+        strict: bool | None = None,
+        entry_points: bool = True,
+    ) -> None:
+        env_allow = _split_names(os.environ.get("MMAT_PLUGINS"))
+        self.allow: set[str] | None = set(allow) if allow is not None else (set(env_allow) or None)
+        self.block: set[str] = set(block) | set(_split_names(os.environ.get("MMAT_DISABLE_PLUGINS")))
+        self.strict = strict if strict is not None else os.environ.get("MMAT_STRICT_PLUGINS") == "1"
+        self.use_entry_points = entry_points
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.registries = {family: Registry(family) for family in FAMILY_BASES}
+        self.plugins: dict[str, PluginInfo] = {}
+        self._pending: list[tuple[str, Any, PluginInfo]] = []
+        self._loaded = False
+
+    # -- discovery -------------------------------------------------------------------------
+
+    def _wanted(self, name: str, distribution: str = "") -> bool:
+        """Allow and block lists; ``builtins`` in the allow list stands for every built-in plugin."""
+        if name in self.block:
+            return False
+        if self.allow is None or name in self.allow:
+            return True
+        return "builtins" in self.allow and distribution == "mmat"
+
+    def _discover(self) -> None:
+        if not self.use_entry_points:
+            return
+        eps = sorted(
+            importlib_metadata.entry_points(group=ENTRY_POINT_GROUP),
+            key=lambda ep: ((ep.dist.name if ep.dist else ""), ep.name),
+        )
+        for ep in eps:
+            if not self._wanted(ep.name, ep.dist.name if ep.dist else ""):
+                continue
+            dist = ep.dist.name if ep.dist else "?"
+            version = ep.dist.version if ep.dist else "?"
+            info = PluginInfo(name=ep.name, version=version, distribution=dist)
+            try:
+                module = ep.load()
+            except Exception as exc:  # a broken plugin must never take mmat down with it
+                self._fail(info, f"import failed: {type(exc).__name__}: {exc}", exc)
+                continue
+            self._pending.append((ep.name, module, info))
+
+    def register(self, plugin: Any, name: str, version: str = "0") -> None:
+        """Register a plugin object (a module or an object with hookimpls) from code, e.g. in tests."""
+        info = PluginInfo(name=name, version=version, distribution="(registered in code)")
+        if self._loaded:
+            self._activate(name, plugin, info)
+        else:
+            self._pending.append((name, plugin, info))
+
+    def _fail(self, info: PluginInfo, message: str, exc: BaseException) -> None:
+        info.error = message
+        self.plugins[info.name] = info
+        text = f"mmat: plugin '{info.name}' ({info.distribution} {info.version}) was not loaded: {message}"
+        if self.strict:
+            raise PluginError(text + " (MMAT_STRICT_PLUGINS=1)") from exc
+        warnings.warn(text, PluginWarning, stacklevel=3)
+
+    def _activate(self, name: str, plugin: Any, info: PluginInfo) -> None:
+        """Run the plugin's collection hooks into a staging area, then commit all or nothing."""
+        try:
+            self.pm.register(plugin, name=name)
+        except Exception as exc:
+            self._fail(info, f"registration failed: {type(exc).__name__}: {exc}", exc)
+            return
+        staged: list[tuple[str, type[Component]]] = []
+        hooks: list[str] = []
+        try:
+            for hook_name, family in hookspecs.COLLECTION_HOOKS.items():
+                impls = [impl for impl in getattr(self.pm.hook, hook_name).get_hookimpls() if impl.plugin is plugin]
+                if not impls:
+                    continue
+                hooks.append(hook_name)
+                base = FAMILY_BASES[family]
+                for impl in impls:
+                    def register(cls: type[Component], _family: str = family, _base: type = base) -> None:
+                        if not (isinstance(cls, type) and issubclass(cls, _base)):
+                            raise TypeError(f"{cls!r} is not a subclass of {_base.__module__}.{_base.__name__}")
+                        if not cls.name:
+                            raise TypeError(f"{cls.__qualname__} has no 'name'")
+                        staged.append((_family, cls))
+
+                    impl.function(register=register)
+            # Check for clashes before touching any registry, so a clash leaves nothing behind.
+            seen: dict[tuple[str, str], type[Component]] = {}
+            for family, cls in staged:
+                key = (family, cls.name)
+                if key in seen and seen[key] is not cls:
+                    raise DuplicateComponentError(f"{family} '{cls.name}' is registered twice by plugin '{name}'")
+                seen[key] = cls
+                existing = self.registries[family]._items.get(cls.name)
+                if existing is not None and existing is not cls:
+                    raise DuplicateComponentError(
+                        f"{family} '{cls.name}' is registered by two plugins: '{existing.plugin}' "
+                        f"({existing.__module__}) and '{name}' ({cls.__module__}). Block one with -p no:NAME."
+                    )
+        except DuplicateComponentError:
+            self.pm.unregister(plugin)
+            raise
+        except Exception as exc:
+            self.pm.unregister(plugin)
+            self._fail(info, f"{type(exc).__name__}: {exc}", exc)
+            return
+        for family, cls in staged:
+            cls.plugin = name
+            self.registries[family].add(cls, name)
+            info.components.setdefault(family, [])
+            if cls.name not in info.components[family]:
+                info.components[family].append(cls.name)
+        info.hooks = hooks
+        self.plugins[name] = info
+
+    def load(self) -> PluginManager:
+        """Discover and activate plugins (idempotent)."""
+        if self._loaded:
+            return self
+        self._discover()
+        pending, self._pending = self._pending, []
+        for name, plugin, info in pending:
+            if info.distribution == "(registered in code)" or self._wanted(name, info.distribution):
+                self._activate(name, plugin, info)
+        self._loaded = True
+        return self
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def registry(self, family: str) -> Registry:
+        """The registry of one family (loading plugins on first use)."""
+        self.load()
+        return self.registries[family]
+
+    def get(self, family: str, name: str) -> type[Component]:
+        """The component class ``name`` of ``family``; unknown names answer with suggestions."""
+        return self.registry(family).get(name)
+
+    def create(self, family: str, name: str, **options: Any) -> Component:
+        """Instantiate a component with validated options."""
+        return self.get(family, name)(**options)
+
+    def info(self) -> list[PluginInfo]:
+        """Every plugin seen (loaded or failed), sorted by name."""
+        self.load()
+        return [self.plugins[name] for name in sorted(self.plugins)]
+
+
+_default: PluginManager | None = None
+
+
+def get_plugin_manager() -> PluginManager:
+    """The process-wide manager, configured from the environment (created on first call)."""
+    global _default
+    if _default is None:
+        _default = PluginManager()
+    return _default
+
+
+def set_plugin_manager(manager: PluginManager | None) -> None:
+    """Replace the process-wide manager (the CLI does so for --plugins and -p no:NAME)."""
+    global _default
+    _default = manager
+
+
+def mmat_version() -> str:
+    """The installed version of mmat."""
+    try:
+        return importlib_metadata.version("mmat")
+    except importlib_metadata.PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+

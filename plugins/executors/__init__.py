@@ -1,0 +1,28 @@
+"""Built-in executors: ``local`` runs the pipeline in this process with asyncio."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mmat_core import hookimpl
+from mmat_core.components import Executor
+
+
+class LocalExecutor(Executor):
+    """Runs the whole pipeline in this process: one asyncio loop, a worker pool for CPU-bound tools."""
+
+    name = "local"
+    version = "1"
+    description = "in-process asyncio executor (the default)"
+
+    def execute(self, pipeline: Any, out_dir: Path) -> Any:
+        """Run ``pipeline`` into ``out_dir``."""
+        return pipeline.run_local(out_dir)
+
+
+@hookimpl
+def register_executors(register: Callable[[type[Executor]], None]) -> None:
+    """Register the built-in executors."""
+    register(LocalExecutor)

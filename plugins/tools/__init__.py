@@ -1,0 +1,19 @@
+"""Built-in tools: the paper's operators."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from mmat_core import hookimpl
+from mmat_core.components import Tool
+from mmat_plugins.tools.caption import ImageCaptionTool
+from mmat_plugins.tools.faces import FaceDetectionTool
+from mmat_plugins.tools.ocr import OCRTool
+
+
+@hookimpl
+def register_tools(register: Callable[[type[Tool]], None]) -> None:
+    """Register the built-in operators."""
+    register(ImageCaptionTool)
+    register(OCRTool)
+    register(FaceDetectionTool)
