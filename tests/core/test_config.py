@@ -1,0 +1,81 @@
+"""Bad configuration stops before any work with one message naming the file, the key and the choices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mmat_core.cli import main
+from mmat_core.config import load_config
+from mmat_core.errors import ConfigError
+from mmat_core.pipeline import Pipeline
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_unknown_top_level_key_names_file_key_and_allowed_keys(tmp_path: Path) -> None:
+    config = write(tmp_path / "build.yaml", "sourc: sample\n")
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(config)
+    message = str(excinfo.value)
+    assert str(config) in message and "sourc: unknown key" in message
+    assert "allowed: critics, curation, engine" in message
+
+
+def test_unknown_nested_key_lists_the_section_keys(tmp_path: Path) -> None:
+    config = write(tmp_path / "build.toml", "[engine]\nmax_turn = 3\n")
+    with pytest.raises(ConfigError, match=r"engine.max_turn: unknown key; allowed: .*max_turns"):
+        load_config(config)
+
+
+def test_wrong_type_names_the_key_and_the_value(tmp_path: Path) -> None:
+    config = write(tmp_path / "build.yaml", "engine:\n  max_turns: many\n")
+    with pytest.raises(ConfigError, match=r"engine.max_turns: .*'many'"):
+        load_config(config)
+
+
+def test_missing_config_file_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"nowhere.yaml: file not found"):
+        load_config("nowhere.yaml")
+
+
+def test_unknown_component_suggests_and_lists(tmp_path: Path) -> None:
+    config_path = write(tmp_path / "build.yaml", "tools: [ocr, face_detect]\n")
+    config = load_config(config_path)
+    with pytest.raises(ConfigError) as excinfo:
+        Pipeline.from_config(config, config_file=str(config_path))
+    message = str(excinfo.value)
+    assert "tools[1].name" in message and "Did you mean 'face_detection'?" in message and "Available:" in message
+
+
+def test_unknown_component_option_lists_the_allowed_options(tmp_path: Path) -> None:
+    config_path = write(tmp_path / "build.yaml", "tools:\n  - {name: ocr, max_sid: 10}\n")
+    with pytest.raises(ConfigError, match=r"tools\[0\].max_sid: unknown key; allowed: max_side, min_score"):
+        Pipeline.from_config(load_config(config_path), config_file=str(config_path))
+
+
+def test_cli_reports_config_errors_without_traceback_and_writes_nothing(tmp_path: Path) -> None:
+    config = write(tmp_path / "build.yaml", "llm: {name: offline, temprature: 0.2}\n")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["build", "--config", str(config), "--out", str(out)], standalone_mode=True)
+    assert result.exit_code != 0
+    assert "temprature" in str(result.exception) or "temprature" in result.output
+    assert not out.exists()
+
+
+def test_flags_override_the_config_file(tmp_path: Path) -> None:
+    from mmat_core.cli.build import collect_overrides
+
+    config = write(tmp_path / "build.yaml", "llm: {name: offline}\nengine: {max_turns: 3}\nout: a\n")
+    loaded = load_config(config, collect_overrides(out=tmp_path / "b", set_items=("engine.max_turns=5",), tools="ocr"))
+    assert loaded.engine.max_turns == 5 and loaded.out == str(tmp_path / "b")
+    assert [t.name for t in loaded.tools] == ["ocr"]
+
+
+def test_config_fingerprint_ignores_the_output_directory() -> None:
+    assert load_config(None, {"out": "x"}).fingerprint() == load_config(None, {"out": "y"}).fingerprint()
