@@ -227,6 +227,11 @@ class Tool(Component):
         """The label used in the user-turn template."""
         return cls.label or cls.name.replace("_", " ")
 
+    def cache_extra(self, ctx: ToolContext) -> Any:
+        """What the result depends on besides the tool, its version, the image and the arguments
+        (part of the cache key). A question-focused tool returns the question here."""
+        return None
+
     @abstractmethod
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolOutput:
         """Run the tool on the sample in ``ctx`` with validated ``args``."""

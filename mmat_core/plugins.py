@@ -136,9 +136,11 @@ class PluginManager:
             return True
         return "builtins" in self.allow and distribution == "mmat"
 
-    def _discover(self) -> None:
+    def _discover(self) -> list[tuple[str, Any, PluginInfo]]:
+        """Import the wanted entry points; failures are reported and skipped."""
+        found: list[tuple[str, Any, PluginInfo]] = []
         if not self.use_entry_points:
-            return
+            return found
         eps = sorted(
             importlib_metadata.entry_points(group=ENTRY_POINT_GROUP),
             key=lambda ep: ((ep.dist.name if ep.dist else ""), ep.name),
@@ -154,7 +156,8 @@ class PluginManager:
             except Exception as exc:  # a broken plugin must never take mmat down with it
                 self._fail(info, f"import failed: {type(exc).__name__}: {exc}", exc)
                 continue
-            self._pending.append((ep.name, module, info))
+            found.append((ep.name, module, info))
+        return found
 
     def register(self, plugin: Any, name: str, version: str = "0") -> None:
         """Register a plugin object (a module or an object with hookimpls) from code, e.g. in tests."""
@@ -230,8 +233,8 @@ class PluginManager:
         """Discover and activate plugins (idempotent)."""
         if self._loaded:
             return self
-        self._discover()
-        pending, self._pending = self._pending, []
+        # Entry points first, then plugins registered in code (see the discovery order above).
+        pending, self._pending = self._discover() + self._pending, []
         for name, plugin, info in pending:
             if info.distribution == "(registered in code)" or self._wanted(name, info.distribution):
                 self._activate(name, plugin, info)

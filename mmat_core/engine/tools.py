@@ -1,18 +1,27 @@
-"""Running operators: argument validation, timeouts, caching, worker pool, errors as observations."""
+"""Running operators: argument validation, timeouts, caching, worker pool, errors as observations.
+
+Arguments come from a model and are untrusted: they are validated against the tool's JSON Schema
+and handed to ``Tool.run`` as plain data. Nothing is evaluated or passed to a shell.
+
+Tool results are cached by (tool, version, image hash, arguments, options, tool-specific context
+such as the question for ``image_caption``), so a rerun does not redo them. A failing, timing-out
+or unknown tool becomes an error observation in the dialogue and a count in the run report.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
-from mmat_core.components import LLMClient, Tool, ToolContext, ToolInfo
+from mmat_core.components import LLMClient, SearchBackend, Tool, ToolContext, ToolInfo
 from mmat_core.engine.cache import Cache, key_of, tool_key_document
 from mmat_core.errors import ToolArgumentError
 from mmat_core.images import ImageStore
-from mmat_core.models import SourceSample, ToolCall
+from mmat_core.models import RagCall, SearchHit, SourceSample, ToolCall
 
 
 def validate_args(tool: type[Tool] | Tool, args: Any) -> dict[str, Any]:
@@ -32,8 +41,72 @@ def validate_args(tool: type[Tool] | Tool, args: Any) -> dict[str, Any]:
     return args
 
 
+def tool_timeout(tool: Tool) -> float:
+    """The tool's timeout: its ``timeout_s`` option when it has one, else the class default."""
+    return float(getattr(tool.options, "timeout_s", None) or tool.timeout_s)
+
+
+def argument_hint(tool: Tool | type[Tool]) -> str:
+    """A one-line description of a tool's arguments for the generator prompt ('' when it has none)."""
+    properties = (tool.args_schema or {}).get("properties") or {}
+    if not properties:
+        return ""
+    required = set((tool.args_schema or {}).get("required") or [])
+    parts = []
+    for name, spec in properties.items():
+        kind = spec.get("type", "value")
+        if kind == "array":
+            kind = f"list of {spec.get('items', {}).get('type', 'value')}"
+        text = spec.get("description", "")
+        optional = "" if name in required else "optional "
+        parts.append(f"{name} ({optional}{kind}{': ' + text if text else ''})")
+    return "; ".join(parts)
+
+
+def plan_batches(names: Sequence[str], tools: dict[str, Tool]) -> list[list[str]]:
+    """Group a step's operators into batches that may run concurrently.
+
+    A tool that declares ``runs_after = ("image_caption",)`` waits for those tools when they are
+    chosen in the same step (``label_bbox`` needs the scene graph ``image_caption`` produces);
+    every other operator runs at once.
+    """
+    remaining = list(dict.fromkeys(names))
+    batches: list[list[str]] = []
+    done: set[str] = set()
+    while remaining:
+        ready = [n for n in remaining
+                 if not (set(getattr(tools.get(n), "runs_after", ()) or ()) & (set(remaining) - {n}) - done)]
+        if not ready:  # a cycle between third-party tools: run the rest together rather than hang
+            ready = list(remaining)
+        batches.append(ready)
+        done.update(ready)
+        remaining = [n for n in remaining if n not in ready]
+    return batches
+
+
+@dataclass
+class ToolStats:
+    """Per-tool counters for the run report."""
+
+    calls: dict[str, int] = field(default_factory=dict)
+    cached: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def count(self, table: dict[str, Any], name: str, amount: float = 1) -> None:
+        """Add ``amount`` to ``table[name]``."""
+        table[name] = table.get(name, 0) + amount
+
+
+def format_hits(hits: Sequence[SearchHit]) -> str:
+    """The RAG result text that goes into the user turn: numbered snippets, titles first."""
+    if not hits:
+        return "No results were found."
+    return " ".join(f"[{i}] {h.title + ': ' if h.title else ''}{h.snippet}" for i, h in enumerate(hits, 1))
+
+
 class ToolRunner:
-    """Runs the enabled tools of a run for the rationale loop."""
+    """Runs the enabled tools (and the RAG backend) of a run for the rationale loop."""
 
     def __init__(
         self,
@@ -43,17 +116,26 @@ class ToolRunner:
         llm: LLMClient | None = None,
         cache: Cache | None = None,
         workers: int = 2,
+        search: SearchBackend | None = None,
     ) -> None:
         self.tools = {tool.name: tool for tool in tools}
         self.images = images
         self.llm = llm
         self.cache = cache
+        self.search = search
+        self.workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mmat-tool")
-        self.errors: dict[str, int] = {}
+        self.stats = ToolStats()
+        #: Errors by tool name (``rag`` for retrieval); goes into run.json as ``tool_errors``.
+        self.errors = self.stats.errors
 
     def infos(self) -> list[ToolInfo]:
         """Name, label and description of each enabled tool, in configuration order."""
         return [ToolInfo(name=t.name, label=t.result_label(), description=t.description) for t in self.tools.values()]
+
+    def argument_hints(self) -> dict[str, str]:
+        """Tool name -> argument hint, for the tools that take arguments."""
+        return {name: hint for name, tool in self.tools.items() if (hint := argument_hint(tool))}
 
     async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -62,33 +144,44 @@ class ToolRunner:
         """The context tools get for one sample."""
         return ToolContext(sample=sample, images=self.images, llm=self.llm, scratch=scratch, run_blocking=self._blocking)
 
+    def _key_document(self, tool: Tool, args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+        image = ctx.image
+        # Options change results (OCR's max_side, a detector's model), the timeout does not.
+        options = tool.options.model_dump(mode="json", exclude={"timeout_s"})
+        extra = {"options": options, "context": getattr(tool, "cache_extra", lambda _ctx: None)(ctx)}
+        return tool_key_document(tool.name, tool.version, image.sha256 if image else None, args, extra)
+
     async def call(self, name: str, args: Any, ctx: ToolContext) -> ToolCall:
         """Run one tool. Every failure becomes an error observation, never an exception."""
         started = time.monotonic()
         tool = self.tools.get(name)
         if tool is None:
-            return self._error(name, "", {}, f"unknown operator '{name}'; enabled: {', '.join(self.tools)}", started)
+            return self._error(name, "", {}, f"unknown operator '{name}'; enabled: {', '.join(self.tools) or '(none)'}", started)
         try:
             args = validate_args(tool, args)
         except ToolArgumentError as exc:
             return self._error(name, tool.version, {}, str(exc), started)
-        image = ctx.image
-        extra = getattr(tool, "cache_extra", lambda _ctx: None)(ctx)
-        document = tool_key_document(tool.name, tool.version, image.sha256 if image else None, args, extra)
+        document = self._key_document(tool, args, ctx)
         key = key_of(document)
+        self.stats.count(self.stats.calls, name)
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
                 if hit.get("scratch"):
                     ctx.scratch.update(hit["scratch"])
-                return ToolCall(name=name, version=tool.version, args=args, result=hit["text"], data=hit.get("data"), cached=True)
+                self.stats.count(self.stats.cached, name)
+                return ToolCall(name=name, version=tool.version, args=args, result=hit["text"], data=hit.get("data"),
+                                cached=True, latency_s=time.monotonic() - started)
+        timeout = tool_timeout(tool)
+        scratch_before = dict(ctx.scratch)
         try:
-            scratch_before = dict(ctx.scratch)
-            output = await asyncio.wait_for(tool.run(args, ctx), timeout=tool.timeout_s)
+            output = await asyncio.wait_for(tool.run(args, ctx), timeout=timeout)
         except asyncio.TimeoutError:
-            return self._error(name, tool.version, args, f"timed out after {tool.timeout_s:g}s", started)
+            return self._error(name, tool.version, args, f"timed out after {timeout:g}s", started)
         except Exception as exc:  # a tool's failure is an observation, not a crash
             return self._error(name, tool.version, args, f"{type(exc).__name__}: {exc}", started)
+        elapsed = time.monotonic() - started
+        self.stats.count(self.stats.seconds, name, elapsed)
         if self.cache is not None:
             scratch = {k: v for k, v in ctx.scratch.items() if scratch_before.get(k) != v}
             self.cache.put(
@@ -99,18 +192,53 @@ class ToolRunner:
                 purpose=name,
                 sample_id=ctx.sample.id,
             )
-        return ToolCall(
-            name=name,
-            version=tool.version,
-            args=args,
-            result=output.text,
-            data=output.data,
-            latency_s=time.monotonic() - started,
-            usage=output.usage,
-        )
+        return ToolCall(name=name, version=tool.version, args=args, result=output.text, data=output.data,
+                        latency_s=elapsed, usage=output.usage)
+
+    async def call_many(self, requests: Sequence[tuple[str, dict[str, Any]]], ctx: ToolContext) -> list[ToolCall]:
+        """Run a step's operators: independent ones concurrently, dependent ones after what they
+        need. Results come back in the order the operators were chosen."""
+        by_name = {name: args for name, args in requests}
+        results: dict[str, ToolCall] = {}
+        for batch in plan_batches([name for name, _ in requests], self.tools):
+            for call in await asyncio.gather(*(self.call(name, by_name[name], ctx) for name in batch)):
+                results[call.name] = call
+        return [results[name] for name in dict.fromkeys(name for name, _ in requests)]
+
+    async def retrieve(self, query: str, k: int, sample_id: str | None = None) -> RagCall:
+        """Run one RAG query, cached by (backend, version, options, query, k). Failures become
+        an error observation."""
+        started = time.monotonic()
+        if self.search is None:
+            return RagCall(query=query, result="No search backend is enabled in this run.", error="no_search_backend")
+        backend = self.search
+        self.stats.count(self.stats.calls, "rag")
+        options = backend.options.model_dump(mode="json", exclude={"api_key"})
+        document = {"kind": "rag", "backend": backend.name, "version": backend.version, "options": options,
+                    "query": query, "k": k}
+        key = key_of(document)
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.stats.count(self.stats.cached, "rag")
+                return RagCall.model_validate({**hit, "cached": True, "latency_s": time.monotonic() - started})
+        try:
+            hits = await backend.search(query, k)
+        except Exception as exc:  # a failed search is an observation, not a crash
+            self.stats.count(self.errors, "rag")
+            message = f"{type(exc).__name__}: {exc}"
+            return RagCall(query=query, backend=backend.name, result=f"The rag search failed: {message}", error=message,
+                           latency_s=time.monotonic() - started)
+        call = RagCall(query=query, backend=backend.name, hits=list(hits)[:k], result=format_hits(list(hits)[:k]),
+                       latency_s=time.monotonic() - started)
+        self.stats.count(self.stats.seconds, "rag", call.latency_s)
+        if self.cache is not None:
+            self.cache.put(key, call.model_dump(mode="json", exclude={"cached", "latency_s"}), kind="rag",
+                           document=document, purpose="rag", sample_id=sample_id)
+        return call
 
     def _error(self, name: str, version: str, args: dict[str, Any], message: str, started: float) -> ToolCall:
-        self.errors[name] = self.errors.get(name, 0) + 1
+        self.stats.count(self.errors, name)
         return ToolCall(
             name=name,
             version=version,
