@@ -15,9 +15,22 @@ import click
 #: command name -> ("module:function", one-line help shown by ``mmat --help``).
 COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("mmat_core.cli.build:build", "Build RR/ORR training data (the whole pipeline)."),
+    "cache": ("mmat_core.cli.cache:cache", "Inspect the result cache: `mmat cache stats`, `mmat cache explain SAMPLE_ID`."),
+    "critique": ("mmat_core.cli.critique:critique", "Run critics over existing traces without regenerating them."),
+    "export": ("mmat_core.cli.export:export", "Write any format (RR, ORR, ms-swift, LLaMA-Factory, ...) from a run's stored traces."),
+    "import-rr": ("mmat_core.cli.export:import_rr", "Read RR JSONL back into traces (then export ORR or any format)."),
     "plugins": ("mmat_core.cli.info:plugins", "List plugins with their versions, hooks and components."),
     "validate": ("mmat_core.cli.info:validate", "Check a JSON/JSONL file against its schema."),
     "schemas": ("mmat_core.cli.info:schemas", "Print, write or check the JSON Schemas of mmat's records."),
+    "sources": ("mmat_core.cli.sources:sources", "List the sources with their options, sub-datasets and licences."),
+    "status": ("mmat_core.cli.status:status", "Show a run's progress, failures by reason and whether it is complete."),
+    "tools": ("mmat_core.cli.tools:tools", "List the operators (tools) with their argument schemas."),
+    "tool": ("mmat_core.cli.tools:tool", "Run one operator on one image for debugging (`mmat tool run NAME IMAGE`)."),
+    "rag": ("mmat_core.cli.tools:rag", "Build (`mmat rag index`) and query the local retrieval index."),
+    "train": ("mmat_core.cli.train:train", "Fine-tune a VLM on RR/ORR data (hf-lora, or the paper's ms-swift run)."),
+    "infer": ("mmat_core.cli.train:infer", "Answer a question about an image with a tuned model and its tools."),
+    "view": ("mmat_core.cli.view:view", "Browse a run or an exported JSONL file in a local web page (samples, boxes, dashboard)."),
+    "eval": ("mmat_core.cli.train:evaluate", "Score a model (plain, RR runtime or ORR) on a QA file with answers."),
 }
 
 

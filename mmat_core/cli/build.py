@@ -38,6 +38,10 @@ def collect_overrides(**flags: Any) -> dict[str, Any]:
             overrides[key] = flags[key]
     if flags.get("executor"):
         overrides["executor"] = flags["executor"]
+    if flags.get("ray_address"):
+        if flags.get("executor") not in (None, "ray"):
+            raise ConfigError(f"--ray-address needs --executor ray, not --executor {flags['executor']}")
+        overrides["executor"] = {"name": "ray", "address": flags["ray_address"]}
     if flags.get("limit") is not None:
         overrides["curation.limit"] = flags["limit"]
     if flags.get("out"):
@@ -57,6 +61,9 @@ def collect_overrides(**flags: Any) -> dict[str, Any]:
 @click.option("--critics", help="Comma-separated critics.")
 @click.option("--formatters", help="Comma-separated formatters (rr, orr, exports).")
 @click.option("--executor", help="Executor (local, ray).")
+@click.option("--ray-address", metavar="ADDR", help="Ray cluster to join (implies --executor ray), e.g. ray://head:10001 or auto.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), metavar="RUN_DIR",
+              help="Continue an interrupted run in RUN_DIR with the configuration it started with (other options override it).")
 @click.option("--limit", type=int, help="Keep at most N samples after curation.")
 @click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE", help="Override any config key, e.g. engine.max_turns=6.")
 @click.option("--dry-run", is_flag=True, help="Count what each source yields after curation; no model call.")
@@ -65,33 +72,64 @@ def build(config_file: Path | None, out: Path | None, dry_run: bool, **flags: An
     from mmat_core.config import load_config
     from mmat_core.pipeline import Pipeline
 
-    config = load_config(config_file, collect_overrides(out=out, **flags))
+    resume_dir: Path | None = flags.pop("resume_dir", None)
+    overrides = collect_overrides(out=out, **flags)
+    if resume_dir is not None:
+        from mmat_core.resume import stored_config
+
+        if out is not None and Path(out).resolve() != resume_dir.resolve():
+            raise ConfigError(f"--resume {resume_dir} and --out {out} name different run directories; give one of them")
+        # The run's own configuration first; a config file or flags given now override it (and a
+        # change is then detected and handled by resume.on_config_change).
+        base = {} if config_file else stored_config(resume_dir)
+        overrides = {**base, **overrides, "out": str(resume_dir)}
+    config = load_config(config_file, overrides)
     pipeline = Pipeline.from_config(config, config_file=str(config_file) if config_file else None)
     if dry_run:
         _dry_run(pipeline)
         return
     if not config.out:
         raise ConfigError("no output directory: give --out DIR or `out:` in the config", file=str(config_file) if config_file else None, key="out")
-    result = pipeline.run(Path(config.out))
+    if config.llm_engine.progress and pipeline.executor.name == "local":
+        from mmat_core.engine.progress import LiveProgress
+
+        display = LiveProgress()
+        try:
+            result = pipeline.run(Path(config.out), progress=display)
+        finally:
+            display.close()
+    else:
+        result = pipeline.run(Path(config.out))
     _summary(result)
 
 
 def _dry_run(pipeline: Any) -> None:
-    from mmat_core.models import Rejected
+    from mmat_core.curation import Curator
 
-    kept: Counter[str] = Counter()
-    rejected: Counter[tuple[str, str]] = Counter()
-    for row in pipeline.iter_samples():
-        key = f"{row.source}/{row.subset}" if row.subset else row.source
-        if isinstance(row, Rejected):
-            rejected[(key, row.reason)] += 1
-        else:
-            kept[key] += 1
+    curator = Curator(pipeline.config.curation, pipeline.sources)
+    for _ in pipeline.iter_samples(curator):
+        pass
+    kept, rejected, skipped = curator.kept_by, curator.rejected, curator.skipped
+
+    def listing(counter: Counter[tuple[str, str]], key: str) -> str:
+        return ", ".join(f"{reason} {n}" for (k, reason), n in sorted(counter.items()) if k == key)
+
+    def within(counter: Counter[Any], source: str) -> int:
+        return sum(n for k, n in counter.items() if (k if isinstance(k, str) else k[0]).split("/", 1)[0] == source)
+
+    keys = set(kept) | {k for k, _ in rejected} | {k for k, _ in skipped}
     click.echo("Dry run: samples each source would yield after curation (no model call)")
-    for key in sorted(set(kept) | {k for k, _ in rejected}):
-        reasons = ", ".join(f"{r} {n}" for (k, r), n in sorted(rejected.items()) if k == key)
-        click.echo(f"  {key:<32} {kept[key]:>8} samples" + (f"   rejected: {reasons}" if reasons else ""))
-    click.echo(f"  {'total':<32} {sum(kept.values()):>8} samples   {sum(rejected.values())} rejected")
+    for source in sorted({k.split("/", 1)[0] for k in keys}):
+        # The source's line sums its sub-datasets; reasons listed there are rows with no sub-dataset.
+        line = f"  {source:<34} {within(kept, source):>8} samples   rejected {within(rejected, source)}, skipped {within(skipped, source)}"
+        own = listing(rejected, source)
+        click.echo(line + (f"   ({own})" if own else ""))
+        for key in sorted(k for k in keys if k.startswith(source + "/")):
+            reasons, skips = listing(rejected, key), listing(skipped, key)
+            click.echo(f"    {key:<32} {kept[key]:>8} samples" + (f"   rejected: {reasons}" if reasons else "")
+                       + (f"   skipped: {skips}" if skips else ""))
+    click.echo(f"  {'total':<34} {sum(kept.values()):>8} samples   {sum(rejected.values())} rejected, "
+               f"{sum(skipped.values())} skipped by sampling or quotas")
 
 
 def _summary(result: Any) -> None:
@@ -100,11 +138,22 @@ def _summary(result: Any) -> None:
     click.echo(f"Run written to {result.out_dir}")
     click.echo(f"  samples: {counts.get('finished', 0)} finished, {counts.get('kept', 0)} kept, "
                f"{counts.get('rejected', 0)} rejected at the source, {counts.get('model_calls', 0)} model calls made")
-    click.echo(f"  {'source':<28} {'read':>6} {'rej':>5} {'gen':>6} {'pass':>6} {'refl':>5} {'fail-v':>6} {'drop':>5} {'kept':>6} {'$/kept':>8}")
-    for key, c in sorted(manifest.yield_by_source.items()):
-        per_kept = c.cost_usd / c.kept if c.kept else 0.0
-        click.echo(f"  {key:<28} {c.read:>6} {c.rejected:>5} {c.generated:>6} {c.passed:>6} {c.reflected:>5} "
-                   f"{c.failed_verification:>6} {c.dropped:>5} {c.kept:>6} {per_kept:>8.4f}")
+    from mmat_core.yields import yield_table
+
+    for line in yield_table(dict(sorted(manifest.yield_by_source.items()))):
+        click.echo(line)
     for name, path in sorted(result.outputs.items()):
         click.echo(f"  {name}: {path}")
     click.echo(f"  run.json: {result.out_dir / 'run.json'}")
+    engine = getattr(result, "engine", None) or {}
+    if engine:
+        # What bounded the model calls, so the next run knows which limit to raise.
+        click.echo(f"  model calls: {engine.get('calls_made', 0)} made, {engine.get('cached_calls', 0)} from cache, "
+                   f"{engine.get('failed_calls', 0)} failed, {engine.get('retries', 0)} retries, "
+                   f"{engine.get('prompt_tokens', 0) + engine.get('completion_tokens', 0):,} tokens, "
+                   f"${engine.get('cost_usd', 0.0):.4f} estimated")
+        click.echo(f"  limits: {engine.get('binding_summary', '')}")
+        for message in engine.get("breaker_events", []):
+            click.echo(f"  circuit breaker: {message}")
+        if engine.get("price_warning"):
+            click.echo(f"  prices: {engine['price_warning']}")
