@@ -56,30 +56,46 @@ def final_turn(question: str) -> str:
 
 # ---- the project's own prompts ---------------------------------------------------------------
 
-GENERATOR_PROMPT_VERSION = "gen-1"
+GENERATOR_PROMPT_VERSION = "gen-2"
 GENERATOR_SYSTEM = """You write step-by-step visual reasoning that a smaller model will learn from.
 You are shown an image, a question about it and, for your eyes only, the correct answer: {answer}
 Reason towards that answer one step at a time, as if you did not know it. Never state, quote or
-hint at the known answer before your reasoning has actually established it, and never use it as
-a reason for anything. If the evidence does not support it, say what is missing and gather more.
+hint at the known answer before your reasoning has actually established it, never mention that
+an answer was given to you, and never use it as a reason for anything. If the evidence does not
+support it, say what is missing and gather more.
 
-At every step you may call operators that inspect the image, and you may search the web:
+At every step you may call operators that inspect the image{rag_intro}:
 {operators}
-- rag: a text web search. Ask for it only when outside knowledge is needed, with a short query.
-
+{rag_line}
 Reply to every turn with one JSON object and nothing else:
 {{"thought": "<this step's reasoning>", "operators": [<zero or more operator names>],
   "rag": {{"needed": <true|false>, "query": <"search text" or null>}},
   "next_action": "continue" | "final_answer"}}
-The results of the operators and of the search arrive in the next user message. Use them in
-your next thought. Choose "final_answer" once the reasoning is complete; you will then be asked
-for the answer alone."""
+An operator that takes arguments may be written as {{"name": "<operator>", "args": {{...}}}} instead
+of its bare name. The results of the operators{rag_results} arrive in the next user message. Use
+them in your next thought. Choose "final_answer" once the reasoning is complete; you will then be
+asked for the answer alone."""
+GENERATOR_RAG_LINE = "- rag: a text web search. Ask for it only when outside knowledge is needed, with a short query.\n"
+GENERATOR_NO_RAG_LINE = "Web search is not available in this run: always set rag to {\"needed\": false, \"query\": null}.\n"
 
 STEP_SCHEMA: dict = {
     "type": "object",
     "properties": {
         "thought": {"type": "string", "minLength": 1},
-        "operators": {"type": "array", "items": {"type": "string"}},
+        "operators": {
+            "type": "array",
+            "items": {
+                "anyOf": [
+                    {"type": "string", "minLength": 1},
+                    {
+                        "type": "object",
+                        "properties": {"name": {"type": "string", "minLength": 1}, "args": {"type": "object"}},
+                        "required": ["name"],
+                        "additionalProperties": False,
+                    },
+                ]
+            },
+        },
         "rag": {
             "type": "object",
             "properties": {"needed": {"type": "boolean"}, "query": {"type": ["string", "null"]}},
@@ -98,14 +114,25 @@ REPAIR_PROMPT = (
 )
 
 
-def operator_lines(tools: Sequence[ToolInfo]) -> str:
-    """One line per enabled operator, for the generator and RR system prompts."""
-    return "\n".join(f"- {tool.name}: {tool.description}" for tool in tools) or "- (no operators are enabled)"
+def operator_lines(tools: Sequence[ToolInfo], arguments: dict[str, str] | None = None) -> str:
+    """One line per enabled operator, for the generator and RR system prompts. ``arguments``
+    (generator prompt only) adds each tool's argument hint."""
+    hints = arguments or {}
+    lines = [f"- {tool.name}: {tool.description}" + (f" Arguments: {hints[tool.name]}." if hints.get(tool.name) else "")
+             for tool in tools]
+    return "\n".join(lines) or "- (no operators are enabled)"
 
 
-def generator_system(answer: str, tools: Sequence[ToolInfo]) -> str:
-    """The generator's system prompt for one sample."""
-    return GENERATOR_SYSTEM.format(answer=answer, operators=operator_lines(tools))
+def generator_system(answer: str, tools: Sequence[ToolInfo], rag_enabled: bool = True,
+                     arguments: dict[str, str] | None = None) -> str:
+    """The generator's system prompt for one sample; operators come from the run's enabled tools."""
+    return GENERATOR_SYSTEM.format(
+        answer=answer,
+        operators=operator_lines(tools, arguments),
+        rag_intro=", and you may search the web" if rag_enabled else "",
+        rag_line=GENERATOR_RAG_LINE if rag_enabled else GENERATOR_NO_RAG_LINE,
+        rag_results=" and of the search" if rag_enabled else "",
+    )
 
 
 RR_SYSTEM_VERSION = "rr-sys-1"

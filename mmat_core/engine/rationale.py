@@ -1,9 +1,12 @@
 """Stage 2: the rationale loop.
 
 The generator sees the image, the question and the known answer. Each turn it replies with one
-JSON step (``thought / operators / rag / next_action``); the engine runs the chosen operators and
-the RAG query concurrently, answers with the exact user-turn templates, and loops until
-``final_answer`` or the turn cap. A last turn asks for the bare answer.
+JSON step (``thought / operators / rag / next_action``). A reply that is not a valid step is
+repaired by a bounded re-ask (the failed exchange never enters the dialogue); when the re-asks
+run out the sample is recorded as failed. The engine runs the chosen operators and the RAG query
+concurrently, answers with the exact user-turn templates, and loops until ``final_answer`` or the
+turn cap. A last turn asks for the bare answer. Every step, call, result, timing and token count
+lands in the Trace.
 """
 
 from __future__ import annotations
@@ -12,27 +15,44 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from mmat_core import prompts
-from mmat_core.components import ContentPart, LLMClient, LLMRequest, Message, SearchBackend
+from mmat_core.components import ContentPart, LLMClient, LLMRequest, Message, SearchBackend, ToolContext
 from mmat_core.engine.errors import LLMCallError
 from mmat_core.engine.tools import ToolRunner
-from mmat_core.models import ModelCall, RagCall, SourceSample, Step, ToolCall, Trace, Usage
+from mmat_core.models import ModelCall, SourceSample, Step, Trace
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)
 _LEAK_PHRASES = re.compile(
-    r"\b(known|given|provided|expected|ground[- ]truth|correct|target)\s+(answer|label)\b", re.IGNORECASE
+    r"\b(known|given|provided|expected|ground[- ]truth|correct|target|reference)\s+(answer|label|solution)\b"
+    r"|\b(answer|label)\s+(is\s+)?(given|provided|known)\b",
+    re.IGNORECASE,
 )
 
 
 class StepParseError(ValueError):
-    """A reply that is not a valid step."""
+    """A reply that is not a valid step; the message is what the repair prompt tells the model."""
+
+
+@dataclass
+class ParsedStep:
+    """A validated step: operators resolved to (name, args) pairs, the RAG query cleaned."""
+
+    thought: str
+    operators: list[tuple[str, dict[str, Any]]]
+    rag_query: str | None
+    final: bool
 
 
 def parse_step(text: str) -> dict[str, Any]:
-    """Parse and validate one step reply; raise StepParseError with a reason the model can act on."""
+    """Parse and schema-check one step reply; raise StepParseError with a reason the model can act on.
+
+    A Markdown code fence around the object is tolerated; missing ``operators`` and ``rag`` are
+    read as "none".
+    """
     import jsonschema
 
     body = _FENCE.sub("", text.strip()).strip()
@@ -50,9 +70,36 @@ def parse_step(text: str) -> dict[str, Any]:
         data.setdefault("rag", {"needed": False, "query": None})
     errors = list(jsonschema.Draft202012Validator(prompts.STEP_SCHEMA).iter_errors(data))
     if errors:
-        where = "/".join(map(str, errors[0].path)) or "(root)"
-        raise StepParseError(f"{where}: {errors[0].message}")
+        error = min(errors, key=lambda e: len(list(e.path)))
+        where = "/".join(map(str, error.path)) or "(root)"
+        raise StepParseError(f"{where}: {error.message}")
     return data
+
+
+def check_step(data: dict[str, Any], enabled: Collection[str], rag_enabled: bool) -> ParsedStep:
+    """Check a schema-valid step against the run: operators must be enabled, a RAG request needs
+    a query and a search backend. Raise StepParseError naming what is allowed."""
+    final = data["next_action"] == "final_answer"
+    operators: list[tuple[str, dict[str, Any]]] = []
+    for index, item in enumerate(data["operators"]):
+        name, args = (item, {}) if isinstance(item, str) else (item["name"], item.get("args") or {})
+        name = name.strip()
+        if name not in enabled:
+            allowed = ", ".join(enabled) or "(none: leave the list empty)"
+            raise StepParseError(f"operators/{index}: '{name}' is not an operator of this run; allowed: {allowed}")
+        if name not in (n for n, _ in operators):
+            operators.append((name, args))
+    rag = data["rag"]
+    query = (rag.get("query") or "").strip() if rag.get("needed") else ""
+    if rag.get("needed") and not final:
+        if not rag_enabled:
+            raise StepParseError('rag: web search is not available in this run; set "needed" to false')
+        if not query:
+            raise StepParseError('rag/query: a search needs a non-empty query (or set "needed" to false)')
+    if final:
+        # The last step closes the reasoning: nothing it asks for would ever be read.
+        return ParsedStep(thought=data["thought"], operators=[], rag_query=None, final=True)
+    return ParsedStep(thought=data["thought"], operators=operators, rag_query=query or None, final=False)
 
 
 def _norm(text: str) -> str:
@@ -61,7 +108,7 @@ def _norm(text: str) -> str:
 
 def leaks_answer(thought: str, answer: str, *, first_step: bool) -> bool:
     """Whether a thought leans on the known answer: it mentions a 'known/given answer', or the
-    first step states a distinctive answer before any evidence came back."""
+    first step states a distinctive answer (three characters or more) before any evidence came back."""
     if _LEAK_PHRASES.search(thought):
         return True
     normalised = _norm(answer)
@@ -93,12 +140,15 @@ class RationaleLoop:
     ) -> None:
         self.client = client
         self.tools = tools
-        self.search = search
+        if search is not None:
+            tools.search = search
+        self.search = tools.search
         self.settings = settings
         self.tool_infos = tools.infos()
         self.rag_cache = tools.cache
 
-    def _request(self, purpose: str, messages: list[Message], sample: SourceSample, context: dict[str, Any], schema: dict | None) -> LLMRequest:
+    def _request(self, purpose: str, messages: list[Message], sample: SourceSample, context: dict[str, Any],
+                 schema: dict[str, Any] | None) -> LLMRequest:
         return LLMRequest(
             purpose=purpose,
             messages=messages,
@@ -110,17 +160,20 @@ class RationaleLoop:
             context=context,
         )
 
+    def system_prompt(self, sample: SourceSample) -> str:
+        """The generator's system prompt for ``sample``, listing the run's enabled operators."""
+        return prompts.generator_system(sample.answer, self.tool_infos, rag_enabled=self.search is not None,
+                                        arguments=self.tools.argument_hints())
+
     async def run(self, trace: Trace) -> Trace:
-        """Generate the rationale into ``trace`` (steps, final answer, usage)."""
+        """Generate the rationale into ``trace`` (steps, final answer, usage, timings, notes)."""
         sample = trace.sample
         started = time.monotonic()
-        system = prompts.generator_system(sample.answer, self.tool_infos)
         first = prompts.first_turn(sample.question, sample.constraint)
         parts = [ContentPart(type="image", image=image) for image in sample.images]
         parts.append(ContentPart(type="text", text=first))
-        messages = [Message(role="system", content=system), Message(role="user", content=parts)]
-        scratch: dict[str, Any] = {}
-        ctx = self.tools.context(sample, scratch)
+        messages = [Message(role="system", content=self.system_prompt(sample)), Message(role="user", content=parts)]
+        ctx = self.tools.context(sample, {})
         history: list[dict[str, Any]] = []
         context_base = {
             "question": sample.question,
@@ -130,45 +183,51 @@ class RationaleLoop:
             "tools": [t.name for t in self.tool_infos],
             "rag": self.search is not None,
         }
+        trace.timings.setdefault("tools_s", 0.0)
         try:
             for turn in range(self.settings.max_turns):
                 context = {**context_base, "turn": turn, "history": history}
-                step_data, raw, call = await self._ask_step(messages, sample, context, trace)
-                if step_data is None:
+                parsed, raw, call = await self._ask_step(messages, sample, context, trace, turn)
+                if parsed is None:
                     trace.status = "failed"
                     trace.failure = "malformed_step"
                     return trace
-                final = step_data["next_action"] == "final_answer"
-                rag_query = (step_data["rag"].get("query") or "").strip() if step_data["rag"].get("needed") else ""
-                operators = [] if final else list(dict.fromkeys(step_data["operators"]))
                 step = Step(
-                    thought=step_data["thought"],
-                    operators=operators,
-                    rag_query=(rag_query or None) if not final else None,
-                    signal="end" if final else "continue",
-                    leaks_answer=leaks_answer(step_data["thought"], sample.answer, first_step=turn == 0),
+                    thought=parsed.thought,
+                    operators=[name for name, _ in parsed.operators],
+                    rag_query=parsed.rag_query,
+                    signal="end" if parsed.final else "continue",
+                    leaks_answer=leaks_answer(parsed.thought, sample.answer, first_step=turn == 0),
                     model_call=call,
                 )
+                if step.leaks_answer:
+                    trace.notes.append(f"answer_leak: step {turn + 1}")
                 trace.steps.append(step)
                 messages.append(Message(role="assistant", content=raw))
-                if final:
+                if parsed.final:
                     break
-                await self._act(step, ctx, trace.usage)
-                history.append({"thought": step.thought, "results": [(c.name, c.result) for c in step.tool_calls]
+                if turn == self.settings.max_turns - 1:
+                    # Turn cap: the reasoning is closed here. What this step asked for is not run,
+                    # since the next turn asks for the answer and its results would never be read.
+                    dropped = step.operators + (["rag"] if step.rag_query else [])
+                    step.operators, step.rag_query, step.signal = [], None, "end"
+                    trace.notes.append("turn_cap_reached" + (f": not run: {', '.join(dropped)}" if dropped else ""))
+                    break
+                acted = time.monotonic()
+                await self._act(step, parsed, ctx, trace)
+                trace.timings["tools_s"] += time.monotonic() - acted
+                history.append({"thought": step.thought,
+                                "results": [(c.name, c.result) for c in step.tool_calls]
                                 + ([("rag", step.rag.result)] if step.rag else [])})
                 messages.append(Message(role="user", content=step.observation))
-                if turn == self.settings.max_turns - 1:
-                    # Turn cap: close the reasoning here and ask for the answer.
-                    step.signal = "end"
-                    trace.notes.append("turn_cap_reached")
             question_turn = prompts.final_turn(sample.question)
             trace.final_prompt = question_turn
             messages.append(Message(role="user", content=question_turn))
             context = {**context_base, "turn": len(trace.steps), "history": history, "final": True}
-            response, call = await self.client.complete(self._request("final_answer", messages, sample, context, None))
+            response, final_call = await self.client.complete(self._request("final_answer", messages, sample, context, None))
             trace.final_answer = response.text.strip()
-            trace.final_call = call
-            trace.usage.add(call.usage)
+            trace.final_call = final_call
+            trace.usage.add(final_call.usage)
         except LLMCallError as exc:
             trace.status = "failed"
             trace.failure = f"llm_error: {type(exc).__name__}: {exc}"
@@ -176,65 +235,46 @@ class RationaleLoop:
             trace.timings["rationale_s"] = time.monotonic() - started
         return trace
 
-    async def _ask_step(self, messages: list[Message], sample: SourceSample, context: dict[str, Any], trace: Trace) -> tuple[dict[str, Any] | None, str, ModelCall | None]:
-        """Ask for one step, re-asking up to ``repair_attempts`` times when the reply is invalid."""
+    async def _ask_step(self, messages: list[Message], sample: SourceSample, context: dict[str, Any], trace: Trace,
+                        turn: int) -> tuple[ParsedStep | None, str, ModelCall | None]:
+        """Ask for one step, re-asking up to ``repair_attempts`` times when the reply is invalid.
+
+        The repair exchange is sent only to get a valid step; the dialogue keeps the valid reply alone.
+        """
         attempt_messages = list(messages)
         call: ModelCall | None = None
+        enabled = list(self.tools.tools)
         for attempt in range(self.settings.repair_attempts + 1):
-            request = self._request("rationale_step", attempt_messages, sample, {**context, "repair": attempt}, prompts.STEP_SCHEMA)
+            request = self._request("rationale_step", attempt_messages, sample, {**context, "repair": attempt},
+                                    prompts.STEP_SCHEMA)
             response, call = await self.client.complete(request)
             trace.usage.add(call.usage)
             try:
-                return parse_step(response.text), response.text, call
+                return check_step(parse_step(response.text), enabled, self.search is not None), response.text, call
             except StepParseError as exc:
-                trace.notes.append(f"step_repair: {exc}")
+                trace.notes.append(f"step_repair: turn {turn + 1} attempt {attempt + 1}: {exc}")
                 attempt_messages = attempt_messages + [
                     Message(role="assistant", content=response.text),
                     Message(role="user", content=prompts.REPAIR_PROMPT.format(error=exc)),
                 ]
         return None, "", call
 
-    async def _act(self, step: Step, ctx: Any, usage: Usage) -> None:
+    async def _act(self, step: Step, parsed: ParsedStep, ctx: ToolContext, trace: Trace) -> None:
         """Run the step's operators and RAG query concurrently; write the observation."""
-        jobs: list[Any] = [self.tools.call(name, {}, ctx) for name in step.operators]
-        if step.rag_query and self.search is not None:
-            jobs.append(self._retrieve(step.rag_query, ctx.sample.id))
-        results = await asyncio.gather(*jobs)
+        tool_job = self.tools.call_many(parsed.operators, ctx)
+        rag_job = (self.tools.retrieve(parsed.rag_query, self.settings.rag_top_k, ctx.sample.id)
+                   if parsed.rag_query else None)
+        if rag_job is not None:
+            calls, rag = await asyncio.gather(tool_job, rag_job)
+        else:
+            calls, rag = await tool_job, None
         observed: list[tuple[str, str]] = []
-        for result in results:
-            if isinstance(result, ToolCall):
-                step.tool_calls.append(result)
-                usage.add(result.usage)
-                tool = self.tools.tools.get(result.name)
-                observed.append((tool.result_label() if tool else result.name, result.result))
-            else:
-                step.rag = result
-                observed.append((prompts.RAG_LABEL, result.result))
+        for result in calls:
+            step.tool_calls.append(result)
+            trace.usage.add(result.usage)
+            tool = self.tools.tools.get(result.name)
+            observed.append((tool.result_label() if tool else result.name, result.result))
+        if rag is not None:
+            step.rag = rag
+            observed.append((prompts.RAG_LABEL, rag.result))
         step.observation = prompts.observation(observed)
-
-    async def _retrieve(self, query: str, sample_id: str) -> RagCall:
-        """Run one RAG query (cached by backend, query and k)."""
-        from mmat_core.engine.cache import key_of
-
-        assert self.search is not None
-        started = time.monotonic()
-        k = self.settings.rag_top_k
-        document = {"kind": "rag", "backend": self.search.name, "version": self.search.version, "query": query, "k": k}
-        key = key_of(document)
-        if self.rag_cache is not None:
-            hit = self.rag_cache.get(key)
-            if hit is not None:
-                return RagCall.model_validate({**hit, "cached": True})
-        try:
-            hits = await self.search.search(query, k)
-        except Exception as exc:  # a failed search is an observation, not a crash
-            self.tools.errors["rag"] = self.tools.errors.get("rag", 0) + 1
-            return RagCall(query=query, backend=self.search.name, result=f"The search failed: {exc}", error=str(exc),
-                           latency_s=time.monotonic() - started)
-        text = " ".join(f"[{i}] {h.title + ': ' if h.title else ''}{h.snippet}" for i, h in enumerate(hits, 1)) or "No results were found."
-        call = RagCall(query=query, backend=self.search.name, hits=hits, result=text, latency_s=time.monotonic() - started)
-        if self.rag_cache is not None:
-            self.rag_cache.put(key, call.model_dump(mode="json", exclude={"cached", "latency_s"}), kind="rag",
-                               document=document, purpose="rag", sample_id=sample_id)
-        return call
-

@@ -1,15 +1,19 @@
-"""Built-in retrieval backends for RAG."""
+"""Built-in retrieval backends for RAG: a local corpus (offline) and five web search APIs."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from mmat_plugins.search.local import LocalCorpusSearch
+from mmat_plugins.search.web import WEB_BACKENDS
+
 from mmat_core import hookimpl
 from mmat_core.components import SearchBackend
-from mmat_plugins.search.local import LocalCorpusSearch
 
 
 @hookimpl
 def register_search_backends(register: Callable[[type[SearchBackend]], None]) -> None:
     """Register the built-in search backends."""
     register(LocalCorpusSearch)
+    for backend in WEB_BACKENDS:
+        register(backend)

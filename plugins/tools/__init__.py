@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from mmat_core import hookimpl
-from mmat_core.components import Tool
 from mmat_plugins.tools.caption import ImageCaptionTool
 from mmat_plugins.tools.faces import FaceDetectionTool
+from mmat_plugins.tools.label_bbox import LabelBoxTool
 from mmat_plugins.tools.ocr import OCRTool
+
+from mmat_core import hookimpl
+from mmat_core.components import Tool
 
 
 @hookimpl
@@ -17,3 +19,4 @@ def register_tools(register: Callable[[type[Tool]], None]) -> None:
     register(ImageCaptionTool)
     register(OCRTool)
     register(FaceDetectionTool)
+    register(LabelBoxTool)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from mmat_plugins.tools.base import ToolOptions
 from pydantic import Field
 
 from mmat_core.components import ContentPart, LLMRequest, Message, Tool, ToolContext, ToolOutput
-from mmat_plugins.tools.base import ToolOptions
 
 SCENE_GRAPH_VERSION = "scene-graph-1"
 SCENE_GRAPH_PROMPT = """Build a scene graph of this image that focuses on what the question needs.

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Literal
 
+from mmat_plugins.tools.base import ToolOptions
 from pydantic import Field
 
 from mmat_core.components import ComponentOptions, Tool, ToolContext, ToolOutput
@@ -22,9 +23,14 @@ def describe_faces(boxes: list[list[int]]) -> str:
     return f"There are {count} faces with coordinates: " + ", ".join(str(b) for b in boxes)
 
 
-class FaceOptions(ComponentOptions):
+CASCADES = ("frontalface_default", "frontalface_alt", "frontalface_alt2", "frontalface_alt_tree")
+
+
+class FaceOptions(ToolOptions):
     """Options of the face detector."""
 
+    cascade: Literal[CASCADES] = Field(  # type: ignore[valid-type]
+        "frontalface_default", description="which of OpenCV's bundled frontal-face Haar cascades to use")
     scale_factor: float = Field(1.1, gt=1.0)
     min_neighbors: int = Field(5, ge=1)
     min_size: int = Field(24, ge=8, description="smallest face side in pixels")
@@ -35,7 +41,7 @@ class FaceDetectionTool(Tool):
     """Finds faces and reports their pixel boxes."""
 
     name = "face_detection"
-    version = "1"
+    version = "2"
     label = "face detection"
     description = "detect human faces and give their pixel coordinates"
     Options = FaceOptions
@@ -49,7 +55,9 @@ class FaceDetectionTool(Tool):
 
         cascade = getattr(self._local, "cascade", None)
         if cascade is None:
-            cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+            cascade = cv2.CascadeClassifier(f"{cv2.data.haarcascades}haarcascade_{self.options.cascade}.xml")
+            if cascade.empty():
+                raise RuntimeError(f"OpenCV has no Haar cascade {self.options.cascade!r}; install opencv-python-headless<5")
             self._local.cascade = cascade
         return cascade
 

@@ -55,7 +55,7 @@ def test_unknown_component_suggests_and_lists(tmp_path: Path) -> None:
 
 def test_unknown_component_option_lists_the_allowed_options(tmp_path: Path) -> None:
     config_path = write(tmp_path / "build.yaml", "tools:\n  - {name: ocr, max_sid: 10}\n")
-    with pytest.raises(ConfigError, match=r"tools\[0\].max_sid: unknown key; allowed: max_side, min_score"):
+    with pytest.raises(ConfigError, match=r"tools\[0\].max_sid: unknown key; allowed: .*\bmax_side\b"):
         Pipeline.from_config(load_config(config_path), config_file=str(config_path))
 
 

@@ -1,0 +1,287 @@
+"""Detector backends of ``label_bbox``: a small registry inside the tools plugin.
+
+mmat's plugin families are fixed by its hook specifications; an open-vocabulary detector is a
+part *of* one tool rather than a component the pipeline assembles, so it gets a registry here
+instead of a new hook. ``label_bbox`` picks a backend with its ``detector`` option:
+
+* a registered name: ``transformers`` (a zero-shot object detector loaded from a local path or a
+  Hub id: OWL-ViT, OWLv2, Grounding DINO) or ``http`` (a detection server), or
+* ``"package.module:ClassName"`` for a third-party :class:`Detector` subclass, imported on use,
+  or a name a plugin added with :func:`register_detector` at import time.
+
+Every backend answers in the same shape: :class:`Detection` objects with boxes in pixels.
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import importlib
+import os
+import threading
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mmat_core.components import ToolContext
+from mmat_core.errors import ConfigError
+
+
+class Detection(BaseModel):
+    """One detected box, in pixels of the original image."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: str
+    score: float
+    box: list[float] = Field(min_length=4, max_length=4, description="[x1, y1, x2, y2] in pixels")
+
+
+class DetectorOptions(BaseModel):
+    """Options of a detector backend (unknown keys are an error)."""
+
+    model_config = ConfigDict(extra="forbid")
+    threshold: float = Field(0.1, ge=0, le=1, description="drop boxes scored below this")
+
+
+class Detector(ABC):
+    """An open-vocabulary detector: finds the named objects in one image."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[DetectorOptions]] = DetectorOptions
+
+    def __init__(self, options: DetectorOptions) -> None:
+        self.options = options
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies the detector's results (enters label_bbox's cache key)."""
+        return {"detector": self.name, **self.options.model_dump(mode="json", exclude={"api_key_env", "timeout_s"})}
+
+    @abstractmethod
+    async def detect(self, image: bytes, size: tuple[int, int], labels: list[str], ctx: ToolContext) -> list[Detection]:
+        """Boxes for ``labels`` in ``image`` (``size`` is its width and height in pixels)."""
+
+    async def aclose(self) -> None:
+        """Release models or connections."""
+
+
+_DETECTORS: dict[str, type[Detector]] = {}
+
+
+def register_detector(cls: type[Detector]) -> type[Detector]:
+    """Add a detector backend under its ``name``; a name registered twice is an error naming both."""
+    other = _DETECTORS.get(cls.name)
+    if other is not None and other is not cls:
+        raise ConfigError(f"detector '{cls.name}' is registered twice: {other.__module__}.{other.__qualname__} "
+                          f"and {cls.__module__}.{cls.__qualname__}")
+    _DETECTORS[cls.name] = cls
+    return cls
+
+
+def detector_names() -> list[str]:
+    """Registered detector backends, sorted."""
+    return sorted(_DETECTORS)
+
+
+def detector_class(name: str) -> type[Detector]:
+    """The backend class for a registered name or a ``module:Class`` path."""
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"cannot import detector {name!r}: {exc}", key="label_bbox.detector") from None
+        if not (isinstance(cls, type) and issubclass(cls, Detector)):
+            raise ConfigError(f"{name!r} is not a Detector subclass", key="label_bbox.detector")
+        return cls
+    if name not in _DETECTORS:
+        guess = difflib.get_close_matches(name, list(_DETECTORS), n=1)
+        hint = f" Did you mean '{guess[0]}'?" if guess else ""
+        raise ConfigError(f"Unknown detector '{name}'.{hint} Available: {', '.join(detector_names())} "
+                          "(or 'package.module:ClassName')", key="label_bbox.detector.name")
+    return _DETECTORS[name]
+
+
+def make_detector(spec: str | dict[str, Any]) -> Detector:
+    """Instantiate a detector from ``"name"`` or ``{"name": ..., **options}``; errors name the key."""
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    options = dict(spec)
+    name = str(options.pop("name", "transformers"))
+    cls = detector_class(name)
+    try:
+        return cls(cls.Options(**options))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        allowed = ", ".join(sorted(cls.Options.model_fields))
+        raise ConfigError(f"{err['msg']}; options of detector '{name}': {allowed}",
+                          key=f"label_bbox.detector.{key}") from None
+
+
+# ---- transformers ------------------------------------------------------------------------------
+
+
+class TransformersDetectorOptions(DetectorOptions):
+    """Options of the ``transformers`` zero-shot detector."""
+
+    model: str = Field(description="local folder or Hub id of a zero-shot detector (OWL-ViT, OWLv2, Grounding DINO)")
+    text_threshold: float = Field(0.25, ge=0, le=1, description="Grounding DINO only: phrase-match threshold")
+    device: str = Field("cpu", description="torch device, e.g. cpu or cuda:0")
+    local_files_only: bool = Field(True, description="never reach the Hub; set false to allow downloads")
+
+
+class TransformersDetector(Detector):
+    """A ``transformers`` zero-shot object detector, loaded once on first use."""
+
+    name = "transformers"
+    Options = TransformersDetectorOptions
+    options: TransformersDetectorOptions
+
+    def __init__(self, options: DetectorOptions) -> None:
+        super().__init__(options)
+        self._lock = threading.Lock()
+        self._model: Any = None
+        self._processor: Any = None
+
+    def load(self) -> tuple[Any, Any]:
+        """The processor and model (torch and transformers are imported only here)."""
+        with self._lock:
+            if self._model is None:
+                from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+                kwargs = {"local_files_only": self.options.local_files_only}
+                try:
+                    processor = AutoProcessor.from_pretrained(self.options.model, **kwargs)
+                    model = AutoModelForZeroShotObjectDetection.from_pretrained(self.options.model, **kwargs)
+                except OSError as exc:
+                    raise RuntimeError(f"cannot load detector {self.options.model!r}: {exc}. Give a local folder "
+                                       "in label_bbox's detector.model (or local_files_only: false)") from None
+                self._processor, self._model = processor, model.to(self.options.device).eval()
+            return self._processor, self._model
+
+    def _grounding(self) -> bool:
+        return "grounding" in str(getattr(self._model.config, "model_type", ""))
+
+    def detect_blocking(self, image: bytes, labels: list[str]) -> list[Detection]:
+        """Run the detector on one image (blocking; called in the tool worker pool)."""
+        import io
+
+        import torch
+        from PIL import Image
+
+        processor, model = self.load()
+        picture = Image.open(io.BytesIO(image)).convert("RGB")
+        target = [(picture.height, picture.width)]
+        with self._lock, torch.inference_mode():
+            if self._grounding():
+                # Grounding DINO reads one prompt of lower-case phrases, each ending with a dot.
+                prompt = " ".join(f"{label.lower()}." for label in labels)
+                inputs = processor(images=picture, text=prompt, return_tensors="pt").to(self.options.device)
+                outputs = model(**inputs)
+                result = processor.post_process_grounded_object_detection(
+                    outputs, inputs["input_ids"], threshold=self.options.threshold,
+                    text_threshold=self.options.text_threshold, target_sizes=target)[0]
+                names = [_closest(str(text), labels) for text in result.get("text_labels", result.get("labels", []))]
+            else:
+                inputs = processor(text=[labels], images=picture, return_tensors="pt").to(self.options.device)
+                outputs = model(**inputs)
+                result = processor.post_process_grounded_object_detection(
+                    outputs, threshold=self.options.threshold, target_sizes=target, text_labels=[labels])[0]
+                names = [labels[int(index)] for index in result["labels"]]
+        return [Detection(label=name, score=float(score), box=[float(v) for v in box])
+                for name, score, box in zip(names, result["scores"].tolist(), result["boxes"].tolist()) if name]
+
+    async def detect(self, image: bytes, size: tuple[int, int], labels: list[str], ctx: ToolContext) -> list[Detection]:
+        """Detect in the worker pool, off the event loop."""
+        return await ctx.blocking(self.detect_blocking, image, labels)
+
+
+def _closest(text: str, labels: list[str]) -> str:
+    """The requested label a Grounding DINO phrase belongs to ('' when none is close)."""
+    text = text.strip().lower()
+    for label in labels:
+        if label.lower() == text:
+            return label
+    for label in labels:
+        if label.lower() in text or text in label.lower():
+            return label
+    match = difflib.get_close_matches(text, [label.lower() for label in labels], n=1, cutoff=0.6)
+    return next((label for label in labels if match and label.lower() == match[0]), "")
+
+
+# ---- http -------------------------------------------------------------------------------------
+
+
+class HttpDetectorOptions(DetectorOptions):
+    """Options of the ``http`` detection-server backend."""
+
+    url: str = Field(description="endpoint that accepts POST {image, labels, threshold}")
+    boxes: Literal["pixels", "normalised"] = Field("pixels", description="the unit of the boxes the server returns")
+    api_key_env: str | None = Field(None, description="environment variable holding a bearer token")
+    timeout_s: float = Field(30.0, gt=0)
+
+
+class DetectionReply(BaseModel):
+    """What a detection server answers."""
+
+    model_config = ConfigDict(extra="ignore")
+    detections: list[Detection]
+
+
+class HttpDetector(Detector):
+    """Calls a detection server over HTTP.
+
+    Request (JSON): ``{"image": "<base64 bytes>", "labels": [names], "threshold": t}``.
+    Reply (JSON): ``{"detections": [{"label": name, "score": s, "box": [x1, y1, x2, y2]}]}``,
+    boxes in pixels unless the option ``boxes`` says ``normalised``.
+    """
+
+    name = "http"
+    Options = HttpDetectorOptions
+    options: HttpDetectorOptions
+
+    def __init__(self, options: DetectorOptions) -> None:
+        super().__init__(options)
+        self._client: Any = None
+
+    async def detect(self, image: bytes, size: tuple[int, int], labels: list[str], ctx: ToolContext) -> list[Detection]:
+        """POST the image and labels; validate the reply."""
+        import httpx
+
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.options.timeout_s)
+        headers = {}
+        if self.options.api_key_env:
+            token = os.environ.get(self.options.api_key_env)
+            if not token:
+                raise RuntimeError(f"environment variable {self.options.api_key_env} (label_bbox detector.api_key_env) is not set")
+            headers["Authorization"] = f"Bearer {token}"
+        body = {"image": base64.b64encode(image).decode("ascii"), "labels": labels, "threshold": self.options.threshold}
+        response = await self._client.post(self.options.url, json=body, headers=headers)
+        if response.status_code != 200:
+            raise RuntimeError(f"detection server answered HTTP {response.status_code}: {response.text[:200]}")
+        try:
+            reply = DetectionReply.model_validate(response.json())
+        except (ValueError, ValidationError) as exc:
+            raise RuntimeError(f"detection server sent an invalid reply: {str(exc)[:200]}") from None
+        width, height = size
+        detections = []
+        for item in reply.detections:
+            if item.score < self.options.threshold:
+                continue
+            box = item.box
+            if self.options.boxes == "normalised":
+                box = [box[0] * width, box[1] * height, box[2] * width, box[3] * height]
+            detections.append(Detection(label=item.label, score=item.score, box=box))
+        return detections
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+register_detector(TransformersDetector)
+register_detector(HttpDetector)

@@ -1,0 +1,110 @@
+"""The ``label_bbox`` operator: a tiny random OWL-ViT through transformers, and a detection server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mmat_plugins.tools.detectors import Detection, detector_names, make_detector
+from mmat_plugins.tools.label_bbox import LabelBoxTool, normalise_boxes, question_objects
+
+from mmat_core.errors import ConfigError
+from tests.fakes.search_servers import API_KEY
+from tests.tools.conftest import run_tool
+
+GRAPH = {"scene_graph": {"objects": ["person", "helmet"], "attributes": [], "relationships": []}}
+
+
+def test_transformers_detector_boxes_every_scene_graph_object_in_normalised_coordinates(
+        tiny_owlvit: Path, photos: dict[str, Path]) -> None:
+    tool = LabelBoxTool(detector={"name": "transformers", "model": str(tiny_owlvit), "threshold": 0.0})
+    call = run_tool(tool, photos["astronaut"], scratch=dict(GRAPH))
+    assert call.error is None, call.error
+    boxes = call.data["boxes"]
+    assert set(boxes) == {"person", "helmet"}
+    for box in (b for name in boxes for b in boxes[name]):
+        assert len(box) == 4 and 0.0 <= box[0] < box[2] <= 1.0 and 0.0 <= box[1] < box[3] <= 1.0
+
+
+def test_transformers_detector_returns_labelled_pixel_boxes_from_the_model(tiny_owlvit: Path,
+                                                                          photos: dict[str, Path]) -> None:
+    detector = make_detector({"name": "transformers", "model": str(tiny_owlvit), "threshold": 0.0})
+    detections = detector.detect_blocking(photos["astronaut"].read_bytes(), ["person", "helmet"])
+    # One candidate per image patch and label: 4x4 patches of the 64-pixel tiny model.
+    assert len(detections) == 16
+    assert {d.label for d in detections} <= {"person", "helmet"}
+    assert all(0.0 <= d.score <= 1.0 for d in detections)
+
+
+def test_result_text_is_the_name_to_boxes_dict_as_json(tiny_owlvit: Path, photos: dict[str, Path]) -> None:
+    import json
+
+    tool = LabelBoxTool(detector={"name": "transformers", "model": str(tiny_owlvit), "threshold": 0.0})
+    call = run_tool(tool, photos["astronaut"], scratch=dict(GRAPH))
+    assert json.loads(call.result) == call.data["boxes"]
+
+
+def test_objects_argument_overrides_the_scene_graph(tiny_owlvit: Path, photos: dict[str, Path]) -> None:
+    tool = LabelBoxTool(detector={"name": "transformers", "model": str(tiny_owlvit), "threshold": 1.0})
+    call = run_tool(tool, photos["astronaut"], scratch=dict(GRAPH), args={"objects": ["flag"]})
+    assert call.data == {"boxes": {"flag": []}, "objects": ["flag"]}
+
+
+def test_without_a_scene_graph_the_question_names_the_objects() -> None:
+    assert question_objects("What color is the helmet of the astronaut?", 8) == ["helmet", "astronaut"]
+
+
+def test_http_detector_normalises_pixel_boxes_by_the_image_size(fake_servers: Any, photos: dict[str, Path],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DETECTOR_TOKEN", API_KEY)
+    fake_servers.detections = {"person": [(0.9, [128, 64, 384, 512]), (0.2, [0, 0, 10, 10])]}
+    tool = LabelBoxTool(detector={"name": "http", "url": fake_servers.url("/detect"), "threshold": 0.5,
+                                  "api_key_env": "DETECTOR_TOKEN"})
+    call = run_tool(tool, photos["astronaut"], scratch=dict(GRAPH))
+    assert call.data["boxes"] == {"person": [[0.25, 0.125, 0.75, 1.0]], "helmet": []}
+    sent = fake_servers.requests[-1]
+    assert sent.body["labels"] == ["person", "helmet"] and sent.headers["Authorization"] == f"Bearer {API_KEY}"
+
+
+def test_detection_server_failure_becomes_an_error_observation(fake_servers: Any, photos: dict[str, Path]) -> None:
+    fake_servers.fail_next("/detect", 503)
+    tool = LabelBoxTool(detector={"name": "http", "url": fake_servers.url("/detect")})
+    call = run_tool(tool, photos["astronaut"], scratch=dict(GRAPH))
+    assert call.error is not None and "HTTP 503" in call.error
+    assert call.result.startswith("The label_bbox operator failed:")
+
+
+def test_boxes_are_clipped_to_the_image_and_capped_per_name() -> None:
+    detections = [Detection(label="cup", score=s, box=[-10, -10, 50, 50]) for s in (0.9, 0.8, 0.7)]
+    assert normalise_boxes(detections, ["cup"], (100, 100), per_label=2) == {"cup": [[0.0, 0.0, 0.5, 0.5]] * 2}
+
+
+def test_unknown_detector_names_the_registered_ones() -> None:
+    with pytest.raises(ConfigError, match="Unknown detector 'transformer'. Did you mean 'transformers'"):
+        make_detector({"name": "transformer", "model": "x"})
+    assert detector_names() == ["http", "transformers"]
+
+
+def test_missing_detector_option_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"label_bbox\.detector\.model: Field required"):
+        LabelBoxTool(detector="transformers")
+
+
+def test_a_third_party_detector_loads_from_a_module_path(photos: dict[str, Path]) -> None:
+    tool = LabelBoxTool(detector={"name": "tests.tools.test_label_bbox:CornerDetector"}, )
+    call = run_tool(tool, photos["astronaut"], args={"objects": ["corner"]})
+    assert call.data["boxes"] == {"corner": [[0.0, 0.0, 0.5, 0.5]]}
+
+
+from mmat_plugins.tools.detectors import Detector
+
+
+class CornerDetector(Detector):
+    """A third-party detector for the test above: always the top-left quarter."""
+
+    name = "corner"
+
+    async def detect(self, image: bytes, size: tuple[int, int], labels: list[str], ctx: Any) -> list[Detection]:
+        """One box per label covering the top-left quarter."""
+        return [Detection(label=label, score=1.0, box=[0, 0, size[0] / 2, size[1] / 2]) for label in labels]
