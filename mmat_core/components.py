@@ -227,6 +227,10 @@ class Tool(Component):
         """The label used in the user-turn template."""
         return cls.label or cls.name.replace("_", " ")
 
+    def prepare(self) -> None:
+        """Called once before a run, in the engine's thread: import native libraries or load
+        models here rather than racing to do it in the worker threads."""
+
     def cache_extra(self, ctx: ToolContext) -> Any:
         """What the result depends on besides the tool, its version, the image and the arguments
         (part of the cache key). A question-focused tool returns the question here."""

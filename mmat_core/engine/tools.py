@@ -128,6 +128,10 @@ class ToolRunner:
         self.stats = ToolStats()
         #: Errors by tool name (``rag`` for retrieval); goes into run.json as ``tool_errors``.
         self.errors = self.stats.errors
+        for tool in tools:
+            # Here, in one thread, before any worker runs: some native libraries (OpenCV) are not
+            # safe to import from two threads at once.
+            tool.prepare()
 
     def infos(self) -> list[ToolInfo]:
         """Name, label and description of each enabled tool, in configuration order."""

@@ -80,6 +80,10 @@ class FaceDetectionTool(Tool):
         boxes = [[round(x / scale), round(y / scale), round((x + w) / scale), round((y + h) / scale)] for x, y, w, h in found]
         return sorted(boxes)
 
+    def prepare(self) -> None:
+        """Import OpenCV in the engine's thread (its first import is not thread-safe)."""
+        import cv2  # noqa: F401
+
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolOutput:
         """Detect faces in the sample's image."""
         if ctx.image is None:

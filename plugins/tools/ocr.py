@@ -91,6 +91,11 @@ class OCRTool(Tool):
         lines = reading_order(lines, self.options.row_tolerance)
         return " ".join(line["text"] for line in lines), lines
 
+    def prepare(self) -> None:
+        """Import OpenCV and rapidocr in the engine's thread, not in a race between workers."""
+        import cv2  # noqa: F401
+        import rapidocr_onnxruntime  # noqa: F401
+
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolOutput:
         """OCR the sample's image."""
         if ctx.image is None:
