@@ -1,13 +1,21 @@
 """RR and ORR views of a Trace, exactly in the released MMAT-1M layout (MMAT-SPEC.md, stage 4).
 
 These functions are the single place the two formats are computed; the ``rr`` and ``orr``
-formatter plugins, the exports, the viewer and the agent runtime all call them.
+formatter plugins, the exports, the importer, the viewer and the agent runtime all call them.
+
+Every function accepts a :class:`~mmat_core.models.Trace` (or :class:`~mmat_core.models.Step`)
+*or* the plain JSON dict the run store keeps for it. The work is done on the dict form: a model
+is dumped once (``model_dump(mode="json")``), a stored trace is used as parsed. So the pipeline
+(models) and the bulk re-export (dicts read without pydantic validation, many times faster)
+share one implementation and produce the same bytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from pydantic import BaseModel
 
 from mmat_core import prompts
 from mmat_core.components import ToolInfo
@@ -15,82 +23,138 @@ from mmat_core.models import Step, Trace
 
 OPERATOR_SEPARATOR = ", "
 
+#: A trace as a model or as its stored JSON dict.
+TraceLike = Trace | Mapping[str, Any]
+#: A step as a model or as its JSON dict.
+StepLike = Step | Mapping[str, Any]
 
-def rr_step_text(step: Step) -> str:
+
+def trace_data(trace: TraceLike) -> Mapping[str, Any]:
+    """The JSON dict of a trace: dumped from a model, or returned as given."""
+    if isinstance(trace, BaseModel):
+        return trace.model_dump(mode="json")
+    return trace
+
+
+def _step_data(step: StepLike) -> Mapping[str, Any]:
+    if isinstance(step, BaseModel):
+        return step.model_dump(mode="json")
+    return step
+
+
+def _step_text(step: Mapping[str, Any]) -> str:
+    text = "<THOUGHT>" + step["thought"] + "</THOUGHT>"
+    operators = step.get("operators")
+    if operators:
+        text += "<OPERATOR>" + OPERATOR_SEPARATOR.join(operators) + "</OPERATOR>"
+    rag_query = step.get("rag_query")
+    if rag_query:
+        text += "<RAG>" + rag_query + "</RAG>"
+    return text + "<SIGNAL>" + step.get("signal", "continue") + "</SIGNAL>"
+
+
+def rr_step_text(step: StepLike) -> str:
     """One assistant step: ``<THOUGHT>`` always, ``<OPERATOR>`` and ``<RAG>`` only when used,
     then ``<SIGNAL>``."""
-    text = f"<THOUGHT>{step.thought}</THOUGHT>"
-    if step.operators:
-        text += f"<OPERATOR>{OPERATOR_SEPARATOR.join(step.operators)}</OPERATOR>"
-    if step.rag_query:
-        text += f"<RAG>{step.rag_query}</RAG>"
-    return text + f"<SIGNAL>{step.signal}</SIGNAL>"
+    if isinstance(step, Step):
+        # The reflection critics call this per step during a run: skip the dump.
+        return _step_text({"thought": step.thought, "operators": step.operators, "rag_query": step.rag_query,
+                           "signal": step.signal})
+    return _step_text(step)
 
 
-def rr_messages(trace: Trace, tools: Sequence[ToolInfo], rag_enabled: bool = True) -> list[dict[str, str]]:
-    """The multi-turn RR dialogue of a trace."""
-    sample = trace.sample
+def rr_system_prompt(tools: Sequence[ToolInfo], rag_enabled: bool = True) -> str:
+    """The RR system prompt of a run (its operator list comes from the enabled tools)."""
+    return prompts.rr_system(tools, rag_enabled)
+
+
+def rr_messages(trace: TraceLike, tools: Sequence[ToolInfo], rag_enabled: bool = True, *,
+                system: str | None = None) -> list[dict[str, str]]:
+    """The multi-turn RR dialogue of a trace.
+
+    ``system`` overrides the system prompt (formatters pass the run's prompt, computed once).
+    """
+    data = trace_data(trace)
+    sample = data["sample"]
+    question = sample["question"]
     messages = [
-        {"role": "system", "content": prompts.rr_system(tools, rag_enabled)},
-        {"role": "user", "content": prompts.first_turn(sample.question, sample.constraint)},
+        {"role": "system", "content": system if system is not None else prompts.rr_system(tools, rag_enabled)},
+        {"role": "user", "content": prompts.FIRST_TURN.format(question=question, constraint=sample.get("constraint", ""))},
     ]
-    for step in trace.steps:
-        messages.append({"role": "assistant", "content": rr_step_text(step)})
-        if step.signal != "end":
-            messages.append({"role": "user", "content": step.observation})
-    messages.append({"role": "user", "content": trace.final_prompt or prompts.final_turn(sample.question)})
-    messages.append({"role": "assistant", "content": trace.final_answer or ""})
+    append = messages.append
+    for step in data["steps"]:
+        append({"role": "assistant", "content": _step_text(step)})
+        if step.get("signal", "continue") != "end":
+            append({"role": "user", "content": step.get("observation", "")})
+    append({"role": "user", "content": data.get("final_prompt") or prompts.FINAL_TURN.format(question=question)})
+    append({"role": "assistant", "content": data.get("final_answer") or ""})
     return messages
 
 
-def orr_api_outputs(trace: Trace) -> list[tuple[str, str]]:
+def orr_api_outputs(trace: TraceLike) -> list[tuple[str, str]]:
     """Operator outputs of the dialogue in the order they were produced; RAG and failed calls are
     left out (an ORR model cannot call them at run time)."""
-    outputs: list[tuple[str, str]] = []
-    for step in trace.steps:
-        for call in step.tool_calls:
-            if call.error is None:
-                outputs.append((call.name, call.result))
-    return outputs
-
-
-def orr_question(trace: Trace) -> str:
-    """The ORR user turn: the question with the operator outputs appended."""
-    sample = trace.sample
-    text = f"{sample.question}{sample.constraint}"
-    outputs = orr_api_outputs(trace)
-    if outputs:
-        text += prompts.ORR_API_HEADER + "".join(
-            prompts.ORR_API_BLOCK.format(operator=name, result=result) for name, result in outputs
-        )
-    return text
-
-
-def orr_answer(trace: Trace) -> str:
-    """The ORR assistant turn: every thought joined into one ``<THOUGHT>``, then ``<ANSWER>``."""
-    thoughts = " ".join(step.thought.strip() for step in trace.steps if step.thought.strip())
-    return f"<THOUGHT>{thoughts}</THOUGHT>" + prompts.ORR_ANSWER.format(answer=trace.final_answer or "")
-
-
-def orr_messages(trace: Trace) -> list[dict[str, str]]:
-    """The one-turn ORR dialogue of a trace."""
+    data = trace_data(trace)
     return [
-        {"role": "system", "content": prompts.orr_system()},
-        {"role": "user", "content": orr_question(trace)},
-        {"role": "assistant", "content": orr_answer(trace)},
+        (call["name"], call.get("result", ""))
+        for step in data["steps"]
+        for call in step.get("tool_calls") or ()
+        if call.get("error") is None
     ]
 
 
-def image_paths(trace: Trace) -> list[str]:
-    """Paths of the sample's images as written into training records."""
-    return [image.path or image.sha256 for image in trace.sample.images]
+def orr_question(trace: TraceLike) -> str:
+    """The ORR user turn: the question with the operator outputs appended."""
+    data = trace_data(trace)
+    sample = data["sample"]
+    text = sample["question"] + sample.get("constraint", "")
+    outputs = orr_api_outputs(data)
+    if outputs:
+        block = prompts.ORR_API_BLOCK
+        text += prompts.ORR_API_HEADER + "".join(block.format(operator=name, result=result) for name, result in outputs)
+    return text
 
 
-def training_record(trace: Trace, messages: list[dict[str, str]]) -> dict[str, Any]:
+def orr_answer(trace: TraceLike) -> str:
+    """The ORR assistant turn: every thought (reflections included) joined into one ``<THOUGHT>``,
+    then ``<ANSWER>The answer is: X</ANSWER>``."""
+    data = trace_data(trace)
+    thoughts = " ".join(t for t in (step["thought"].strip() for step in data["steps"]) if t)
+    return "<THOUGHT>" + thoughts + "</THOUGHT>" + prompts.ORR_ANSWER.format(answer=data.get("final_answer") or "")
+
+
+def orr_messages(trace: TraceLike, *, system: str | None = None) -> list[dict[str, str]]:
+    """The one-turn ORR dialogue of a trace."""
+    data = trace_data(trace)
+    return [
+        {"role": "system", "content": system if system is not None else prompts.orr_system()},
+        {"role": "user", "content": orr_question(data)},
+        {"role": "assistant", "content": orr_answer(data)},
+    ]
+
+
+def image_paths(trace: TraceLike) -> list[str]:
+    """Paths of the sample's images as written into training records (the hash when no path)."""
+    data = trace_data(trace)
+    return [image.get("path") or image["sha256"] for image in data["sample"].get("images") or ()]
+
+
+def training_record(trace: TraceLike, messages: list[dict[str, str]]) -> dict[str, Any]:
     """The ``rr.jsonl`` / ``orr.jsonl`` line: id, messages, images, provenance."""
+    data = trace_data(trace)
     return {
-        "id": trace.id,
+        "id": data["id"],
         "messages": messages,
-        "images": image_paths(trace),
-        "provenance": trace.provenance.model_dump(mode="json"),
+        "images": image_paths(data),
+        "provenance": data["provenance"],
     }
+
+
+def view_messages(trace: TraceLike, view: str, tools: Sequence[ToolInfo], rag_enabled: bool = True, *,
+                  system: str | None = None) -> list[dict[str, str]]:
+    """The RR (``view="rr"``) or ORR (``view="orr"``) dialogue of a trace."""
+    if view == "rr":
+        return rr_messages(trace, tools, rag_enabled, system=system)
+    if view == "orr":
+        return orr_messages(trace, system=system)
+    raise ValueError(f"unknown view {view!r}; allowed: rr, orr")

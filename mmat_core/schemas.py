@@ -31,6 +31,11 @@ MODEL_SCHEMAS: dict[str, type[BaseModel]] = {
 #: Hand-written or plugin-provided schemas (name -> JSON Schema), e.g. export layouts.
 EXTRA_SCHEMAS: dict[str, dict[str, Any]] = {}
 
+#: Hand-written JSON Schemas of the export layouts (``mmat validate --schema export_ms_swift``).
+EXPORT_SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas" / "exports"
+for _path in sorted(EXPORT_SCHEMA_DIR.glob("*.schema.json")):
+    EXTRA_SCHEMAS[_path.name.removesuffix(".schema.json")] = json.loads(_path.read_text(encoding="utf-8"))
+
 
 def schema_for(name: str) -> dict[str, Any]:
     """The JSON Schema called ``name``."""

@@ -56,8 +56,11 @@ class RunStore:
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # Ray workers and `mmat status` may read while a run writes: wait for a lock, do not fail.
+        self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(_SCHEMA)
         self._pending: list[tuple[Any, ...]] = []
+        self._pending_moves: list[tuple[int, str]] = []
 
     @classmethod
     def open(cls, run_dir: Path) -> RunStore:
@@ -81,6 +84,61 @@ class RunStore:
         """Ids of samples already finished (kept, dropped or failed for good)."""
         return {row[0] for row in self._db.execute("SELECT id FROM samples")}
 
+    def finished_seqs(self, *, retry_failed_calls: bool = False) -> dict[str, int]:
+        """Sample id -> stored ``seq`` of every finished sample.
+
+        With ``retry_failed_calls`` the samples that failed only because a model call failed
+        (rate limits, server errors, timeouts that outlasted every retry) are left out, so a
+        resume redoes them; their finished calls still come from the cache.
+        """
+        query = "SELECT id, seq FROM samples"
+        if retry_failed_calls:
+            query += " WHERE NOT (status='failed' AND (failure LIKE 'llm_error:%' OR failure LIKE 'critic_llm_error:%'))"
+        return dict(self._db.execute(query))
+
+    # -- re-sequencing (a changed configuration applied on resume) ------------------------------
+
+    def retire_order(self) -> int:
+        """Move every finished sample to a negative ``seq`` (kept, but out of the output order)
+        until the new curated stream gives it its place again; returns how many were moved."""
+        self.flush()
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("UPDATE samples SET seq = -seq WHERE seq > 0")
+        return self.count()
+
+    def move(self, sample_id: str, seq: int) -> None:
+        """Queue giving a finished sample a new ``seq`` (committed with the next :meth:`flush`)."""
+        self._pending_moves.append((seq, sample_id))
+
+    def drop_retired(self) -> list[str]:
+        """Delete finished samples the current stream no longer contains (still at a negative
+        ``seq`` after a full pass); returns their ids."""
+        self.flush()
+        ids = [row[0] for row in self._db.execute("SELECT id FROM samples WHERE seq < 0 ORDER BY seq DESC")]
+        if ids:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.execute("DELETE FROM samples WHERE seq < 0")
+        return ids
+
+    def merge(self, other: Path) -> int:
+        """Copy the finished samples and quarantined rows of another store (a Ray worker's) into
+        this one, in one transaction; returns the number of samples copied."""
+        self.flush()
+        columns = [row[1] for row in self._db.execute("PRAGMA table_info(samples)")]
+        names = ", ".join(columns)
+        rejected = "source, subset, row, reason, detail, stage"
+        self._db.execute("ATTACH DATABASE ? AS other", (str(other),))
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                copied = self._db.execute(f"INSERT OR REPLACE INTO samples({names}) SELECT {names} FROM other.samples").rowcount
+                self._db.execute(f"INSERT OR IGNORE INTO rejected({rejected}) SELECT {rejected} FROM other.rejected ORDER BY n")
+        finally:
+            self._db.execute("DETACH DATABASE other")
+        return int(copied)
+
     def add_trace(self, seq: int, trace: Trace) -> None:
         """Queue a finished trace; :meth:`flush` commits queued traces in one transaction."""
         tools = sorted({call.name for step in trace.steps for call in step.tool_calls})
@@ -92,17 +150,25 @@ class RunStore:
         )
 
     def flush(self) -> None:
-        """Commit queued traces atomically."""
-        if not self._pending:
+        """Commit queued traces (and queued moves) atomically."""
+        if not self._pending and not self._pending_moves:
             return
         with self._db:
             self._db.execute("BEGIN")
+            if self._pending_moves:
+                self._db.executemany("UPDATE samples SET seq=? WHERE id=?", self._pending_moves)
             self._db.executemany(
                 "INSERT OR REPLACE INTO samples(seq, id, source, subset, status, failure, tools, question, "
                 "reflected_by, cost, trace) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 self._pending,
             )
         self._pending.clear()
+        self._pending_moves.clear()
+
+    @property
+    def pending(self) -> int:
+        """Traces queued but not committed yet."""
+        return len(self._pending)
 
     def add_rejected(self, rejected: Rejected) -> None:
         """Record a quarantined row (once per row)."""
@@ -113,10 +179,34 @@ class RunStore:
 
     def traces(self, *, status: str | None = None) -> Iterator[Trace]:
         """Stored traces in ``seq`` order, streamed."""
-        query = "SELECT trace FROM samples" + (" WHERE status=?" if status else "") + " ORDER BY seq"
+        # Samples at a negative seq were finished under an earlier configuration and are not
+        # (yet) part of the current stream: they are never written out.
+        query = "SELECT trace FROM samples WHERE seq > 0" + (" AND status=?" if status else "") + " ORDER BY seq"
         cursor = self._db.execute(query, (status,) if status else ())
         for (text,) in cursor:
             yield Trace.model_validate_json(text)
+
+    def trace_json(self, *, status: str | None = None, start: int = 0, stop: int | None = None) -> Iterator[bytes]:
+        """Stored traces as raw JSON bytes in ``seq`` order, optionally only ``start < seq <= stop``.
+
+        No parsing and no validation: the bulk export parses these itself (they were validated when
+        written). Read as BLOB so SQLite hands over the bytes without decoding them to ``str``.
+        """
+        query = "SELECT CAST(trace AS BLOB) FROM samples WHERE seq > ?"
+        args: list[Any] = [start]
+        if stop is not None:
+            query += " AND seq <= ?"
+            args.append(stop)
+        if status:
+            query += " AND status = ?"
+            args.append(status)
+        for (data,) in self._db.execute(query + " ORDER BY seq", args):
+            yield data
+
+    def seq_bounds(self) -> tuple[int, int]:
+        """(smallest, largest) ``seq`` stored, (0, 0) when empty: lets exports split the work."""
+        low, high = self._db.execute("SELECT MIN(seq), MAX(seq) FROM samples").fetchone()
+        return int(low or 0), int(high or 0)
 
     def trace(self, sample_id: str) -> Trace | None:
         """One stored trace by sample id."""

@@ -2,42 +2,81 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
-from mmat_core.components import ComponentOptions, FormatContext, RecordFormatter
+from mmat_plugins.formatters.base import PAPER_VAL_RATIO, RecordFunction, ViewFormatter, ViewOptions, view_system
+from pydantic import Field
+
+from mmat_core.components import FormatContext
 from mmat_core.formatting import orr_messages, rr_messages, training_record
-from mmat_core.models import Trace
+
+#: The paper's released file names: (train, val) per view.
+PAPER_FILE_NAMES = {
+    "rr": ("dataset_qa_rr_train_all_RR_sys.jsonl", "dataset_qa_rr_val_all_RR_sys.jsonl"),
+    "orr": ("dataset_qa_rr_train_all_ORR.jsonl", "dataset_qa_rr_val_all_ORR.jsonl"),
+}
 
 
-class JsonlOptions(ComponentOptions):
-    """Options shared by the JSONL formatters."""
+class JsonlOptions(ViewOptions):
+    """Options of the RR and ORR formatters."""
 
-    file: str | None = None
+    naming: Literal["mmat", "paper"] = Field(
+        "mmat",
+        description="mmat: rr.jsonl / orr.jsonl (rr_train/rr_val with a split); paper: the released names "
+                    "dataset_qa_rr_{train,val}_all_RR_sys.jsonl / ..._ORR.jsonl, always split",
+    )
 
 
-class RRFormatter(RecordFormatter):
+class _PaperNamed(ViewFormatter):
+    """RR/ORR naming: the paper's file names on request."""
+
+    Options = JsonlOptions
+    view = "rr"
+    parallel_safe = True
+
+    def val_ratio(self) -> float:
+        """``naming: paper`` splits 1% into validation unless ``val_ratio`` says otherwise."""
+        if self.options.val_ratio is None and self.options.naming == "paper":
+            return PAPER_VAL_RATIO
+        return super().val_ratio()
+
+    def always_split(self) -> bool:
+        """The paper's layout always has a train and a val file."""
+        return self.options.naming == "paper"
+
+    def split_file_names(self) -> tuple[str, str]:
+        """The paper's names, or ``<stem>_train`` / ``<stem>_val``."""
+        if self.options.naming == "paper":
+            return PAPER_FILE_NAMES[self.view]
+        return super().split_file_names()
+
+
+class RRFormatter(_PaperNamed):
     """Multi-turn Rationale and Reflection records (``rr.jsonl``)."""
 
     name = "rr"
-    version = "1"
+    version = "2"
     description = "multi-turn RR dialogues: <THOUGHT>/<OPERATOR>/<RAG>/<SIGNAL> steps, tool results in user turns"
     default_file = "rr.jsonl"
-    Options = JsonlOptions
+    view = "rr"
 
-    def record(self, trace: Trace, ctx: FormatContext) -> dict[str, Any] | None:
-        """One RR record."""
-        return training_record(trace, rr_messages(trace, ctx.tools, ctx.rag_enabled))
+    def record_function(self, ctx: FormatContext) -> RecordFunction:
+        """RR records; the system prompt (with the run's operator list) is built once."""
+        system = view_system("rr", ctx)
+        tools = ctx.tools
+        return lambda data: training_record(data, rr_messages(data, tools, system=system))
 
 
-class ORRFormatter(RecordFormatter):
+class ORRFormatter(_PaperNamed):
     """One-turn records: operator outputs prepended, thoughts joined (``orr.jsonl``)."""
 
     name = "orr"
-    version = "1"
+    version = "2"
     description = "one-turn ORR records: API outputs prepended to the question, <THOUGHT> and <ANSWER>"
     default_file = "orr.jsonl"
-    Options = JsonlOptions
+    view = "orr"
 
-    def record(self, trace: Trace, ctx: FormatContext) -> dict[str, Any] | None:
-        """One ORR record."""
-        return training_record(trace, orr_messages(trace))
+    def record_function(self, ctx: FormatContext) -> RecordFunction:
+        """ORR records."""
+        system = view_system("orr", ctx)
+        return lambda data: training_record(data, orr_messages(data, system=system))

@@ -1,0 +1,103 @@
+"""``mmat export`` (any format from a run's stored Traces) and ``mmat import-rr`` (RR JSONL -> Traces)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mmat_core.errors import ConfigError
+
+
+def parse_options(formats: tuple[str, ...], items: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Formatter specs from ``--format`` names and ``-o [NAME.]KEY=VALUE`` options.
+
+    ``-o view=orr`` applies to every format given; ``-o rr.naming=paper`` to ``rr`` only. Values are
+    read as YAML scalars (``0.05`` is a number, ``true`` a boolean).
+    """
+    import yaml
+
+    specs: list[dict[str, Any]] = [{"name": name} for name in formats]
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"-o expects [FORMAT.]KEY=VALUE, got {item!r}")
+        target, dot, option = key.rpartition(".")
+        parsed = yaml.safe_load(value) if value else ""
+        matched = [spec for spec in specs if not dot or spec["name"] == target]
+        if not matched:
+            raise ConfigError(f"-o {item!r} names format {target!r}, which is not among --format {', '.join(formats)}")
+        for spec in matched:
+            spec[option] = parsed
+    return specs
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=False)
+@click.option("-f", "--format", "formats", multiple=True, metavar="NAME",
+              help="Format to write (repeatable): rr, orr, ms_swift, llama_factory, internvl, llava, openai_chat, hf_dataset, ...")
+@click.option("-o", "--option", "options", multiple=True, metavar="[FORMAT.]KEY=VALUE",
+              help="Formatter option, e.g. -o view=orr, -o rr.naming=paper, -o val_ratio=0.05, -o image_root=/data/images.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (default: the run folder).")
+@click.option("--status", type=click.Choice(["kept", "reflected", "flagged", "dropped", "failed"]),
+              help="Export only traces with this status (formatters still skip traces that are not kept).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Processes for line-oriented formats (rr, orr, ms_swift, openai_chat) on runs of 20,000+ traces; "
+                   "the output is byte-identical to one process.")
+@click.option("--list", "list_formats", is_flag=True, help="List the formats and their options, then exit.")
+def export(run_dir: Path | None, formats: tuple[str, ...], options: tuple[str, ...], out_dir: Path | None,
+           status: str | None, workers: int, list_formats: bool) -> None:
+    """Write FORMATs from the Traces stored in RUN_DIR. No model is called; the RR system prompt's
+    operator list comes from the run itself."""
+    from mmat_core.exporter import EXPORT_QUARANTINE, export_run
+
+    if list_formats:
+        _list_formats()
+        return
+    if run_dir is None or not formats:
+        raise click.UsageError("give RUN_DIR and at least one --format NAME (see `mmat export --list`)")
+    started = time.monotonic()
+    result = export_run(run_dir, parse_options(formats, options), out_dir, status=status, workers=workers)
+    elapsed = time.monotonic() - started
+    rate = f", {result.traces / elapsed:,.0f} traces/s" if elapsed > 0 and result.traces else ""
+    click.echo(f"Exported {result.traces} stored trace(s) in {elapsed:.2f} s{rate}")
+    for name, files in result.files.items():
+        for path in files:
+            click.echo(f"  {name}: {path}")
+    if result.rejected:
+        click.echo(f"  {len(result.rejected)} trace(s) left out, reasons in {result.out_dir / EXPORT_QUARANTINE}")
+
+
+def _list_formats() -> None:
+    from mmat_core.plugins import get_plugin_manager
+
+    for name, cls in get_plugin_manager().registry("formatter").items():
+        click.echo(f"{name:<15} {cls.description}")
+        for option, info in cls.Options.model_fields.items():
+            default = info.default if info.default is not None else "-"
+            click.echo(f"    {option:<16} default {default!s:<14} {info.description or ''}")
+
+
+@click.command("import-rr")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="New run folder to write the Traces into.")
+@click.option("--source", default="imported", show_default=True, help="Source name for lines without provenance.")
+@click.option("--image-root", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder that relative image paths are resolved against (to hash the images).")
+@click.option("--no-hash-images", is_flag=True, help="Do not read images to record their hashes (faster).")
+def import_rr(files: tuple[Path, ...], out_dir: Path, source: str, image_root: Path | None, no_hash_images: bool) -> None:
+    """Read RR JSONL FILES (mmat's layout, written by mmat or by hand) into Traces in a run folder,
+    so ORR and every export can be derived: `mmat export OUT --format orr`."""
+    from mmat_core.importer import import_rr as run_import
+
+    result = run_import(list(files), out_dir, source=source, image_root=image_root, hash_images=not no_hash_images)
+    click.echo(f"Imported {result.imported} trace(s) into {out_dir}; {result.rejected} line(s) rejected"
+               + (f" (reasons in {out_dir / 'quarantine.jsonl'})" if result.rejected else ""))
+    if result.context is not None:
+        tools = ", ".join(t.name for t in result.context.tools) or "none"
+        wording = "mmat's RR prompt" if "rr_system" not in result.context.run_info else "a custom system prompt (kept verbatim)"
+        click.echo(f"  system prompt: {wording}; operators: {tools}; retrieval {'on' if result.context.rag_enabled else 'off'}")

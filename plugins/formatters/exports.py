@@ -1,0 +1,291 @@
+"""Exports of RR or ORR dialogues in the layouts training frameworks read.
+
+Each export is a view of the same Trace (no regeneration) and has a JSON Schema in
+``schemas/exports/``. The layouts, and the documentation each was checked against, are listed
+in ``docs/formats.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from mmat_plugins.formatters.base import (
+    ExportOptions,
+    FinishingWriter,
+    RecordFunction,
+    ViewFormatter,
+    data_url,
+    ensure,
+    export_images,
+    image_bytes,
+    merge_json_entry,
+    tag_first_user,
+    view_system,
+)
+from pydantic import Field
+
+from mmat_core.components import FormatContext, TraceWriter
+from mmat_core.formatting import view_messages
+from mmat_core.writers import JsonArrayWriter, RecordWriter, write_json_atomic
+
+#: ShareGPT role names used by LLaMA-Factory, InternVL and LLaVA.
+SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}
+
+
+def _sharegpt(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{"from": SHAREGPT_ROLES[m["role"]], "value": m["content"]} for m in messages]
+
+
+def _writer_counts(writer: Any) -> list[tuple[Path, int]]:
+    """(file, records) of a plain or split writer, train first."""
+    if hasattr(writer, "train"):
+        return [(writer.train.path, writer.train.count), (writer.val.path, writer.val.count)]
+    return [(writer.path, writer.count)]
+
+
+class _Export(ViewFormatter):
+    """An export: options ``view`` (rr|orr) and ``image_root``; file named after format and view."""
+
+    Options = ExportOptions
+    #: Stem of the default file name; the view is appended (``ms_swift_rr.jsonl``).
+    stem: ClassVar[str] = ""
+    suffix: ClassVar[str] = "jsonl"
+
+    def file_name(self) -> str:
+        """``<stem>_<view>.<suffix>`` unless option ``file`` names it."""
+        return str(self.options.file or f"{self.stem}_{self.options.view}.{self.suffix}")
+
+    def messages(self, data: Mapping[str, Any], ctx: FormatContext, system: str) -> list[dict[str, str]]:
+        """The RR or ORR dialogue of a trace dict."""
+        return view_messages(data, self.options.view, ctx.tools, ctx.rag_enabled, system=system)
+
+
+class MsSwiftFormatter(_Export):
+    """ms-swift's standard layout: ``messages`` + ``images`` with one ``<image>`` tag per image."""
+
+    name = "ms_swift"
+    version = "1"
+    description = "ms-swift JSONL: messages (system/user/assistant) + images, <image> tags in the first user turn"
+    stem = "ms_swift"
+    parallel_safe = True
+
+    def record_function(self, ctx: FormatContext) -> RecordFunction:
+        """ms-swift records."""
+        system = view_system(self.options.view, ctx)
+        root = self.options.image_root
+
+        def record(data: Mapping[str, Any]) -> dict[str, Any]:
+            images = export_images(data, root)
+            messages = tag_first_user(self.messages(data, ctx, system), "<image>" * len(images))
+            return {"messages": messages, "images": images}
+
+        return record
+
+
+class LlamaFactoryOptions(ExportOptions):
+    """Options of the LLaMA-Factory export."""
+
+    dataset_name: str | None = Field(None, description="key of the dataset_info.json entry (default mmat_<view>)")
+
+
+class LlamaFactoryFormatter(_Export):
+    """LLaMA-Factory ShareGPT JSONL (``conversations``, ``system``, ``images``) plus its
+    ``dataset_info.json`` entry, merged into an existing file in the output folder."""
+
+    name = "llama_factory"
+    version = "1"
+    description = "LLaMA-Factory ShareGPT JSONL with images, and the dataset_info.json entry that registers it"
+    stem = "llama_factory"
+    Options = LlamaFactoryOptions
+
+    def record_function(self, ctx: FormatContext) -> RecordFunction:
+        """LLaMA-Factory records: the system prompt in its own column, turns human/gpt."""
+        system = view_system(self.options.view, ctx)
+        root = self.options.image_root
+
+        def record(data: Mapping[str, Any]) -> dict[str, Any]:
+            images = export_images(data, root)
+            messages = tag_first_user(self.messages(data, ctx, system), "<image>" * len(images))
+            return {"conversations": _sharegpt(messages[1:]), "system": messages[0]["content"], "images": images}
+
+        return record
+
+    def dataset_info_entry(self, file_name: str) -> dict[str, Any]:
+        """The ``dataset_info.json`` entry for one written file."""
+        return {
+            "file_name": file_name,
+            "formatting": "sharegpt",
+            "columns": {"messages": "conversations", "system": "system", "images": "images"},
+            "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"},
+        }
+
+    def wrap(self, writer: Any, out_dir: Path, ctx: FormatContext) -> TraceWriter:
+        """Register the written file(s) in ``dataset_info.json``."""
+        base = self.options.dataset_name or f"mmat_{self.options.view}"
+
+        def finish(files: list[Path], inner: Any) -> list[Path]:
+            info = out_dir / "dataset_info.json"
+            names = [base] if len(files) == 1 else [f"{base}_train", f"{base}_val"]
+            for key, path in zip(names, files):
+                merge_json_entry(info, key, self.dataset_info_entry(path.name))
+            return [info]
+
+        return FinishingWriter(writer, finish)
+
+
+class InternVLFormatter(_Export):
+    """InternVL chat fine-tuning JSONL (``id``, ``image``, ``width``/``height``, ``conversations``)
+    plus the meta file its training scripts take (``--meta_path``)."""
+
+    name = "internvl"
+    version = "1"
+    description = "InternVL chat JSONL (image, width, height, conversations) and its meta JSON"
+    stem = "internvl"
+
+    def record_function(self, ctx: FormatContext) -> RecordFunction:
+        """InternVL records; a leading ``system`` turn carries the system prompt."""
+        system = view_system(self.options.view, ctx)
+        root = self.options.image_root
+
+        def record(data: Mapping[str, Any]) -> dict[str, Any]:
+            images = export_images(data, root)
+            out: dict[str, Any] = {"id": data["id"]}
+            if len(images) == 1:
+                prefix = "<image>\n"
+                out["image"] = images[0]
+                ref = data["sample"]["images"][0]
+                if ref.get("width") and ref.get("height"):
+                    out["width"] = ref["width"]
+                    out["height"] = ref["height"]
+            elif images:
+                prefix = "".join(f"Image-{i}: <image>\n" for i in range(1, len(images) + 1))
+                out["image"] = images
+            else:
+                prefix = ""
+            out["conversations"] = _sharegpt(tag_first_user(self.messages(data, ctx, system), prefix))
+            return out
+
+        return record
+
+    def wrap(self, writer: Any, out_dir: Path, ctx: FormatContext) -> TraceWriter:
+        """Write ``<file>_meta.json`` naming each annotation file with its length."""
+
+        def finish(files: list[Path], inner: Any) -> list[Path]:
+            base = f"mmat_{self.options.view}"
+            counts = _writer_counts(inner)
+            keys = [base] if len(counts) == 1 else [f"{base}_train", f"{base}_val"]
+            meta = {
+                key: {"root": self.options.image_root or "", "annotation": str(path.resolve()),
+                      "data_augment": False, "repeat_time": 1, "length": count}
+                for key, (path, count) in zip(keys, counts)
+            }
+            target = out_dir / f"{Path(self.file_name()).stem}_meta.json"
+            return [write_json_atomic(target, meta)]
+
+        return FinishingWriter(writer, finish)
+
+
+class LlavaOptions(ExportOptions):
+    """Options of the LLaVA export."""
+
+    system: Literal["prepend", "drop"] = Field(
+        "prepend", description="LLaVA's templates have no system turn: prepend the prompt to the first human turn, or drop it",
+    )
+
+
+class LlavaFormatter(_Export):
+    """LLaVA's instruction-tuning JSON: one array of ``{id, image, conversations}``, streamed."""
+
+    name = "llava"
+    version = "1"
+    description = "LLaVA JSON array (id, image, conversations with <image>), written as a stream"
+    stem = "llava"
+    suffix = "json"
+    Options = LlavaOptions
+    writer_class: ClassVar[type[RecordWriter]] = JsonArrayWriter
+
+    def record_function(self, ctx: FormatContext) -> RecordFunction:
+        """LLaVA records."""
+        system = view_system(self.options.view, ctx)
+        root = self.options.image_root
+        prepend = self.options.system == "prepend"
+
+        def record(data: Mapping[str, Any]) -> dict[str, Any]:
+            images = export_images(data, root)
+            messages = self.messages(data, ctx, system)
+            turns = messages[1:]
+            if prepend:
+                turns = tag_first_user(turns, messages[0]["content"] + "\n\n")
+            turns = tag_first_user(turns, "<image>\n" * len(images))
+            out: dict[str, Any] = {"id": data["id"]}
+            if images:
+                out["image"] = images[0] if len(images) == 1 else images
+            out["conversations"] = _sharegpt(turns)
+            return out
+
+        return record
+
+
+class OpenAIChatOptions(ExportOptions):
+    """Options of the OpenAI chat fine-tuning export."""
+
+    images: Literal["embed", "url", "none"] = Field(
+        "embed", description="embed: base64 data URLs; url: image_base_url + path; none: text only",
+    )
+    image_base_url: str | None = Field(None, description="prefix of image URLs when images=url")
+
+
+#: Image formats and count OpenAI's vision fine-tuning accepts.
+OPENAI_IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp"}
+OPENAI_MAX_IMAGES = 10
+
+
+class OpenAIChatFormatter(_Export):
+    """OpenAI chat fine-tuning JSONL: ``messages`` with images as ``image_url`` content parts."""
+
+    name = "openai_chat"
+    version = "1"
+    description = "OpenAI chat fine-tuning JSONL; images as base64 data URLs (default) or URLs"
+    stem = "openai_chat"
+    parallel_safe = True
+    Options = OpenAIChatOptions
+
+    def __init__(self, options: Any = None, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        if self.options.images == "url" and not self.options.image_base_url:
+            from mmat_core.errors import ConfigError
+
+            raise ConfigError("images=url needs image_base_url (e.g. https://example.org/images/)", key="image_base_url")
+
+    def record_function(self, ctx: FormatContext) -> RecordFunction:
+        """OpenAI chat records."""
+        system = view_system(self.options.view, ctx)
+        mode = self.options.images
+        root = self.options.image_root
+        base_url = (self.options.image_base_url or "").rstrip("/")
+
+        def url_of(image: Mapping[str, Any], path: str) -> str:
+            if mode == "url":
+                return f"{base_url}/{path.lstrip('/')}"
+            data, mime = image_bytes(image, ctx, root)
+            ensure(mime in OPENAI_IMAGE_TYPES, "image_format_unsupported", f"{mime}; OpenAI takes JPEG, PNG or WEBP")
+            return data_url(data, mime)
+
+        def record(data: Mapping[str, Any]) -> dict[str, Any]:
+            messages: list[dict[str, Any]] = list(self.messages(data, ctx, system))
+            refs = data["sample"].get("images") or []
+            if mode != "none" and refs:
+                ensure(len(refs) <= OPENAI_MAX_IMAGES, "too_many_images", f"{len(refs)} > {OPENAI_MAX_IMAGES}")
+                parts: list[dict[str, Any]] = [
+                    {"type": "image_url", "image_url": {"url": url_of(ref, path)}}
+                    for ref, path in zip(refs, export_images(data, root))
+                ]
+                for i, message in enumerate(messages):
+                    if message["role"] == "user":
+                        messages[i] = {"role": "user", "content": [*parts, {"type": "text", "text": message["content"]}]}
+                        break
+            return {"messages": messages}
+
+        return record

@@ -1,0 +1,296 @@
+"""A Hugging Face dataset: parquet shards with declared ``datasets`` features, and a dataset card.
+
+The features (``Image()`` columns included) are declared up front with :mod:`datasets` and rows are
+encoded by them, so ``datasets.load_dataset("parquet", ...)`` (or the Hub viewer) reads the
+images back as pictures. Rows are written in row groups as they arrive: memory stays flat.
+The card (``README.md``) records sources, licences, models, tools, yield and cost.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from mmat_plugins.formatters.base import (
+    ExportOptions,
+    RecordFunction,
+    ViewFormatter,
+    export_images,
+    image_bytes,
+    view_system,
+)
+from pydantic import Field
+
+from mmat_core.components import FormatContext, TraceWriter
+from mmat_core.formatting import view_messages
+from mmat_core.models import Rejected
+from mmat_core.writers import AtomicFile, SkipTrace, in_validation, is_kept, trace_id
+
+#: Split names as the Hub spells them.
+SPLITS = ("train", "validation")
+
+
+class HFDatasetOptions(ExportOptions):
+    """Options of the Hugging Face dataset export."""
+
+    file: str | None = Field(None, description="folder name of the dataset (default hf_dataset_<view>)")
+    images: Literal["path", "embed"] = Field(
+        "path", description="path: Image() cells hold the file path; embed: the image bytes go into the parquet",
+    )
+    rows_per_group: int = Field(1000, ge=1, description="rows buffered per parquet row group")
+    pretty_name: str | None = Field(None, description="title of the dataset card")
+
+
+def features(view: str) -> Any:
+    """The ``datasets`` features of the export (imported here: datasets is heavy)."""
+    import datasets
+
+    return datasets.Features({
+        "id": datasets.Value("string"),
+        "view": datasets.Value("string"),
+        "messages": datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")}),
+        "images": datasets.List(datasets.Image()),
+        "answer": datasets.Value("string"),
+        "source": datasets.Value("string"),
+        "subset": datasets.Value("string"),
+        "licence": datasets.Value("string"),
+        "generator": datasets.Value("string"),
+        "status": datasets.Value("string"),
+    })
+
+
+class _Shard:
+    """One parquet file being written (hidden name until published)."""
+
+    def __init__(self, path: Path, schema: Any) -> None:
+        import pyarrow.parquet as pq
+
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.writer = pq.ParquetWriter(str(self.tmp), schema)
+        self.rows: list[dict[str, Any]] = []
+        self.count = 0
+
+    def flush(self, schema: Any) -> None:
+        import pyarrow as pa
+
+        if self.rows:
+            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=schema))
+            self.rows.clear()
+
+    def commit(self, schema: Any) -> Path:
+        self.flush(schema)
+        self.writer.close()
+        with open(self.tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+class _CardStats:
+    """What the dataset card reports, gathered from every trace seen (kept or not)."""
+
+    def __init__(self) -> None:
+        self.status: Counter[str] = Counter()
+        self.by_source: dict[str, Counter[str]] = defaultdict(Counter)
+        self.licences: dict[str, str] = {}
+        self.generators: Counter[str] = Counter()
+        self.tools: Counter[str] = Counter()
+        self.rag_calls = 0
+        self.cost = 0.0
+        self.tokens = 0
+
+    def add(self, data: Mapping[str, Any]) -> None:
+        sample = data["sample"]
+        key = sample["source"] + (f"/{sample['subset']}" if sample.get("subset") else "")
+        status = data.get("status", "kept")
+        self.status[status] += 1
+        self.by_source[key]["kept" if is_kept(data) else status] += 1
+        self.by_source[key]["total"] += 1
+        if sample.get("licence"):
+            self.licences[key] = sample["licence"]
+        self.generators[data["provenance"].get("generator", "?")] += 1
+        for step in data["steps"]:
+            for call in step.get("tool_calls") or ():
+                self.tools[call["name"]] += 1
+            if step.get("rag"):
+                self.rag_calls += 1
+        usage = data.get("usage") or {}
+        self.cost += float(usage.get("cost_usd") or 0.0)
+        self.tokens += int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+
+
+class HFDatasetWriter:
+    """Streams records into ``data/<split>-00000-of-00001.parquet`` and writes the card last."""
+
+    def __init__(self, formatter: HFDatasetFormatter, out_dir: Path, ctx: FormatContext) -> None:
+        self.formatter = formatter
+        self.ctx = ctx
+        self.root = out_dir / formatter.folder_name()
+        self.features = features(formatter.options.view)
+        self.schema = self.features.arrow_schema
+        self.make = formatter.record_function(ctx)
+        self.ratio = formatter.val_ratio()
+        self.salt = formatter.options.split_salt
+        splits = SPLITS if self.ratio > 0 else SPLITS[:1]
+        self.shards = {split: _Shard(self.root / "data" / f"{split}-00000-of-00001.parquet", self.schema) for split in splits}
+        self.stats = _CardStats()
+        self.rejected: list[Rejected] = []
+
+    def write(self, trace: Any) -> None:
+        """Encode one kept trace into its split's shard."""
+        from mmat_core.formatting import trace_data
+
+        data = trace_data(trace)
+        self.stats.add(data)
+        if not is_kept(data):
+            return
+        try:
+            row = self.make(data)
+        except SkipTrace as skip:
+            self.rejected.append(Rejected(source=data["sample"]["source"], row=trace_id(data), reason=skip.reason,
+                                          detail=skip.detail, stage=f"format:{self.formatter.name}"))
+            return
+        if row is None:
+            return
+        split = "validation" if "validation" in self.shards and in_validation(row["id"], self.ratio, self.salt) else "train"
+        shard = self.shards[split]
+        shard.rows.append(self.features.encode_example(row))
+        shard.count += 1
+        if len(shard.rows) >= self.formatter.options.rows_per_group:
+            shard.flush(self.schema)
+
+    def close(self) -> list[Path]:
+        """Publish the shards, then the card."""
+        files = [shard.commit(self.schema) for shard in self.shards.values()]
+        card = dataset_card(self.formatter, self.ctx, self.stats, {s: sh.count for s, sh in self.shards.items()})
+        with AtomicFile(self.root / "README.md") as out:
+            out.write(card)
+        return [*files, self.root / "README.md"]
+
+    def abort(self) -> None:
+        """Discard partial shards."""
+        for shard in self.shards.values():
+            shard.abort()
+
+
+class HFDatasetFormatter(ViewFormatter):
+    """A Hugging Face dataset folder: parquet with ``Image()`` columns and a dataset card."""
+
+    name = "hf_dataset"
+    version = "1"
+    description = "Hugging Face dataset: parquet via datasets features (images by path or embedded) + README card"
+    Options = HFDatasetOptions
+    suffix: ClassVar[str] = ""
+
+    def folder_name(self) -> str:
+        """The dataset folder inside the output directory."""
+        return str(self.options.file or f"hf_dataset_{self.options.view}")
+
+    def file_name(self) -> str:
+        """The dataset folder (this export writes a folder, not one file)."""
+        return self.folder_name()
+
+    def record_function(self, ctx: FormatContext) -> RecordFunction:
+        """One dataset row per kept trace."""
+        view = self.options.view
+        system = view_system(view, ctx)
+        root = self.options.image_root
+        embed = self.options.images == "embed"
+
+        def record(data: Mapping[str, Any]) -> dict[str, Any]:
+            sample = data["sample"]
+            paths = export_images(data, root)
+            if embed:
+                images = [{"bytes": image_bytes(ref, ctx, root)[0], "path": os.path.basename(path)}
+                          for ref, path in zip(sample.get("images") or [], paths)]
+            else:
+                images = [{"bytes": None, "path": path} for path in paths]
+            return {
+                "id": data["id"],
+                "view": view,
+                "messages": view_messages(data, view, ctx.tools, ctx.rag_enabled, system=system),
+                "images": images,
+                "answer": data.get("final_answer") or "",
+                "source": sample["source"],
+                "subset": sample.get("subset"),
+                "licence": sample.get("licence"),
+                "generator": data["provenance"].get("generator"),
+                "status": data.get("status", "kept"),
+            }
+
+        return record
+
+    def open(self, out_dir: Path, ctx: FormatContext) -> TraceWriter:
+        """Open the streaming parquet writer."""
+        return HFDatasetWriter(self, out_dir, ctx)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def dataset_card(formatter: HFDatasetFormatter, ctx: FormatContext, stats: _CardStats, split_counts: dict[str, int]) -> str:
+    """The README.md of the dataset: YAML header for the Hub, then provenance in tables."""
+    import yaml
+
+    opts = formatter.options
+    manifest = ctx.run_info.get("manifest") or {}
+    total_rows = sum(split_counts.values())
+    header = {
+        "pretty_name": opts.pretty_name or f"MMAT {opts.view.upper()} data",
+        "license": "other",
+        "task_categories": ["visual-question-answering", "image-text-to-text"],
+        "tags": ["mmat", "multimodal-agent-tuning", opts.view],
+        "configs": [{"config_name": "default",
+                     "data_files": [{"split": split, "path": f"data/{split}-*"} for split in split_counts]}],
+        "dataset_info": {"splits": [{"name": s, "num_examples": n} for s, n in split_counts.items()]},
+    }
+    finished = sum(stats.status.values())
+    kept = sum(n for s, n in stats.status.items() if s in ("kept", "reflected", "flagged"))
+    source_rows = [
+        (key, c["total"], c["kept"], f"{c['kept'] / c['total']:.1%}" if c["total"] else "-", stats.licences.get(key, "not recorded"))
+        for key, c in sorted(stats.by_source.items())
+    ]
+    tool_rows = [(name, n) for name, n in stats.tools.most_common()] + ([("rag (retrieval)", stats.rag_calls)] if stats.rag_calls else [])
+    enabled = ", ".join(t.name for t in ctx.tools) or "none"
+    parts = [
+        "---\n" + yaml.safe_dump(header, sort_keys=False) + "---",
+        f"# {header['pretty_name']}",
+        (f"{'Multi-turn Rationale-and-Reflection (RR)' if opts.view == 'rr' else 'One-turn (ORR)'} training dialogues "
+         f"written by mmat, the MMAT-1M data engine. {total_rows} rows ({', '.join(f'{s}: {n}' for s, n in split_counts.items())}); "
+         f"images are {'embedded in the parquet' if opts.images == 'embed' else 'referenced by path'}."),
+        ("## Sources and licences\nEach row keeps its source's licence in the `licence` column; the dataset as a whole "
+         "is bound by every licence below.\n\n" + _table(("source", "finished", "kept", "yield", "licence"), source_rows)),
+        "## Models\n" + _table(("generator (backend:model)", "samples"), stats.generators.most_common()),
+        f"## Tools\nEnabled operators: {enabled}; retrieval {'on' if ctx.rag_enabled else 'off'}.\n\n"
+        + _table(("operator", "calls"), tool_rows or [("none", 0)]),
+        "## Yield and cost\n" + _table(("measure", "value"), [
+            ("samples finished", finished),
+            ("kept (kept + reflected + flagged)", kept),
+            *[(f"status {s}", n) for s, n in sorted(stats.status.items())],
+            ("rows exported", total_rows),
+            ("rejected at the source", manifest.get("counts", {}).get("rejected", "not recorded")),
+            ("tokens", stats.tokens),
+            ("cost (USD)", f"{stats.cost:.4f}"),
+            ("cost per kept sample (USD)", f"{stats.cost / kept:.6f}" if kept else "-"),
+        ]),
+    ]
+    if manifest:
+        parts.append("## Run\n" + _table(("field", "value"), [
+            ("run id", manifest.get("run_id", "")), ("mmat version", manifest.get("mmat_version", "")),
+            ("config hash", manifest.get("config_hash", "")), ("finished at", manifest.get("finished_at", "")),
+        ]))
+    return "\n\n".join(parts) + "\n"
