@@ -6,6 +6,7 @@ test fails when a model and its checked-in schema drift.
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +33,8 @@ MODEL_SCHEMAS: dict[str, type[BaseModel]] = {
 EXTRA_SCHEMAS: dict[str, dict[str, Any]] = {}
 
 #: Hand-written JSON Schemas of the export layouts (``mmat validate --schema export_ms_swift``).
-EXPORT_SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas" / "exports"
+# schemas/ is installed as the package mmat_schemas (see pyproject), so this works from a wheel too.
+EXPORT_SCHEMA_DIR = Path(importlib.import_module("mmat_schemas").__file__).resolve().parent / "exports"  # type: ignore[arg-type]
 for _path in sorted(EXPORT_SCHEMA_DIR.glob("*.schema.json")):
     EXTRA_SCHEMAS[_path.name.removesuffix(".schema.json")] = json.loads(_path.read_text(encoding="utf-8"))
 

@@ -22,7 +22,7 @@ def listed_packages() -> set[str]:
 
 def package_dirs() -> set[str]:
     found = set()
-    for folder, import_name in (("mmat_core", "mmat_core"), ("plugins", "mmat_plugins")):
+    for folder, import_name in (("mmat_core", "mmat_core"), ("plugins", "mmat_plugins"), ("schemas", "mmat_schemas")):
         for init in (ROOT / folder).rglob("__init__.py"):
             relative = init.parent.relative_to(ROOT / folder).parts
             found.add(".".join((import_name, *relative)))
@@ -45,5 +45,7 @@ def test_wheel_contains_sample_data_and_viewer_assets(tmp_path: Path) -> None:
     assert "mmat_plugins/sources/sample_data/samples.jsonl" in names
     assert any(n.startswith("mmat_plugins/sources/sample_data/images/") for n in names)
     assert "mmat_core/viewer/static/index.html" in names
+    assert "mmat_schemas/trace.schema.json" in names
+    assert any(n.startswith("mmat_schemas/exports/") and n.endswith(".schema.json") for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "[mmat]" in zipfile.ZipFile(next(tmp_path.glob("mmat-*.whl"))).read(entry_points).decode()
