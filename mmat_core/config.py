@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mmat_core.errors import ConfigError
+from mmat_core.engine.settings import LLMEngineSettings
 
 
 class ComponentSpec(BaseModel):
@@ -65,9 +66,30 @@ class ReflectionSettings(BaseModel):
     """Stage-3 reflection policy."""
 
     model_config = ConfigDict(extra="forbid")
-    max_rounds: int = Field(1, ge=0, le=5, description="reflection rounds before a sample counts as failing")
-    on_failure: Literal["keep_flagged", "drop", "regenerate"] = "drop"
-    quality_threshold: float = Field(0.6, ge=0, le=1)
+    max_rounds: int = Field(1, ge=0, le=5, description="reflection rounds per critic before a sample counts as failing")
+    recheck: bool = Field(True, description="after a reflection, ask the same critic again to confirm the fix")
+    on_failure: Literal["keep_flagged", "drop", "regenerate"] = Field(
+        "drop", description="what happens to a sample that still fails: drop it, keep it flagged, or regenerate it"
+    )
+    regenerate_attempts: int = Field(1, ge=1, le=5, description="fresh rationales tried when on_failure is regenerate")
+    after_regenerate: Literal["keep_flagged", "drop"] = Field(
+        "drop", description="what happens when every regeneration still fails"
+    )
+    quality_threshold: float = Field(0.6, ge=0, le=1, description="quality critic's keep threshold unless it sets its own")
+
+
+class ResumeSettings(BaseModel):
+    """What a rerun into an existing run directory does (see docs/scale.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    on_config_change: Literal["refuse", "apply"] = Field(
+        "refuse",
+        description="when the configuration differs from the one the run started with: refuse (explain and stop) "
+        "or apply it to the samples not finished yet (finished samples are kept as they are)",
+    )
+    retry_failed_calls: bool = Field(
+        True, description="redo samples that failed only because a model call failed (429s, 5xx, timeouts)"
+    )
 
 
 class PipelineConfig(BaseModel):
@@ -89,6 +111,9 @@ class PipelineConfig(BaseModel):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     curation: CurationSettings = Field(default_factory=CurationSettings)
     reflection: ReflectionSettings = Field(default_factory=ReflectionSettings)
+    resume: ResumeSettings = Field(default_factory=ResumeSettings)
+    # Limits, retries, prices and batch mode of model calls (mmat_core/engine/settings.py, docs/llms.md).
+    llm_engine: LLMEngineSettings = Field(default_factory=LLMEngineSettings)
 
     _normalise = field_validator("llm", "executor", "search", mode="before")(lambda cls, v: _spec(v))
 

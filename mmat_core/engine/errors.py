@@ -43,4 +43,17 @@ class PermanentError(LLMCallError):
 
 
 class CircuitOpen(LLMCallError):
-    """The backend failed persistently and is paused."""
+    """The backend failed persistently: the circuit breaker opened too many times in a row and
+    the scheduler gave up on the waiting calls (each is recorded as a failure on its sample)."""
+
+
+class BatchFailed(LLMCallError):
+    """A provider batch ended without an answer for this request (expired, cancelled, failed)."""
+
+
+def scrub(text: str, *secrets: str | None) -> str:
+    """``text`` with every given secret replaced by ``***`` (error messages must never carry a key)."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
