@@ -236,17 +236,20 @@ class StageCounts(Record):
     """Yield of one source (or sub-dataset) through the stages."""
 
     read: int = 0
-    rejected: int = 0
-    generated: int = 0
-    passed: int = 0
-    reflected: int = 0
-    reflected_by: dict[str, int] = Field(default_factory=dict)
-    failed_verification: int = 0
+    rejected: int = Field(0, description="rows quarantined at the source")
+    generated: int = Field(0, description="samples that went through stages 2 and 3")
+    passed: int = Field(0, description="kept without a reflection")
+    reflected: int = Field(0, description="kept after at least one reflection")
+    reflected_by: dict[str, int] = Field(default_factory=dict, description="critic -> samples it had reflected")
+    flagged: int = Field(0, description="kept, marked as failing (reflection.on_failure: keep_flagged)")
+    regenerated: int = Field(0, description="samples whose rationale was regenerated at least once")
+    failed_verification: int = Field(0, description="final answer rejected by answer_match (dropped or flagged)")
     dropped: int = 0
-    failed: int = 0
-    kept: int = 0
-    reasons: dict[str, int] = Field(default_factory=dict)
-    cost_usd: float = 0.0
+    failed: int = Field(0, description="errors: model calls or malformed steps")
+    kept: int = Field(0, description="passed + reflected + flagged")
+    reasons: dict[str, int] = Field(default_factory=dict, description="why rows were rejected, dropped, flagged or failed")
+    cost_usd: float = Field(0.0, description="spent on every generated sample, kept or not")
+    cost_per_kept_usd: float | None = Field(None, description="cost_usd / kept")
 
 
 class RunManifest(Record):

@@ -41,17 +41,19 @@ from mmat_core.components import (
 from mmat_core.config import ComponentSpec, PipelineConfig, validation_error
 from mmat_core.curation import Curator
 from mmat_core.engine.cache import Cache
-from mmat_core.engine.client import EngineClient
+from mmat_core.engine.client import EngineClient, build_client
 from mmat_core.engine.rationale import LoopSettings, RationaleLoop
-from mmat_core.engine.reflection import ReflectionStage
+from mmat_core.engine.reflection import ReflectionStage, loop_regenerator
 from mmat_core.engine.scheduler import Scheduler, SchedulerSettings
 from mmat_core.engine.tools import ToolRunner
 from mmat_core.errors import ConfigError
 from mmat_core.images import ImageStore
-from mmat_core.models import Provenance, Rejected, RunManifest, SourceSample, StageCounts, Trace, Usage
+from mmat_core.models import Provenance, Rejected, RunManifest, SourceSample, Trace, Usage
 from mmat_core.plugins import PluginManager, get_plugin_manager, mmat_version
+from mmat_core.resume import prepare_resume, redact_secrets
 from mmat_core.store import RunStore
 from mmat_core.writers import AtomicFile, dumps_line, write_json_atomic
+from mmat_core.yields import YieldTally
 
 ComponentArg = str | dict[str, Any] | Component
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -64,6 +66,8 @@ class RunResult:
     out_dir: Path
     manifest: RunManifest
     outputs: dict[str, Path] = field(default_factory=dict)
+    #: The model-call engine's end-of-run report (calls, tokens, cost, what limit binds).
+    engine: dict[str, Any] = field(default_factory=dict)
 
 
 def _as_spec(arg: ComponentArg | ComponentSpec) -> ComponentSpec | Component:
@@ -109,6 +113,9 @@ class Pipeline:
         self.executor: Executor = self._make("executor", executor if executor is not None else base.executor, "executor")  # type: ignore[assignment]
         self._check_unique("tools", self.tools)
         self._check_unique("formatters", self.formatters)
+        # What actually runs (components given in code included, options with their defaults):
+        # this is what run.json, the run store and resume see, not the base config.
+        self.config = self._effective_config(base)
 
     @classmethod
     def from_config(cls, config: PipelineConfig, *, plugins: PluginManager | None = None, config_file: str | None = None) -> Pipeline:
@@ -135,6 +142,20 @@ class Pipeline:
             return cls(options)
         except ConfigError as exc:
             raise ConfigError(str(exc), file=self.config_file, key=key) from None
+
+    def _effective_config(self, base: PipelineConfig) -> PipelineConfig:
+        def spec(component: Component) -> ComponentSpec:
+            return ComponentSpec(name=component.name, **component.options.model_dump(mode="json"))
+
+        return base.model_copy(update={
+            "source": [spec(s) for s in self.sources] if len(self.sources) > 1 else spec(self.sources[0]),
+            "llm": spec(self.llm),
+            "tools": [spec(t) for t in self.tools],
+            "critics": [spec(c) for c in self.critics],
+            "formatters": [spec(f) for f in self.formatters],
+            "search": spec(self.search) if self.search is not None else None,
+            "executor": spec(self.executor),
+        })
 
     def _check_unique(self, key: str, components: list[Any]) -> None:
         names = [c.name for c in components]
@@ -177,19 +198,27 @@ class Pipeline:
         """Run in this process (what the ``local`` executor does)."""
         return asyncio.run(LocalRun(self, Path(out_dir), progress).run())
 
-    def iter_samples(self) -> Iterator[SourceSample | Rejected]:
-        """Every source's rows, curated (no model call): used by ``build --dry-run``."""
-        curator = Curator(self.config.curation)
+    def iter_samples(self, curator: Curator | None = None) -> Iterator[SourceSample | Rejected]:
+        """Every source's rows, curated (no model call): used by ``build --dry-run``. Pass a
+        ``curator`` to read its counts (kept, skipped, rejected by source) afterwards."""
+        curator = curator or Curator(self.config.curation, self.sources)
         return curator(row for source in self.sources for row in source.iter_rows())
 
 
 class LocalRun:
     """One in-process run of a pipeline into a run directory."""
 
-    def __init__(self, pipeline: Pipeline, out_dir: Path, progress: ProgressCallback | None = None) -> None:
+    def __init__(self, pipeline: Pipeline, out_dir: Path, progress: ProgressCallback | None = None, *,
+                 shard: tuple[int, int] | None = None, work_dir: Path | None = None, publish: bool = True) -> None:
         self.p = pipeline
         self.out_dir = out_dir
         self.progress = progress
+        #: (index, count): build only the samples whose seq falls to this shard (a Ray worker).
+        self.shard = shard
+        #: Where this run's store and cache live: the run directory, or a worker's own folder.
+        self.work_dir = work_dir or out_dir
+        #: Whether to write the outputs and run.json at the end (a Ray worker leaves that to the driver).
+        self.publish = publish
         self.counts: dict[str, int] = {"read": 0, "rejected": 0, "generated": 0, "skipped_finished": 0}
         self.usage = Usage()
 
@@ -215,12 +244,17 @@ class LocalRun:
         started = time.monotonic()
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        store = RunStore.open(self.out_dir)
-        cache_path = Path(cfg.engine.cache_path) if cfg.engine.cache_path else self.out_dir / "cache.sqlite"
+        store = RunStore.open(self.work_dir)
+        cache_path = Path(cfg.engine.cache_path) if cfg.engine.cache_path else self.work_dir / "cache.sqlite"
         cache = Cache(cache_path)
         images = ImageStore(self.out_dir / "images")
-        scheduler = Scheduler(SchedulerSettings(concurrency=cfg.engine.concurrency))
-        client = EngineClient(p.llm, scheduler, images, cache)
+        # Sources that read embedded image bytes (The Cauldron's parquet) write them here.
+        for source in p.sources:
+            source.image_store = images  # type: ignore[attr-defined]
+        # Limits, prices and batch mode come from the llm_engine section (docs/llms.md).
+        client = build_client(p.llm, cfg.llm_engine, images, cache, self.work_dir)
+        if self.progress:
+            self.progress({"event": "started", "snapshot": client.snapshot})
         runner = ToolRunner(p.tools, images, llm=client, cache=cache, workers=cfg.engine.tool_workers)
         loop = RationaleLoop(
             client,
@@ -234,13 +268,21 @@ class LocalRun:
                 max_tokens=cfg.engine.max_tokens,
             ),
         )
-        reflection = ReflectionStage(p.critics, client, images, cfg.reflection)
-        store.set_meta("config", cfg.model_dump(mode="json"))
-        store.set_meta("config_hash", cfg.fingerprint())
-        finished = store.finished_ids()
+        reflection = ReflectionStage(p.critics, client, images, cfg.reflection, regenerate=loop_regenerator(loop))
+        if self.shard is None:
+            plan = prepare_resume(store, cfg, run_dir=self.out_dir)
+            store.set_meta("complete", False)
+            self.counts["config_changes_applied"] = len(plan.changes)
+        # id -> seq of finished samples; a worker also skips what the driver's store already holds.
+        finished = store.finished_seqs(retry_failed_calls=cfg.resume.retry_failed_calls)
+        if self.work_dir != self.out_dir and (self.out_dir / "run.sqlite").exists():
+            main = RunStore.open(self.out_dir)
+            finished.update(main.finished_seqs(retry_failed_calls=cfg.resume.retry_failed_calls))
+            main.close()
         self.counts["skipped_finished"] = 0
 
         semaphore = asyncio.Semaphore(cfg.engine.concurrency)
+        last_flush = [time.monotonic()]
         tasks: set[asyncio.Task[None]] = set()
 
         async def process(seq: int, sample: SourceSample) -> None:
@@ -250,8 +292,12 @@ class LocalRun:
                 await reflection.run(trace)
                 store.add_trace(seq, trace)
                 self.counts["generated"] += 1
-                if len(store._pending) >= 256:
+                # Commit in batches (one transaction per 256 traces), and at least every second so a
+                # crash loses little finished work (whose model and tool calls are cached anyway).
+                now = time.monotonic()
+                if store.pending >= 256 or now - last_flush[0] >= 1.0:
                     store.flush()
+                    last_flush[0] = now
                 if self.progress:
                     self.progress({"done": self.counts["generated"], "status": trace.status})
             finally:
@@ -259,55 +305,102 @@ class LocalRun:
 
         try:
             seq = 0
-            for row in p.iter_samples():
+            shard_index, shard_count = self.shard or (0, 1)
+            source_error: list[Exception] = []
+
+            def rows() -> Iterator[SourceSample | Rejected]:
+                # A source failing mid-stream must not cost the samples already in flight.
+                try:
+                    yield from p.iter_samples()
+                except Exception as exc:
+                    source_error.append(exc)
+
+            for row in rows():
                 if isinstance(row, Rejected):
                     self.counts["rejected"] += 1
-                    store.add_rejected(row)
+                    if shard_index == 0:  # every worker reads every row; one records the rejects
+                        store.add_rejected(row)
                     continue
                 seq += 1
                 self.counts["read"] += 1
-                if row.id in finished:
+                if (seq - 1) % shard_count != shard_index:
+                    continue
+                done_at = finished.get(row.id)
+                if done_at is not None:
                     self.counts["skipped_finished"] += 1
+                    if done_at != seq and self.shard is None:  # a changed configuration moved it
+                        store.move(row.id, seq)
                     continue
                 await semaphore.acquire()
                 task = asyncio.create_task(process(seq, row))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
+            if self.shard is None and not source_error:
+                store.set_meta("stream_total", seq)  # the whole curated stream has been read
             if tasks:
                 await asyncio.gather(*list(tasks))
             store.flush()
+            if source_error:
+                raise source_error[0]
+            if self.shard is None:
+                retired = store.drop_retired()
+                if retired:
+                    self.counts["retired_by_config_change"] = len(retired)
             generation_s = time.monotonic() - started
-            outputs = self._write_outputs(store)
-            manifest = self._manifest(store, client, runner, started_at, generation_s, time.monotonic() - started, outputs)
-            write_json_atomic(self.out_dir / "run.json", manifest.model_dump(mode="json"))
+            outputs: dict[str, Path] = {}
+            manifest = None
+            if self.publish:
+                outputs = self._write_outputs(store)
+                manifest = self._manifest(store, client, runner, started_at, generation_s, time.monotonic() - started, outputs)
+                write_json_atomic(self.out_dir / "run.json", manifest.model_dump(mode="json"))
+                store.set_meta("complete", True)
+            self.model_calls = client.calls_made
+            self.tool_errors = dict(runner.errors)
+            self.client = client  # the Ray executor sums its counters over workers
+            self.engine_report = client.report()
+            if self.publish:
+                write_json_atomic(self.out_dir / "engine.json", self.engine_report)
         finally:
             for task in tasks:
                 task.cancel()
+            await client.aclose()
             store.close()
             cache.close()
             runner.close()
             await p.llm.aclose()
             if p.search is not None:
                 await p.search.aclose()
-        return RunResult(self.out_dir, manifest, outputs)
+        return RunResult(self.out_dir, manifest, outputs, engine=self.engine_report)  # type: ignore[arg-type]
 
     def _write_outputs(self, store: RunStore) -> dict[str, Path]:
+        from mmat_core.exporter import FORMAT_CONTEXT_KEY, context_to_meta
+
         ctx = self.p.format_context()
-        ctx.run_info = {"out_dir": str(self.out_dir)}
+        # Recorded so `mmat export` re-formats with exactly this operator list and wording.
+        store.set_meta(FORMAT_CONTEXT_KEY, context_to_meta(ctx))
+        ctx.run_info = {"out_dir": str(self.out_dir), "run_dir": str(self.out_dir)}
         writers: list[tuple[Formatter, TraceWriter]] = [(f, f.open(self.out_dir, ctx)) for f in self.p.formatters]
         quarantine = AtomicFile(self.out_dir / "quarantine.jsonl")
         outputs: dict[str, Path] = {}
+        self.yields = YieldTally()  # counted in this one pass over the traces, read by _manifest
         try:
             for trace in store.traces():
                 self.usage.add(trace.usage)
+                self.yields.add_trace(trace)
                 for _, writer in writers:
                     writer.write(trace)
             for rejected in store.rejected():
+                self.yields.add_rejected(rejected)
                 quarantine.write(dumps_line(rejected.model_dump(mode="json")))
+            for _, writer in writers:  # traces a formatter could not export (e.g. image_missing)
+                for rejected in getattr(writer, "rejected", ()):
+                    quarantine.write(dumps_line(rejected.model_dump(mode="json")))
             for formatter, writer in writers:
                 files = writer.close()
                 if files:
                     outputs[formatter.name] = files[0]
+                    for extra in files[1:]:  # split files, side files (dataset_info.json, cards)
+                        outputs[f"{formatter.name}:{extra.name}"] = extra
             outputs["quarantine"] = quarantine.commit()
         except BaseException:
             for _, writer in writers:
@@ -318,40 +411,8 @@ class LocalRun:
 
     def _manifest(self, store: RunStore, client: EngineClient, runner: ToolRunner, started_at: str,
                   generation_s: float, total_s: float, outputs: dict[str, Path]) -> RunManifest:
-        by_source: dict[str, StageCounts] = {}
-        for source, subset, status, failure, reflected_by, count, cost in store.yield_rows():
-            for key in (source, f"{source}/{subset}" if subset else None):
-                if key is None:
-                    continue
-                counts = by_source.setdefault(key, StageCounts())
-                counts.generated += count
-                counts.cost_usd += cost or 0.0
-                if status == "failed":
-                    counts.failed += count
-                elif status == "dropped":
-                    counts.dropped += count
-                    if failure.startswith("answer_match"):
-                        counts.failed_verification += count
-                else:
-                    counts.kept += count
-                    if status == "reflected":
-                        counts.reflected += count
-                    else:
-                        counts.passed += count
-                for critic in filter(None, reflected_by.split(",")):
-                    counts.reflected_by[critic] = counts.reflected_by.get(critic, 0) + count
-                if failure:
-                    reason = failure.split(":")[0]
-                    counts.reasons[reason] = counts.reasons.get(reason, 0) + count
-        for source, subset, reason, count in store.rejected_rows():
-            for key in (source, f"{source}/{subset}" if subset else None):
-                if key is None:
-                    continue
-                counts = by_source.setdefault(key, StageCounts())
-                counts.rejected += count
-                counts.reasons[reason] = counts.reasons.get(reason, 0) + count
-        for counts in by_source.values():
-            counts.read = counts.generated + counts.rejected
+        tally = getattr(self, "yields", None) or YieldTally().add_all(store.traces(), store.rejected())
+        by_source = tally.result()
         statuses = store.status_counts()
         cfg = self.p.config
         return RunManifest(
@@ -360,7 +421,7 @@ class LocalRun:
             started_at=started_at,
             finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             complete=True,
-            config=cfg.model_dump(mode="json"),
+            config=redact_secrets(cfg.model_dump(mode="json")),
             config_hash=cfg.fingerprint(),
             components=self.p.components(),
             plugins=[info.as_dict() for info in self.p.plugins.info()],
@@ -370,7 +431,12 @@ class LocalRun:
                 "kept": sum(v for k, v in statuses.items() if k in ("kept", "reflected", "flagged")),
                 **{f"status_{k}": v for k, v in statuses.items()},
                 "model_calls": client.calls_made,
+                "cached_calls": client.cached_calls + client.coalesced_calls,
+                "failed_calls": client.failed_calls,
+                "call_retries": client.scheduler.stats.retries,
+                "rate_limited": client.scheduler.stats.rate_limited,
             },
+            usage_by_stage={stage: usage.model_copy() for stage, usage in sorted(client.usage_by_stage.items())},
             yield_by_source=by_source,
             timings_s={"generation": round(generation_s, 3), "total": round(total_s, 3)},
             usage=self.usage,

@@ -18,6 +18,7 @@ Loading happens once, lazily, on the first lookup: never at import time.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata as importlib_metadata
 import os
 import warnings
@@ -279,8 +280,10 @@ def set_plugin_manager(manager: PluginManager | None) -> None:
     _default = manager
 
 
+@functools.lru_cache(maxsize=1)
 def mmat_version() -> str:
-    """The installed version of mmat."""
+    """The installed version of mmat (read once: every Trace's provenance asks for it, and each
+    metadata read parses a file)."""
     try:
         return importlib_metadata.version("mmat")
     except importlib_metadata.PackageNotFoundError:  # running from a source tree

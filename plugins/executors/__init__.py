@@ -1,4 +1,5 @@
-"""Built-in executors: ``local`` runs the pipeline in this process with asyncio."""
+"""Built-in executors: ``local`` runs the pipeline in this process with asyncio; ``ray`` spreads it
+over a Ray cluster (see ray_executor.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from mmat_core import hookimpl
 from mmat_core.components import Executor
+from mmat_plugins.executors.ray_executor import RayExecutor
 
 
 class LocalExecutor(Executor):
@@ -26,3 +28,4 @@ class LocalExecutor(Executor):
 def register_executors(register: Callable[[type[Executor]], None]) -> None:
     """Register the built-in executors."""
     register(LocalExecutor)
+    register(RayExecutor)

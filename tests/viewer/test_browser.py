@@ -71,17 +71,17 @@ def test_list_shows_every_sample(page: Any, viewer: ViewerServer) -> None:
 def test_status_filter_narrows_the_list(page: Any, viewer: ViewerServer) -> None:
     open_list(page, viewer)
     page.select_option("#filter-status", "reflected")
-    page.wait_for_function("document.querySelectorAll('tr.sample-row').length === 1")
+    page.wait_for_function("document.querySelectorAll('tr.sample-row').length === 1", polling=100)
     assert page.locator("tr.sample-row td.question").inner_text() == "What number is printed after the word?"
 
 
 def test_tool_filter_and_search_combine(page: Any, viewer: ViewerServer) -> None:
     open_list(page, viewer)
     page.select_option("#filter-tool", "ocr")
-    page.wait_for_function("document.querySelectorAll('tr.sample-row').length === 4")
+    page.wait_for_function("document.querySelectorAll('tr.sample-row').length === 4", polling=100)
     page.fill("#filter-q", "printed")
     page.click("#filters button[type=submit]")
-    page.wait_for_function("document.querySelectorAll('tr.sample-row').length === 1")
+    page.wait_for_function("document.querySelectorAll('tr.sample-row').length === 1", polling=100)
     assert "printed" in page.locator("tr.sample-row td.question").inner_text()
 
 
@@ -96,7 +96,7 @@ def test_opening_a_sample_draws_its_boxes_over_the_image(page: Any, viewer: View
     open_list(page, viewer)
     page.click("text=How many people are in the image?")
     page.wait_for_selector("#dialogue .step")
-    page.wait_for_function("document.querySelector('img.sample-image').naturalWidth > 0")
+    page.wait_for_function("document.querySelector('img.sample-image').naturalWidth > 0", polling=100)
     assert page.locator("svg.boxes g.box[data-tool=face_detection]").count() >= 1
     labels = page.locator("svg.boxes g.box[data-tool=test_label_boxes] text").evaluate_all("nodes => nodes.map(n => n.textContent)")
     assert sorted(labels) == sorted(LABEL_BOXES)

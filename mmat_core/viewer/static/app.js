@@ -183,8 +183,12 @@ async function loadPage(params) {
   const query = filterParams(params);
   const after = state.cursors[state.cursors.length - 1];
   query.set("after", after);
+  // Answers can arrive out of order (a live refresh racing a filter change): only the newest
+  // request may draw the list.
+  const ticket = (state.listTicket = (state.listTicket || 0) + 1);
   let page;
   try { page = await api("/api/samples?" + query.toString()); } catch (error) { return showError(error); }
+  if (ticket !== state.listTicket) return;
   state.page = page;
   const summary = $("list-summary");
   if (!summary) return;

@@ -1,0 +1,187 @@
+"""Resuming a run: what a run directory already holds, config-change detection, secret redaction.
+
+A run directory's store (``run.sqlite``) remembers the configuration the run was built with. When
+``mmat build`` runs again into the same directory (``--resume RUN_DIR`` or the same ``--out``),
+:func:`prepare_resume` compares the two:
+
+- same configuration: finished samples are kept, the rest is done (finished model and tool calls
+  come from the cache);
+- a different one: ``resume.on_config_change`` decides. ``refuse`` stops with an explanation
+  naming every changed key; ``apply`` keeps the finished samples as they are and builds the
+  unfinished ones with the new configuration (a sample the new stream no longer selects is
+  removed from the outputs and listed in ``run.json``).
+
+Settings that change how a run executes but not what it produces (executor, concurrency, worker
+threads, the cache location, the resume policy itself) never count as a change.
+
+Secrets never reach the run directory: :func:`redact_secrets` removes every option that looks
+like a key or token from the configuration before it is stored or written to ``run.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmat_core.config import PipelineConfig
+from mmat_core.errors import ConfigError
+from mmat_core.store import RunStore
+
+#: Option names whose values are secrets (matched case-insensitively, anywhere in the config).
+#: ``api_key_env`` names an environment variable and is kept: it is not the secret itself.
+_SECRET_NAME = re.compile(r"(^|_)(api_?key|token|secret|password|passwd|auth|authorization|credentials?)$", re.IGNORECASE)
+_SAFE_NAMES = {"api_key_env", "token_env", "max_tokens", "tokens_per_minute"}
+
+#: Keys that change how a run executes, not what it produces.
+EXECUTION_ONLY: tuple[str, ...] = (
+    "out",
+    "executor",
+    "resume",
+    "engine.concurrency",
+    "engine.tool_workers",
+    "engine.cache_path",
+    "llm_engine.concurrency",
+    "llm_engine.rpm",
+    "llm_engine.tpm",
+    "llm_engine.timeout_s",
+    "llm_engine.progress",
+    "llm_engine.per_model",
+)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an option called ``name`` holds a secret (``api_key``, ``token``, ``password``, ...)."""
+    return name.lower() not in _SAFE_NAMES and bool(_SECRET_NAME.search(name))
+
+
+def redact_secrets(data: Any) -> Any:
+    """A copy of ``data`` with every secret-looking key removed, at any depth."""
+    if isinstance(data, dict):
+        return {k: redact_secrets(v) for k, v in data.items() if not (isinstance(k, str) and is_secret_name(k))}
+    if isinstance(data, list):
+        return [redact_secrets(v) for v in data]
+    return data
+
+
+def _drop(data: dict[str, Any], dotted: str) -> None:
+    parts = dotted.split(".")
+    node: Any = data
+    for part in parts[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node.pop(parts[-1], None)
+
+
+def content_config(config: PipelineConfig | dict[str, Any]) -> dict[str, Any]:
+    """The part of a configuration that decides what a run produces, secrets removed."""
+    data = config.model_dump(mode="json") if isinstance(config, PipelineConfig) else json.loads(json.dumps(config))
+    for key in EXECUTION_ONLY:
+        _drop(data, key)
+    return redact_secrets(data)
+
+
+def content_fingerprint(config: PipelineConfig | dict[str, Any]) -> str:
+    """A hash of :func:`content_config`: equal when two configurations build the same data."""
+    text = json.dumps(content_config(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict) and data:
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: data}
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) for every setting that differs, sorted by key."""
+    a, b = _flatten(old), _flatten(new)
+    missing = object()
+    changes = []
+    for key in sorted(set(a) | set(b)):
+        before, after = a.get(key, missing), b.get(key, missing)
+        if before != after:
+            changes.append((key, None if before is missing else before, None if after is missing else after))
+    return changes
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@dataclass
+class ResumePlan:
+    """What a run does with the samples its store already holds."""
+
+    #: True when the store held nothing (a new run).
+    fresh: bool
+    #: Finished samples found in the store.
+    finished: int = 0
+    #: Settings that changed since the run started (empty when none).
+    changes: list[tuple[str, Any, Any]] = field(default_factory=list)
+    #: True when a changed configuration is applied to the unfinished samples.
+    applied_change: bool = False
+
+
+def prepare_resume(store: RunStore, config: PipelineConfig, *, run_dir: Path | None = None) -> ResumePlan:
+    """Compare ``config`` with the configuration stored in ``store`` and apply the resume policy.
+
+    Raises :class:`ConfigError` when the configuration changed and ``resume.on_config_change``
+    is ``refuse``. Stores the (redacted) configuration and its fingerprint for the next run.
+    """
+    finished = store.count()
+    stored = store.get_meta("content_config")
+    new = content_config(config)
+    plan = ResumePlan(fresh=finished == 0 and stored is None, finished=finished)
+    if stored is not None and finished:
+        plan.changes = config_changes(stored, new)
+    if plan.changes:
+        if config.resume.on_config_change == "refuse":
+            where = run_dir or store.path.parent
+            listed = "; ".join(f"{key}: {_short(old)} -> {_short(now)}" for key, old, now in plan.changes[:12])
+            more = f" (and {len(plan.changes) - 12} more)" if len(plan.changes) > 12 else ""
+            raise ConfigError(
+                f"the run in {where} was started with a different configuration ({finished} samples finished). "
+                f"Changed: {listed}{more}. To build the unfinished samples with the new configuration and keep the "
+                "finished ones, set resume.on_config_change: apply (or --set resume.on_config_change=apply); to start "
+                "afresh, give a new --out directory; to continue unchanged, resume with the original configuration "
+                "(mmat build --resume RUN_DIR with no other option).",
+                key="resume.on_config_change",
+            )
+        plan.applied_change = True
+        history = store.get_meta("config_history") or []
+        history.append({"changes": [[k, o, n] for k, o, n in plan.changes], "finished_before": finished})
+        store.set_meta("config_history", history)
+        # The new stream decides each finished sample's place again; the ones it no longer
+        # contains stay retired (left out of the outputs).
+        store.retire_order()
+    store.set_meta("content_config", new)
+    store.set_meta("content_hash", content_fingerprint(config))
+    store.set_meta("config", redact_secrets(config.model_dump(mode="json")))
+    store.set_meta("config_hash", config.fingerprint())
+    return plan
+
+
+def stored_config(run_dir: Path) -> dict[str, Any]:
+    """The configuration a run directory was built with (for ``mmat build --resume``)."""
+    from mmat_core.store import STORE_FILE
+
+    path = run_dir / STORE_FILE
+    if not path.exists():
+        raise ConfigError(f"no run store ({STORE_FILE}) in {run_dir}: is this an mmat run directory?", file=str(run_dir))
+    store = RunStore(path)
+    try:
+        config = store.get_meta("config")
+    finally:
+        store.close()
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path} holds no configuration: the run never started; run `mmat build --out {run_dir}` again",
+                          file=str(path))
+    return config
