@@ -7,7 +7,8 @@ Run with ``pytest tests/viewer/test_browser.py``; ``.ci/run`` installs the brows
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,23 @@ def page(browser: Any, viewer: ViewerServer) -> Iterator[Any]:
     context.close()
 
 
+def expect(locator: Any) -> Any:
+    """Playwright's retrying assertions. They poll from the driver, so the page's strict
+    Content-Security-Policy (no eval) does not get in the way, unlike ``wait_for_function``."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Poll ``condition`` (which may evaluate in the page) until it holds."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
 def open_list(page: Any, viewer: ViewerServer) -> None:
     page.goto(viewer.url)
     page.wait_for_selector("tr.sample-row")
@@ -71,17 +89,17 @@ def test_list_shows_every_sample(page: Any, viewer: ViewerServer) -> None:
 def test_status_filter_narrows_the_list(page: Any, viewer: ViewerServer) -> None:
     open_list(page, viewer)
     page.select_option("#filter-status", "reflected")
-    page.wait_for_function("document.querySelectorAll('tr.sample-row').length === 1", polling=100)
+    expect(page.locator("tr.sample-row")).to_have_count(1)
     assert page.locator("tr.sample-row td.question").inner_text() == "What number is printed after the word?"
 
 
 def test_tool_filter_and_search_combine(page: Any, viewer: ViewerServer) -> None:
     open_list(page, viewer)
     page.select_option("#filter-tool", "ocr")
-    page.wait_for_function("document.querySelectorAll('tr.sample-row').length === 4", polling=100)
+    expect(page.locator("tr.sample-row")).to_have_count(4)
     page.fill("#filter-q", "printed")
     page.click("#filters button[type=submit]")
-    page.wait_for_function("document.querySelectorAll('tr.sample-row').length === 1", polling=100)
+    expect(page.locator("tr.sample-row")).to_have_count(1)
     assert "printed" in page.locator("tr.sample-row td.question").inner_text()
 
 
@@ -96,7 +114,7 @@ def test_opening_a_sample_draws_its_boxes_over_the_image(page: Any, viewer: View
     open_list(page, viewer)
     page.click("text=How many people are in the image?")
     page.wait_for_selector("#dialogue .step")
-    page.wait_for_function("document.querySelector('img.sample-image').naturalWidth > 0", polling=100)
+    wait_until(lambda: page.evaluate("document.querySelector('img.sample-image').naturalWidth") > 0)
     assert page.locator("svg.boxes g.box[data-tool=face_detection]").count() >= 1
     labels = page.locator("svg.boxes g.box[data-tool=test_label_boxes] text").evaluate_all("nodes => nodes.map(n => n.textContent)")
     assert sorted(labels) == sorted(LABEL_BOXES)
