@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
@@ -372,8 +372,22 @@ class Trainer(Component):
     family = "trainer"
 
     @abstractmethod
-    def train(self, *, data: Path, model: str, output_dir: Path, preset: str | None = None) -> TrainResult:
-        """Train and return where the result went."""
+    def train(
+        self,
+        *,
+        data: Path | Sequence[Path],
+        model: str,
+        output_dir: Path,
+        preset: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        resume: bool | str | Path = False,
+        log: Callable[[dict[str, Any]], None] | None = None,
+    ) -> TrainResult:
+        """Train on ``data`` (RR/ORR JSONL files) and return where the result went.
+
+        ``preset`` names a settings bundle (``mmat-paper``); ``overrides`` win over the preset and
+        the trainer's options; ``resume`` continues from the last (or a given) checkpoint; ``log``
+        receives one dict per logged step (loss, tokens/s)."""
 
 
 class Executor(Component):

@@ -191,8 +191,12 @@ class RecordWriter:
             self.quarantine.add(trace, skip)
             return
         if record is not None:
-            self._write(dumps_bytes(record) + b"\n")
+            self._emit(dumps_bytes(record))
             self.count += 1
+
+    def _emit(self, encoded: bytes) -> None:
+        """Append one encoded record (a JSON Lines line here)."""
+        self._write(encoded + b"\n")
 
     def close(self) -> list[Path]:
         """Publish the file."""
@@ -214,18 +218,9 @@ class JsonArrayWriter(RecordWriter):
         super().__init__(path, make_record, formatter=formatter)
         self._write(b"[")
 
-    def write(self, trace: Any) -> None:
-        """Format and append one trace if it is kept."""
-        if not is_kept(trace):
-            return
-        try:
-            record = self.make_record(trace)
-        except SkipTrace as skip:
-            self.quarantine.add(trace, skip)
-            return
-        if record is not None:
-            self._write((b"\n" if self.count == 0 else b",\n") + dumps_bytes(record))
-            self.count += 1
+    def _emit(self, encoded: bytes) -> None:
+        """Append one element of the array."""
+        self._write((b"\n" if self.count == 0 else b",\n") + encoded)
 
     def close(self) -> list[Path]:
         """Close the array and publish the file."""

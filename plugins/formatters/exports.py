@@ -61,6 +61,12 @@ class _Export(ViewFormatter):
         """The RR or ORR dialogue of a trace dict."""
         return view_messages(data, self.options.view, ctx.tools, ctx.rag_enabled, system=system)
 
+    def tagged(self, data: Mapping[str, Any], ctx: FormatContext, system: str) -> tuple[list[str], list[dict[str, str]]]:
+        """The exported image paths and the dialogue with one ``<image>`` tag per image leading
+        the first user turn (the convention of ms-swift and LLaMA-Factory)."""
+        images = export_images(data, self.options.image_root)
+        return images, tag_first_user(self.messages(data, ctx, system), "<image>" * len(images))
+
 
 class MsSwiftFormatter(_Export):
     """ms-swift's standard layout: ``messages`` + ``images`` with one ``<image>`` tag per image."""
@@ -74,11 +80,9 @@ class MsSwiftFormatter(_Export):
     def record_function(self, ctx: FormatContext) -> RecordFunction:
         """ms-swift records."""
         system = view_system(self.options.view, ctx)
-        root = self.options.image_root
 
         def record(data: Mapping[str, Any]) -> dict[str, Any]:
-            images = export_images(data, root)
-            messages = tag_first_user(self.messages(data, ctx, system), "<image>" * len(images))
+            images, messages = self.tagged(data, ctx, system)
             return {"messages": messages, "images": images}
 
         return record
@@ -103,11 +107,9 @@ class LlamaFactoryFormatter(_Export):
     def record_function(self, ctx: FormatContext) -> RecordFunction:
         """LLaMA-Factory records: the system prompt in its own column, turns human/gpt."""
         system = view_system(self.options.view, ctx)
-        root = self.options.image_root
 
         def record(data: Mapping[str, Any]) -> dict[str, Any]:
-            images = export_images(data, root)
-            messages = tag_first_user(self.messages(data, ctx, system), "<image>" * len(images))
+            images, messages = self.tagged(data, ctx, system)
             return {"conversations": _sharegpt(messages[1:]), "system": messages[0]["content"], "images": images}
 
         return record
