@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mmat_core.errors import ConfigError
 from mmat_core.engine.settings import LLMEngineSettings
@@ -101,7 +102,9 @@ class PipelineConfig(BaseModel):
     tools: list[ComponentSpec] = Field(
         default_factory=lambda: [ComponentSpec(name=n) for n in ("image_caption", "ocr", "face_detection")]
     )
-    search: ComponentSpec | None = Field(default_factory=lambda: ComponentSpec(name="local"))
+    # Unset, search is on only for the bundled sample (with its own corpus): a real build must name
+    # its corpus or web backend rather than silently retrieve from the sample's ten documents.
+    search: ComponentSpec | None = None
     critics: list[ComponentSpec] = Field(
         default_factory=lambda: [ComponentSpec(name=n) for n in ("answer_match", "general", "math")]
     )
@@ -128,6 +131,12 @@ class PipelineConfig(BaseModel):
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         return [_spec(v) for v in value]
+
+    @model_validator(mode="after")
+    def _default_search(self) -> PipelineConfig:
+        if "search" not in self.model_fields_set and all(spec.name == "sample" for spec in self.sources):
+            self.search = ComponentSpec(name="local")
+        return self
 
     @property
     def sources(self) -> list[ComponentSpec]:
@@ -209,15 +218,61 @@ def validation_error(exc: ValidationError, model: type[BaseModel], file: str | N
     return ConfigError("; ".join(messages), file=file)
 
 
+_INDEX = re.compile(r"^(\w+)\[(\d+)\]$")
+#: Config keys whose value is a component spec (or a list of them).
+COMPONENT_KEYS = ("source", "llm", "search", "executor", "tools", "critics", "formatters")
+
+
+def _split_key(dotted: str) -> list[str | int]:
+    """``critics[0].threshold`` or ``critics.0.threshold`` -> ["critics", 0, "threshold"]."""
+    parts: list[str | int] = []
+    for part in dotted.split("."):
+        match = _INDEX.match(part)
+        if match:
+            parts.extend([match.group(1), int(match.group(2))])
+        else:
+            parts.append(int(part) if part.isdigit() else part)
+    return parts
+
+
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``a.b.c=value`` in a nested dict (for ``--set`` overrides)."""
-    parts = dotted.split(".")
-    node = data
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
+    """Set ``a.b.c=value`` (list items by index: ``critics.0.threshold``) in a nested dict.
+
+    A component given by name alone (``llm: openai``) becomes ``{name: openai}`` so one of its
+    options can be set, and a component section missing from the file starts from its default,
+    so ``--set llm.model=X`` changes the model of the default backend rather than replacing it.
+    """
+    parts = _split_key(dotted)
+    head = parts[0]
+    if head in COMPONENT_KEYS and head not in data and len(parts) > 1:
+        default = PipelineConfig().model_dump(mode="json")[head]
+        if default is not None:
+            data[head] = default
+    node: Any = data
+    for index, part in enumerate(parts[:-1]):
+        following = parts[index + 1]
+        if isinstance(node, dict):
+            child = node.get(part)
+            if child is None:
+                child = [] if isinstance(following, int) else {}
+                node[part] = child
+        elif isinstance(node, list) and isinstance(part, int):
+            if part >= len(node):
+                raise ConfigError(f"cannot set {dotted}: the list has {len(node)} item(s)", key=dotted)
+            child = node[part]
+        else:
             raise ConfigError(f"cannot set {dotted}: {part} is not a mapping", key=dotted)
-    node[parts[-1]] = value
+        if isinstance(child, str) and not isinstance(following, int):
+            child = {"name": child}  # a component named alone gains an options mapping
+            node[part] = child
+        if not isinstance(child, (dict, list)):
+            raise ConfigError(f"cannot set {dotted}: {part} is not a mapping", key=dotted)
+        node = child
+    last = parts[-1]
+    if isinstance(node, list):
+        if not isinstance(last, int) or last >= len(node):
+            raise ConfigError(f"cannot set {dotted}: no such list item", key=dotted)
+    node[last] = value
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:

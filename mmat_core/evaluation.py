@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mmat_core import prompts
 from mmat_core.errors import ConfigError
 from mmat_core.images import ImageError
 from mmat_core.models import Rejected, SourceSample
@@ -164,9 +165,8 @@ def read_bench(path: Path) -> tuple[list[SourceSample], list[Rejected]]:
             except ImageError as exc:
                 rejected.append(Rejected(source=item.source, row=origin, reason=exc.reason, detail=exc.detail, stage="eval"))
                 continue
-            constraint = item.constraint
-            if constraint and not constraint.startswith((" ", "\n")):
-                constraint = " " + constraint
+            # The same separator the sources use, so the model sees the first turn it was trained on.
+            constraint = prompts.constraint_suffix(item.constraint)
             seen.add(sample_id)
             samples.append(SourceSample(id=sample_id, source=item.source, subset=item.subset, question=item.question,
                                         answers=item.answers, choices=item.choices, constraint=constraint,

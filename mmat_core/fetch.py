@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 _SHARED = ipaddress.ip_network("100.64.0.0/10")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # well-known NAT64 prefix (RFC 6052)
 
 
 class FetchError(ValueError):
@@ -51,10 +53,14 @@ class FetchPolicy:
 def is_public(address: str) -> bool:
     """Whether an IP address is a public unicast address."""
     ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved
-                or ip.is_unspecified or (isinstance(ip, ipaddress.IPv4Address) and ip in _SHARED))
+    if isinstance(ip, ipaddress.IPv6Address):
+        # IPv6 forms that carry an IPv4 address (mapped, 6to4, Teredo, NAT64) are judged by it.
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None:
+            return is_public(str(embedded))
+    return ip.is_global and not (ip.is_multicast or (isinstance(ip, ipaddress.IPv4Address) and ip in _SHARED))
 
 
 def _allowed(address: str, networks: Iterable[str]) -> bool:
@@ -95,6 +101,7 @@ def fetch_url(url: str, policy: FetchPolicy | None = None) -> bytes:
 
     policy = policy or FetchPolicy()
     current = url
+    deadline = time.monotonic() + policy.timeout_s  # for the whole fetch, redirects included
     with httpx.Client(timeout=policy.timeout_s, follow_redirects=False, trust_env=False) as client:
         for _ in range(policy.max_redirects + 1):
             scheme, host, port, address = check_url(current, policy)
@@ -121,6 +128,9 @@ def fetch_url(url: str, policy: FetchPolicy | None = None) -> bytes:
                         body += chunk
                         if len(body) > policy.max_bytes:
                             raise FetchError("url_too_large", f"more than {policy.max_bytes} bytes")
+                        # httpx's timeout is per read: a server dripping bytes would never trip it.
+                        if time.monotonic() > deadline:
+                            raise FetchError("url_timeout", f"no complete answer from {current} within {policy.timeout_s:g}s")
                     return bytes(body)
             except httpx.TimeoutException:
                 raise FetchError("url_timeout", f"no complete answer from {current} within {policy.timeout_s:g}s") from None

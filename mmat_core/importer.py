@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from mmat_core import prompts
 from mmat_core.components import FormatContext, ToolInfo
+from mmat_core.engine.tools import FAILURE_PREFIX
 from mmat_core.models import ImageRef, Provenance, RagCall, Rejected, SourceSample, Step, ToolCall, Trace
 from mmat_core.writers import loads
 
@@ -140,11 +141,19 @@ def _attach_results(step: Step, observation: str, ctx: FormatContext, notes: lis
         results = split_observation(observation, attempt)
         if results is None:
             continue
-        step.tool_calls = [ToolCall(name=name, result=result) for name, result in zip(step.operators, results)]
+        step.tool_calls = [_tool_call(name, result) for name, result in zip(step.operators, results)]
         if len(attempt) > len(labels):
             step.rag = RagCall(query=step.rag_query or "", result=results[-1])
         return
     notes.append(f"observation_unparsed: step {index}")
+
+
+def _tool_call(name: str, result: str) -> ToolCall:
+    """A recovered operator result; the engine's failure sentence marks a failed call again, so
+    ORR (which leaves failed calls out) comes out as the build wrote it."""
+    prefix = FAILURE_PREFIX.format(name=name)
+    error = result[len(prefix):] if result.startswith(prefix) else None
+    return ToolCall(name=name, result=result, error=error)
 
 
 def _images(paths: list[Any], image_root: Path | None, hash_images: bool) -> list[ImageRef]:
@@ -231,7 +240,8 @@ def trace_from_rr(record: Mapping[str, Any], ctx: FormatContext, *, source: str 
         licence=provenance.licence,
     )
     return Trace(id=sample_id, sample=sample, tools=[t.name for t in ctx.tools], steps=steps, final_prompt=final_prompt,
-                 final_answer=final_answer, status="kept", provenance=provenance, notes=notes)
+                 final_answer=final_answer, provenance=provenance, notes=notes,
+                 status="reflected" if any(step.kind == "reflection" for step in steps) else "kept")
 
 
 def _version() -> str:

@@ -36,6 +36,14 @@ RESPONSE_CONSTRAINTS = {
 }
 
 
+def constraint_suffix(constraint: str | None) -> str:
+    """A response-style constraint as stored in ``SourceSample.constraint``: the text after a new
+    line (as the sources write it), unless it already starts with its own separator."""
+    if not constraint:
+        return ""
+    return constraint if constraint.startswith((" ", "\n")) else "\n" + constraint
+
+
 def first_turn(question: str, constraint: str) -> str:
     """The first user turn of a dialogue."""
     return FIRST_TURN.format(question=question, constraint=constraint)

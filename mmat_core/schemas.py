@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from mmat_core import models
 from mmat_core.config import PipelineConfig
+from mmat_core.errors import MmatError
 
 #: Schema name -> model. Formatter plugins add their own export schemas via ``EXTRA_SCHEMAS``.
 MODEL_SCHEMAS: dict[str, type[BaseModel]] = {
@@ -87,18 +88,21 @@ class Problem:
         return f"{where}: {self.field or '(root)'}: {self.message}"
 
 
+class UnknownSchemaError(MmatError):
+    """No schema could be guessed for a file."""
+
+
 def guess_schema(path: Path, first: dict[str, Any] | None) -> str:
     """Pick a schema from the file name and the first record's keys."""
     name = path.name.lower()
     if name == "run.json":
         return "run_manifest"
+    if name.startswith("quarantine"):
+        return "rejected"
     if first is None:
         return "rr_record"
     keys = set(first)
     if "messages" in keys:
-        messages = first.get("messages") or []
-        if isinstance(messages, list) and len(messages) == 3 and "orr" in name:
-            return "orr_record"
         return "orr_record" if "orr" in name else "rr_record"
     if "steps" in keys and "sample" in keys:
         return "trace"
@@ -106,7 +110,12 @@ def guess_schema(path: Path, first: dict[str, Any] | None) -> str:
         return "rejected"
     if "question" in keys and "answers" in keys:
         return "source_sample"
-    return "rr_record"
+    if {"mmat_version", "run_id", "config"} <= keys:
+        return "run_manifest"
+    raise UnknownSchemaError(
+        f"{path}: no schema of mmat matches this file (first record's keys: {', '.join(sorted(keys)[:8])}); "
+        "name one with --schema (see `mmat schemas --list`)"
+    )
 
 
 def _problems(validator: Any, record: Any, line: int | None) -> Iterator[Problem]:

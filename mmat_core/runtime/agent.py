@@ -140,8 +140,8 @@ class AgentRuntime:
             if not path.exists():
                 raise ConfigError(f"image not found: {path}", key="image")
             refs.append(image_ref_from_file(path))
-        if constraint and not constraint.startswith((" ", "\n")):
-            constraint = " " + constraint
+        # The same separator the sources use, so the model sees the first turn it was trained on.
+        constraint = prompts.constraint_suffix(constraint)
         return SourceSample(id=sample_id, source=source, question=question, answers=list(answers or [""]),
                             constraint=constraint, images=refs, meta={"answer_known": bool(answers)}, **fields)
 
@@ -209,11 +209,14 @@ class AgentRuntime:
             messages.append({"role": "assistant", "content": reply})
             if parsed.signal == "end":
                 break
+            if turn == self.max_turns - 1:
+                # Turn cap: what this step asked for could never be read, so it is not run, and the
+                # final question follows the model's turn directly (no two user turns in a row).
+                trace.notes.append("turn_cap_reached")
+                step.signal = "end"
+                break
             await self._act(step, ctx, trace)
             messages.append({"role": "user", "content": step.observation})
-        else:
-            trace.notes.append("turn_cap_reached")
-            trace.steps[-1].signal = "end"
         trace.final_prompt = prompts.final_turn(sample.question)
         messages.append({"role": "user", "content": trace.final_prompt})
         reply, trace.final_call = await self._ask(messages, images, "final_answer", trace)

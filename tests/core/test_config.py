@@ -79,3 +79,25 @@ def test_flags_override_the_config_file(tmp_path: Path) -> None:
 
 def test_config_fingerprint_ignores_the_output_directory() -> None:
     assert load_config(None, {"out": "x"}).fingerprint() == load_config(None, {"out": "y"}).fingerprint()
+
+
+def test_set_reaches_list_items_by_index() -> None:
+    config = load_config(None, {"critics.0.threshold": 0.8, "tools[1].max_side": 640})
+    assert config.critics[0].name == "answer_match" and config.critics[0].options == {"threshold": 0.8}
+    assert config.tools[1].name == "ocr" and config.tools[1].options == {"max_side": 640}
+
+
+def test_set_on_a_missing_component_section_starts_from_its_default() -> None:
+    config = load_config(None, {"llm.model": "offline-x"})
+    assert config.llm.name == "offline" and config.llm.options == {"model": "offline-x"}
+
+
+def test_set_on_a_component_named_alone_keeps_its_name(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path / "b.yaml", "llm: offline\n"), {"llm.model": "m"})
+    assert config.llm.name == "offline" and config.llm.options == {"model": "m"}
+
+
+def test_search_is_on_by_default_only_for_the_bundled_sample() -> None:
+    assert load_config(None).search is not None
+    assert load_config(None, {"source": {"name": "jsonl", "path": "x.jsonl"}}).search is None
+    assert load_config(None, {"source": {"name": "jsonl", "path": "x"}, "search": {"name": "local"}}).search.name == "local"

@@ -44,7 +44,7 @@ def test_first_request_carries_system_prompt_image_and_first_turn(server: FakeOp
     assert messages[0] == {"role": "system", "content": formatting.rr_system_prompt(agent.infos(agent.tools), False)}
     parts = messages[1]["content"]
     assert parts[0]["type"] == "image_url" and parts[0]["image_url"]["url"].startswith("data:image/png;base64,")
-    assert parts[1] == {"type": "text", "text": prompts.first_turn(QUESTION, " " + CONSTRAINT)}
+    assert parts[1] == {"type": "text", "text": prompts.first_turn(QUESTION, "\n" + CONSTRAINT)}
 
 
 def test_rag_query_is_answered_from_the_search_backend(server: FakeOpenAIServer, photos: dict[str, Path]) -> None:
@@ -83,6 +83,8 @@ def test_turn_cap_stops_the_loop_and_asks_for_the_answer(server: FakeOpenAIServe
     assert len(server.completions()) == 3
     assert "turn_cap_reached" in result.trace.notes
     assert result.trace.steps[-1].signal == "end" and result.answer == "cat"
+    roles = [m["role"] for m in server.completions()[-1].body["messages"]]
+    assert ["user", "user"] not in [roles[i:i + 2] for i in range(len(roles) - 1)]
 
 
 def test_unknown_operator_becomes_an_error_observation(server: FakeOpenAIServer, photos: dict[str, Path]) -> None:
@@ -120,7 +122,7 @@ def test_orr_runs_the_operators_first_and_prepends_their_outputs(server: FakeOpe
     face = result.trace.steps[0].tool_calls[0]
     assert len(calls) == 1
     assert calls[0].body["messages"][0]["content"] == prompts.orr_system()
-    assert user_texts(calls[0])[0] == (f"{QUESTION} {CONSTRAINT}{prompts.ORR_API_HEADER}"
+    assert user_texts(calls[0])[0] == (f"{QUESTION}\n{CONSTRAINT}{prompts.ORR_API_HEADER}"
                                        + prompts.ORR_API_BLOCK.format(operator="face_detection", result=face.result))
     assert result.answer == "1" and result.trace.steps[0].thought == "The detector saw one face."
 

@@ -39,7 +39,7 @@ def plain_answers(request: RecordedRequest) -> Reply:
 def test_bench_rows_are_validated_and_bad_ones_quarantined(bench: Path) -> None:
     samples, rejected = read_bench(bench)
     assert [s.id for s in samples] == ["faces", "animal"]
-    assert samples[0].answers == ["1"] and samples[0].constraint.startswith(" Answer")
+    assert samples[0].answers == ["1"] and samples[0].constraint.startswith("\nAnswer")
     assert [(r.reason, r.row.endswith(f"bench.jsonl:{n}")) for r, n in zip(rejected, (3, 4))] == [
         ("image_missing", True), ("invalid_row", True)]
 

@@ -94,3 +94,16 @@ def test_a_redirect_to_a_refused_address_is_refused(local_server: str) -> None:
     with pytest.raises(FetchError) as error:
         fetch_url(f"{local_server}/metadata", TRUST_LOOPBACK)
     assert error.value.reason == "url_address_refused" and "169.254.169.254" in error.value.detail
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::a00:1", "2002:c0a8:101::1", "::ffff:127.0.0.1", "fd00::1", "100.64.0.1"])
+def test_ipv6_forms_of_private_addresses_are_refused(address: str) -> None:
+    from mmat_core.fetch import is_public
+
+    assert not is_public(address)
+
+
+def test_public_addresses_are_allowed() -> None:
+    from mmat_core.fetch import is_public
+
+    assert is_public("8.8.8.8") and is_public("2606:4700:4700::1111") and is_public("64:ff9b::808:808")
