@@ -130,6 +130,10 @@ class ResumePlan:
     applied_change: bool = False
 
 
+#: Config sections a finished run cannot change under ``apply``.
+STRUCTURAL_KEYS = {"tools", "search", "llm"}
+
+
 def prepare_resume(store: RunStore, config: PipelineConfig, *, run_dir: Path | None = None) -> ResumePlan:
     """Compare ``config`` with the configuration stored in ``store`` and apply the resume policy.
 
@@ -143,6 +147,16 @@ def prepare_resume(store: RunStore, config: PipelineConfig, *, run_dir: Path | N
     if stored is not None and finished:
         plan.changes = config_changes(stored, new)
     if plan.changes:
+        # Tools, retrieval and the generator shape the dialogue *and* the RR system prompt written
+        # for every sample: mixing old and new samples under one prompt would be wrong data.
+        structural = sorted({key.split(".")[0].split("[")[0] for key, _, _ in plan.changes} & STRUCTURAL_KEYS)
+        if structural and config.resume.on_config_change == "apply":
+            raise ConfigError(
+                f"'apply' cannot change {', '.join(structural)} of a run with {finished} finished samples: "
+                "the RR system prompt and the dialogues depend on them. "
+                "Give a new --out directory for the new setting.",
+                key="resume.on_config_change",
+            )
         if config.resume.on_config_change == "refuse":
             where = run_dir or store.path.parent
             listed = "; ".join(f"{key}: {_short(old)} -> {_short(now)}" for key, old, now in plan.changes[:12])

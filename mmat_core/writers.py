@@ -32,6 +32,25 @@ KEPT_STATUSES = frozenset({"kept", "reflected", "flagged"})
 BUFFER_BYTES = 1 << 20
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # somebody else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete ``.name.<pid>.tmp`` files that a killed writer of ``path`` left behind (their
+    process is gone); a live writer's file is left alone."""
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = leftover.name[len(path.name) + 2 : -4]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
 class AtomicFile:
     """A file that appears under its name only when committed successfully.
 
@@ -42,6 +61,7 @@ class AtomicFile:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        remove_stale_temporaries(path)
         binary = "b" in mode
         self._fh: IO[Any] = open(self.tmp, mode, buffering=BUFFER_BYTES, encoding=None if binary else "utf-8")
 

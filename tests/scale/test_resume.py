@@ -93,6 +93,13 @@ def test_an_applied_change_keeps_finished_samples_and_builds_the_rest_with_the_n
         assert (out / name).read_bytes() == (fresh / name).read_bytes()
 
 
+def test_applying_a_change_of_tools_to_a_started_run_is_refused(stub_manager: PluginManager, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    build(stub_manager, out, count=6).run(out)
+    with pytest.raises(ConfigError, match=r"'apply' cannot change tools of a run with 6 finished samples"):
+        build(stub_manager, out, count=6, tools=[], resume={"on_config_change": "apply"}).run(out)
+
+
 def test_samples_the_new_stream_no_longer_selects_leave_the_outputs(stub_manager: PluginManager, tmp_path: Path) -> None:
     out = tmp_path / "run"
     build(stub_manager, out, count=24).run(out)
