@@ -42,8 +42,8 @@ def parse_options(formats: tuple[str, ...], items: tuple[str, ...]) -> list[dict
               help="Formatter option, e.g. -o view=orr, -o rr.naming=paper, -o val_ratio=0.05, -o image_root=/data/images.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (default: the run folder).")
-@click.option("--status", type=click.Choice(["kept", "reflected", "flagged", "dropped", "failed"]),
-              help="Export only traces with this status (formatters still skip traces that are not kept).")
+@click.option("--status", type=click.Choice(["kept", "reflected", "flagged"]),
+              help="Export only the kept traces with this status (dropped and failed traces are never training data).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Processes for line-oriented formats (rr, orr, ms_swift, openai_chat) on runs of 20,000+ traces; "
                    "the output is byte-identical to one process.")
