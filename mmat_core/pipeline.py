@@ -246,7 +246,9 @@ class LocalRun:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         store = RunStore.open(self.work_dir)
         cache_path = Path(cfg.engine.cache_path) if cfg.engine.cache_path else self.work_dir / "cache.sqlite"
-        cache = Cache(cache_path)
+        # Cache writes are committed in batches (at most a quarter of a second late), always
+        # before the traces that rely on them: see Cache and store.flush below.
+        cache = Cache(cache_path, commit_after_s=0.25)
         images = ImageStore(self.out_dir / "images")
         # Sources that read embedded image bytes (The Cauldron's parquet) write them here.
         for source in p.sources:
@@ -296,6 +298,7 @@ class LocalRun:
                 # crash loses little finished work (whose model and tool calls are cached anyway).
                 now = time.monotonic()
                 if store.pending >= 256 or now - last_flush[0] >= 1.0:
+                    cache.flush()  # a stored trace's calls are on disk before the trace is
                     store.flush()
                     last_flush[0] = now
                 if self.progress:
@@ -307,11 +310,15 @@ class LocalRun:
             seq = 0
             shard_index, shard_count = self.shard or (0, 1)
             source_error: list[Exception] = []
+            # A plain resume (no configuration change, now or before) meets its finished samples
+            # at the same places of the same stream: curation trusts them (see Curator.trusted).
+            same_config = self.shard is None and not plan.changes and not store.get_meta("config_history")
+            curator = Curator(cfg.curation, p.sources, trusted=finished if same_config and finished else None)
 
             def rows() -> Iterator[SourceSample | Rejected]:
                 # A source failing mid-stream must not cost the samples already in flight.
                 try:
-                    yield from p.iter_samples()
+                    yield from p.iter_samples(curator)
                 except Exception as exc:
                     source_error.append(exc)
 
@@ -339,6 +346,7 @@ class LocalRun:
                 store.set_meta("stream_total", seq)  # the whole curated stream has been read
             if tasks:
                 await asyncio.gather(*list(tasks))
+            cache.flush()
             store.flush()
             if source_error:
                 raise source_error[0]
@@ -364,8 +372,8 @@ class LocalRun:
             for task in tasks:
                 task.cancel()
             await client.aclose()
+            cache.close()  # first: the store's close commits traces that rely on these calls
             store.close()
-            cache.close()
             runner.close()
             await p.llm.aclose()
             if p.search is not None:
@@ -373,7 +381,7 @@ class LocalRun:
         return RunResult(self.out_dir, manifest, outputs, engine=self.engine_report)  # type: ignore[arg-type]
 
     def _write_outputs(self, store: RunStore) -> dict[str, Path]:
-        from mmat_core.exporter import FORMAT_CONTEXT_KEY, context_to_meta
+        from mmat_core.exporter import FORMAT_CONTEXT_KEY, context_to_meta, iter_stored
 
         ctx = self.p.format_context()
         # Recorded so `mmat export` re-formats with exactly this operator list and wording.
@@ -384,11 +392,15 @@ class LocalRun:
         outputs: dict[str, Path] = {}
         self.yields = YieldTally()  # counted in this one pass over the traces, read by _manifest
         try:
-            for trace in store.traces():
+            # Each stored trace is parsed once into its JSON dict (for formatters that take
+            # dicts: every built-in) and once into a Trace (the yield tally and the others),
+            # rather than dumped back to a dict once per formatter.
+            dicts = [bool(getattr(f, "accepts_dicts", False)) for f, _ in writers]
+            for data, trace in iter_stored(store, models=True, dicts=True):
                 self.usage.add(trace.usage)
                 self.yields.add_trace(trace)
-                for _, writer in writers:
-                    writer.write(trace)
+                for (_, writer), as_dict in zip(writers, dicts):
+                    writer.write(data if as_dict else trace)
             for rejected in store.rejected():
                 self.yields.add_rejected(rejected)
                 quarantine.write(dumps_line(rejected.model_dump(mode="json")))

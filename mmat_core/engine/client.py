@@ -22,7 +22,7 @@ from typing import Any
 
 from mmat_core.components import LLMBackend, LLMRequest, LLMResponse
 from mmat_core.engine.batch import JOURNAL_FILE, BatchJournal, BatchRunner
-from mmat_core.engine.cache import Cache, key_of, model_key_document
+from mmat_core.engine.cache import Cache, keyed, model_key_document
 from mmat_core.engine.prices import PriceTable
 from mmat_core.engine.scheduler import Scheduler
 from mmat_core.engine.settings import LLMEngineSettings
@@ -94,14 +94,15 @@ class EngineClient:
     def _reused(self, request: LLMRequest, key: str, response: LLMResponse) -> tuple[LLMResponse, ModelCall]:
         usage = Usage(cached_calls=1)
         self._account(request.purpose, usage)
-        call = ModelCall(purpose=request.purpose, backend=self.backend.name, model=response.model,
-                         cache_key=key, cached=True, usage=usage)
+        # Every value is already of its field's type (the request and response were validated).
+        call = ModelCall.model_construct(purpose=request.purpose, backend=self.backend.name, model=response.model,
+                                         cache_key=key, cached=True, usage=usage)
         return response, call
 
     async def complete(self, request: LLMRequest) -> tuple[LLMResponse, ModelCall]:
         """Answer ``request`` from the cache, or call the backend through the scheduler."""
-        document = model_key_document(self.backend.name, self.backend.model, request)
-        key = key_of(document)
+        # The key document is encoded once: its text is stored beside the answer too.
+        key, document = keyed(model_key_document(self.backend.name, self.backend.model, request))
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
@@ -143,7 +144,7 @@ class EngineClient:
         response.usage.latency_s = time.monotonic() - started
         return response, attempts
 
-    def _finish(self, key: str, document: dict[str, Any], request: LLMRequest, response: LLMResponse,
+    def _finish(self, key: str, document: str, request: LLMRequest, response: LLMResponse,
                 attempts: int) -> tuple[LLMResponse, ModelCall]:
         self.calls_made += 1
         usage = response.usage.model_copy()
@@ -156,8 +157,8 @@ class EngineClient:
         if self.cache is not None:
             self.cache.put(key, response.model_dump(mode="json"), kind="model", document=document,
                            purpose=request.purpose, sample_id=request.sample_id)
-        call = ModelCall(purpose=request.purpose, backend=self.backend.name, model=response.model,
-                         cache_key=key, attempts=attempts, usage=usage)
+        call = ModelCall.model_construct(purpose=request.purpose, backend=self.backend.name, model=response.model,
+                                         cache_key=key, attempts=attempts, usage=usage)
         return response, call
 
     def report(self) -> dict[str, Any]:

@@ -91,10 +91,16 @@ class AdmissionGate:
         """The whole number of calls admitted now."""
         return max(1, int(self.limit))
 
-    async def acquire(self) -> float:
-        """Wait for a slot; returns the seconds waited."""
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free now and nobody is queued before us; never waits."""
         if self.in_flight < self.current and not self._waiters:
             self.in_flight += 1
+            return True
+        return False
+
+    async def acquire(self) -> float:
+        """Wait for a slot; returns the seconds waited."""
+        if self.try_acquire():
             return 0.0
         started = self._clock()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

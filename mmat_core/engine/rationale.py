@@ -22,6 +22,7 @@ from typing import Any
 from mmat_core import prompts
 from mmat_core.components import ContentPart, LLMClient, LLMRequest, Message, SearchBackend, ToolContext
 from mmat_core.engine.errors import LLMCallError
+from mmat_core.engine.schemacheck import schema_errors
 from mmat_core.engine.tools import ToolRunner
 from mmat_core.models import ModelCall, SourceSample, Step, Trace
 
@@ -53,9 +54,9 @@ def parse_step(text: str) -> dict[str, Any]:
     A Markdown code fence around the object is tolerated; missing ``operators`` and ``rag`` are
     read as "none".
     """
-    import jsonschema
-
-    body = _FENCE.sub("", text.strip()).strip()
+    body = text.strip()
+    if "```" in body:  # both of the fence pattern's branches need one; most replies have none
+        body = _FENCE.sub("", body).strip()
     if not body:
         raise StepParseError("the reply was empty")
     start, end = body.find("{"), body.rfind("}")
@@ -68,7 +69,7 @@ def parse_step(text: str) -> dict[str, Any]:
     if isinstance(data, dict):
         data.setdefault("operators", [])
         data.setdefault("rag", {"needed": False, "query": None})
-    errors = list(jsonschema.Draft202012Validator(prompts.STEP_SCHEMA).iter_errors(data))
+    errors = schema_errors(prompts.STEP_SCHEMA, data)
     if errors:
         error = min(errors, key=lambda e: len(list(e.path)))
         where = "/".join(map(str, error.path)) or "(root)"
@@ -149,15 +150,18 @@ class RationaleLoop:
 
     def _request(self, purpose: str, messages: list[Message], sample: SourceSample, context: dict[str, Any],
                  schema: dict[str, Any] | None) -> LLMRequest:
-        return LLMRequest(
+        # Built without validation: every value here is already of its field's type (validating
+        # copied the whole dialogue on every turn). The message list is copied as validation did,
+        # since the loop goes on appending to its own.
+        return LLMRequest.model_construct(
             purpose=purpose,
-            messages=messages,
+            messages=list(messages),
             prompt_version=prompts.GENERATOR_PROMPT_VERSION,
-            temperature=self.settings.temperature,
-            max_tokens=self.settings.max_tokens,
+            temperature=None if self.settings.temperature is None else float(self.settings.temperature),
+            max_tokens=None if self.settings.max_tokens is None else int(self.settings.max_tokens),
             response_schema=schema,
             sample_id=sample.id,
-            context=context,
+            context=dict(context),
         )
 
     def system_prompt(self, sample: SourceSample) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,18 @@ T = TypeVar("T")
 
 #: The reasons a call can wait, as shown in "binding" summaries.
 WAIT_REASONS = ("concurrency", "rpm", "tpm", "breaker", "backoff")
+
+
+if sys.version_info >= (3, 11):
+    async def _with_timeout(awaitable: Awaitable[T], seconds: float) -> T:
+        """``await awaitable`` cancelled after ``seconds`` (asyncio.TimeoutError). Unlike
+        ``asyncio.wait_for`` before 3.12 it runs the call in the caller's task instead of a new one."""
+        async with asyncio.timeout(seconds):
+            return await awaitable
+else:  # pragma: no cover - Python 3.10
+    async def _with_timeout(awaitable: Awaitable[T], seconds: float) -> T:
+        """``await awaitable`` cancelled after ``seconds`` (asyncio.TimeoutError)."""
+        return await asyncio.wait_for(awaitable, timeout=seconds)
 
 
 class SchedulerSettings(BaseModel):
@@ -102,7 +115,8 @@ class Scheduler:
         return random.uniform(0, ceiling)
 
     def _wait(self, reason: str, seconds: float) -> None:
-        self.stats.waits_s[reason] = self.stats.waits_s.get(reason, 0.0) + seconds
+        if seconds:
+            self.stats.waits_s[reason] = self.stats.waits_s.get(reason, 0.0) + seconds
 
     async def run(self, call: Callable[[], Awaitable[T]], *, tokens: int = 0,
                   usage_of: Callable[[T], int] | None = None) -> tuple[T, int]:
@@ -112,20 +126,26 @@ class Scheduler:
         real count afterwards so the bucket is corrected.
         """
         attempt = 0
+        breaker, gate = self.breaker, self.gate
         while True:
             attempt += 1
-            waited, probe = await self.breaker.admit()
-            self._wait("breaker", waited)
+            # Fast paths first: with the breaker closed and a free slot (the common case) an attempt
+            # starts without awaiting a coroutine per check.
+            probe = False
+            if breaker.state != "closed":
+                waited, probe = await breaker.admit()
+                self._wait("breaker", waited)
             if self.rpm is not None:
                 self._wait("rpm", await self.rpm.acquire(1))
             if self.tpm is not None and tokens:
                 self._wait("tpm", await self.tpm.acquire(tokens))
-            self._wait("concurrency", await self.gate.acquire())
+            if not gate.try_acquire():
+                self._wait("concurrency", await gate.acquire())
             self.stats.started += 1
             self.stats.in_flight += 1
             started = self._clock()
             try:
-                result = await asyncio.wait_for(call(), timeout=self.settings.timeout_s)
+                result = await _with_timeout(call(), self.settings.timeout_s)
             except asyncio.TimeoutError:
                 error: LLMCallError = CallTimeout(f"no answer within {self.settings.timeout_s:g}s "
                                                   "(raise llm_engine.timeout_s if the model is just slow)")
@@ -151,7 +171,7 @@ class Scheduler:
                 return result, attempt
             finally:
                 self.stats.in_flight -= 1
-                self.gate.release()
+                gate.release()
             self.stats.busy_s += self._clock() - started
             name = type(error).__name__
             self.stats.errors[name] = self.stats.errors.get(name, 0) + 1

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mmat_core.components import LLMClient, SearchBackend, Tool, ToolContext, ToolInfo
-from mmat_core.engine.cache import Cache, key_of, tool_key_document
+from mmat_core.engine.cache import Cache, keyed, tool_key_document
+from mmat_core.engine.schemacheck import schema_errors
 from mmat_core.errors import ToolArgumentError
 from mmat_core.images import ImageStore
 from mmat_core.models import RagCall, SearchHit, SourceSample, ToolCall
@@ -26,14 +27,11 @@ from mmat_core.models import RagCall, SearchHit, SourceSample, ToolCall
 
 def validate_args(tool: type[Tool] | Tool, args: Any) -> dict[str, Any]:
     """Check untrusted arguments against the tool's JSON Schema; raise ToolArgumentError."""
-    import jsonschema
-
     if args is None:
         args = {}
     if not isinstance(args, dict):
         raise ToolArgumentError(f"arguments of {tool.name} must be an object, got {type(args).__name__}")
-    validator = jsonschema.Draft202012Validator(tool.args_schema)
-    errors = sorted(validator.iter_errors(args), key=lambda e: list(e.path))
+    errors = sorted(schema_errors(tool.args_schema, args), key=lambda e: list(e.path))
     if errors:
         first = errors[0]
         where = "/".join(map(str, first.path)) or "(root)"
@@ -105,6 +103,14 @@ def format_hits(hits: Sequence[SearchHit]) -> str:
     return " ".join(f"[{i}] {h.title + ': ' if h.title else ''}{h.snippet}" for i, h in enumerate(hits, 1))
 
 
+FAILURE_PREFIX = "The {name} operator failed: "
+
+
+def failure_text(name: str, message: str) -> str:
+    """The observation a failed operator leaves in the dialogue (the importer recognises it)."""
+    return FAILURE_PREFIX.format(name=name) + message
+
+
 class ToolRunner:
     """Runs the enabled tools (and the RAG backend) of a run for the rationale loop."""
 
@@ -165,8 +171,7 @@ class ToolRunner:
             args = validate_args(tool, args)
         except ToolArgumentError as exc:
             return self._error(name, tool.version, {}, str(exc), started)
-        document = self._key_document(tool, args, ctx)
-        key = key_of(document)
+        key, document = keyed(self._key_document(tool, args, ctx))
         self.stats.count(self.stats.calls, name)
         if self.cache is not None:
             hit = self.cache.get(key)
@@ -220,7 +225,7 @@ class ToolRunner:
         options = backend.options.model_dump(mode="json", exclude={"api_key"})
         document = {"kind": "rag", "backend": backend.name, "version": backend.version, "options": options,
                     "query": query, "k": k}
-        key = key_of(document)
+        key, document = keyed(document)
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
@@ -247,7 +252,7 @@ class ToolRunner:
             name=name,
             version=version,
             args=args,
-            result=f"The {name} operator failed: {message}",
+            result=failure_text(name, message),
             error=message,
             latency_s=time.monotonic() - started,
         )

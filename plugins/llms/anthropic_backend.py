@@ -157,6 +157,8 @@ class AnthropicBackend(LLMBackend):
 
     async def complete(self, request: LLMRequest, images: ImageStore) -> LLMResponse:
         """One message; replies that miss their schema are re-asked (bounded)."""
+        if request.response_schema is None:  # nothing to validate, nothing to repair: one call
+            return await self._send(self.params(request, images))
         messages = list(request.messages)
         total = Usage()
         for attempt in range(self.opts.schema_repair_attempts + 1):

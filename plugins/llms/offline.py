@@ -62,10 +62,12 @@ class OfflineBackend(LLMBackend):
         handler = getattr(self, f"_{request.purpose}", None)
         text = handler(request.context) if handler else ""
         prompt_chars = sum(len(m.text()) for m in request.messages)
-        return LLMResponse(
+        # Built without validation: every value is of its field's type by construction (the engine
+        # calls this a few times a sample, in process).
+        return LLMResponse.model_construct(
             text=text,
             model=self.model,
-            usage=Usage(prompt_tokens=max(1, prompt_chars // 4), completion_tokens=_tokens(text)),
+            usage=Usage.model_construct(prompt_tokens=max(1, prompt_chars // 4), completion_tokens=_tokens(text)),
             finish_reason="stop",
         )
 

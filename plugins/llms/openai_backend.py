@@ -85,6 +85,7 @@ class OpenAIBackend(LLMBackend):
         self._base = opts.base_url.rstrip("/")
         self._encoder = ImageEncoder()
         self._session: Any = None
+        self._url: Any = None  # the completions URL, parsed once: aiohttp would parse a string per call
         self._session_loop: asyncio.AbstractEventLoop | None = None
         self._sdk: Any = None
         self._sdk_loop: asyncio.AbstractEventLoop | None = None
@@ -137,15 +138,19 @@ class OpenAIBackend(LLMBackend):
             if text is None:
                 text = message.get("refusal") or ""
             usage = data.get("usage") or {}
-            return LLMResponse(
-                text=text,
-                model=data.get("model") or self.opts.model,
-                usage=Usage(prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                            completion_tokens=int(usage.get("completion_tokens") or 0)),
-                finish_reason=choice.get("finish_reason"),
-            )
-        except (KeyError, IndexError, TypeError, AttributeError) as exc:
-            raise malformed(self.name, f"no choices[0].message in the reply ({type(exc).__name__}: {exc})") from None
+            model = data.get("model") or self.opts.model
+            finish_reason = choice.get("finish_reason")
+            prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            completion_tokens = int(usage.get("completion_tokens") or 0)
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+            raise malformed(self.name, f"no choices[0].message or unreadable usage in the reply ({type(exc).__name__}: {exc})") from None
+        if not isinstance(text, str) or not isinstance(model, str) or not (finish_reason is None or isinstance(finish_reason, str)):
+            raise malformed(self.name, "choices[0].message.content, model and finish_reason must be strings")
+        # Checked here rather than left to pydantic, so a wrong type reads as a malformed reply
+        # (retried) instead of a validation error. (Skipping validation with model_construct was
+        # measured: it is slower than pydantic-core validating these few fields.)
+        return LLMResponse(text=text, model=model, finish_reason=finish_reason,
+                           usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens))
 
     # -- transports -----------------------------------------------------------------------
 
@@ -157,6 +162,7 @@ class OpenAIBackend(LLMBackend):
 
     def _aiohttp_session(self) -> Any:
         import aiohttp
+        import yarl
 
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._session_loop is not loop:
@@ -164,7 +170,11 @@ class OpenAIBackend(LLMBackend):
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
             timeout = aiohttp.ClientTimeout(total=self.opts.http_timeout_s, sock_connect=30)
             self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self._headers(),
-                                                  json_serialize=json.dumps, raise_for_status=False)
+                                                  json_serialize=json.dumps, raise_for_status=False,
+                                                  # API calls are stateless; a cookie jar only
+                                                  # costs a filtering pass per call
+                                                  cookie_jar=aiohttp.DummyCookieJar())
+            self._url = yarl.URL(f"{self._base}/chat/completions")
             self._session_loop = loop
         return self._session
 
@@ -173,7 +183,7 @@ class OpenAIBackend(LLMBackend):
 
         session = self._aiohttp_session()
         try:
-            async with session.post(f"{self._base}/chat/completions", data=_dumps(body)) as response:
+            async with session.post(self._url, data=_dumps(body)) as response:
                 raw = await response.read()
                 if response.status != 200:
                     raise error_for_status(response.status, error_message(raw), response.headers, backend=self.name,
@@ -241,6 +251,8 @@ class OpenAIBackend(LLMBackend):
 
     async def complete(self, request: LLMRequest, images: ImageStore) -> LLMResponse:
         """One chat completion; replies that miss their schema are re-asked (bounded)."""
+        if request.response_schema is None:  # nothing to validate, nothing to repair: one call
+            return await self._send(self.payload(request, images))
         messages = list(request.messages)
         total = Usage()
         for attempt in range(self.opts.schema_repair_attempts + 1):
