@@ -116,6 +116,8 @@ class Pipeline:
         # What actually runs (components given in code included, options with their defaults):
         # this is what run.json, the run store and resume see, not the base config.
         self.config = self._effective_config(base)
+        #: Progress callback of the current run (set by :meth:`run`).
+        self.progress: ProgressCallback | None = None
 
     @classmethod
     def from_config(cls, config: PipelineConfig, *, plugins: PluginManager | None = None, config_file: str | None = None) -> Pipeline:
@@ -191,12 +193,14 @@ class Pipeline:
     # -- running ----------------------------------------------------------------------------
 
     def run(self, out_dir: str | Path, *, progress: ProgressCallback | None = None) -> RunResult:
-        """Run the whole pipeline into ``out_dir`` with the configured executor."""
-        return self.executor.execute(self, Path(out_dir)) if progress is None else self.run_local(Path(out_dir), progress=progress)
+        """Run the whole pipeline into ``out_dir`` with the configured executor; ``progress``
+        receives events from an in-process run (executors that run elsewhere may ignore it)."""
+        self.progress = progress
+        return self.executor.execute(self, Path(out_dir))
 
     def run_local(self, out_dir: Path, *, progress: ProgressCallback | None = None) -> RunResult:
         """Run in this process (what the ``local`` executor does)."""
-        return asyncio.run(LocalRun(self, Path(out_dir), progress).run())
+        return asyncio.run(LocalRun(self, Path(out_dir), progress or self.progress).run())
 
     def iter_samples(self, curator: Curator | None = None) -> Iterator[SourceSample | Rejected]:
         """Every source's rows, curated (no model call): used by ``build --dry-run``. Pass a
@@ -287,6 +291,8 @@ class LocalRun:
         last_flush = [time.monotonic()]
         tasks: set[asyncio.Task[None]] = set()
 
+        crashed: list[BaseException] = []
+
         async def process(seq: int, sample: SourceSample) -> None:
             try:
                 trace = Trace(id=sample.id, sample=sample, tools=[t.name for t in p.tools], provenance=self._provenance(sample, client))
@@ -303,6 +309,11 @@ class LocalRun:
                     last_flush[0] = now
                 if self.progress:
                     self.progress({"done": self.counts["generated"], "status": trace.status})
+            except Exception as exc:
+                # Data problems end as reasons on their sample; an exception here is a bug, and
+                # it would hit every sample: stop feeding new ones instead of failing a million.
+                crashed.append(exc)
+                raise
             finally:
                 semaphore.release()
 
@@ -323,6 +334,8 @@ class LocalRun:
                     source_error.append(exc)
 
             for row in rows():
+                if crashed:
+                    break
                 if isinstance(row, Rejected):
                     self.counts["rejected"] += 1
                     if shard_index == 0:  # every worker reads every row; one records the rejects
@@ -342,12 +355,15 @@ class LocalRun:
                 task = asyncio.create_task(process(seq, row))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
-            if self.shard is None and not source_error:
+            if self.shard is None and not source_error and not crashed:
                 store.set_meta("stream_total", seq)  # the whole curated stream has been read
             if tasks:
-                await asyncio.gather(*list(tasks))
+                # Let the samples in flight finish and be stored before any error is raised.
+                await asyncio.gather(*list(tasks), return_exceptions=True)
             cache.flush()
             store.flush()
+            if crashed:
+                raise crashed[0]
             if source_error:
                 raise source_error[0]
             if self.shard is None:
