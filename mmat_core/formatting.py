@@ -142,12 +142,17 @@ def image_paths(trace: TraceLike) -> list[str]:
 def training_record(trace: TraceLike, messages: list[dict[str, str]]) -> dict[str, Any]:
     """The ``rr.jsonl`` / ``orr.jsonl`` line: id, messages, images, provenance."""
     data = trace_data(trace)
-    return {
+    record = {
         "id": data["id"],
         "messages": messages,
         "images": image_paths(data),
         "provenance": data["provenance"],
     }
+    if data.get("status") == "flagged":
+        # Kept under reflection.on_failure=keep_flagged although a critic was not satisfied:
+        # say so in the record, so a trainer can leave such samples out.
+        record["status"] = "flagged"
+    return record
 
 
 def view_messages(trace: TraceLike, view: str, tools: Sequence[ToolInfo], rag_enabled: bool = True, *,

@@ -230,6 +230,9 @@ class TrainingRecord(Record):
     messages: list[ChatMessage] = Field(min_length=2)
     images: list[str] = Field(default_factory=list)
     provenance: Provenance | None = None
+    status: Literal["flagged"] | None = Field(
+        default=None, description="present only on samples kept although a critic was not satisfied"
+    )
 
 
 class RRRecord(TrainingRecord):

@@ -127,3 +127,12 @@ def test_golden_lines_are_valid_rr_and_orr_records() -> None:
     for name in cases.CASES:
         RRRecord.model_validate(json.loads((cases.GOLDEN / f"{name}.rr.jsonl").read_text()))
         ORRRecord.model_validate(json.loads((cases.GOLDEN / f"{name}.orr.jsonl").read_text()))
+
+
+def test_a_flagged_sample_says_so_in_its_record_and_a_clean_one_does_not() -> None:
+    from mmat_core.formatting import rr_messages, training_record
+
+    clean = cases.ocr_receipt()
+    flagged = clean.model_copy(update={"status": "flagged"})
+    assert "status" not in training_record(clean, rr_messages(clean, cases.context().tools))
+    assert training_record(flagged, rr_messages(flagged, cases.context().tools))["status"] == "flagged"
