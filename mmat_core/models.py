@@ -275,10 +275,14 @@ class RunManifest(Record):
     config_hash: str
     components: dict[str, Any] = Field(description="family -> component name, plugin and version")
     plugins: list[dict[str, Any]] = Field(default_factory=list)
-    counts: dict[str, int] = Field(default_factory=dict)
+    counts: dict[str, int] = Field(
+        default_factory=dict,
+        description="finished, kept and status_* cover the whole run; read, rejected, generated, "
+        "skipped_finished and the *_calls counts cover this invocation (a resume adds to the run)",
+    )
     yield_by_source: dict[str, StageCounts] = Field(default_factory=dict)
     timings_s: dict[str, float] = Field(default_factory=dict)
-    usage: Usage = Field(default_factory=Usage)
-    usage_by_stage: dict[str, Usage] = Field(default_factory=dict)
+    usage: Usage = Field(default_factory=Usage, description="summed over every stored trace of the run")
+    usage_by_stage: dict[str, Usage] = Field(default_factory=dict, description="model calls of this invocation, by stage")
     outputs: dict[str, str] = Field(default_factory=dict, description="formatter -> file name")
     tool_errors: dict[str, int] = Field(default_factory=dict)
