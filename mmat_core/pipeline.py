@@ -420,9 +420,15 @@ class LocalRun:
             for rejected in store.rejected():
                 self.yields.add_rejected(rejected)
                 quarantine.write(dumps_line(rejected.model_dump(mode="json")))
-            for _, writer in writers:  # traces a formatter could not export (e.g. image_missing)
+            # Traces a formatter could not export (e.g. image_missing): once each, however many
+            # formatters met the same problem.
+            export_problems: set[tuple[str, str, str]] = set()
+            for _, writer in writers:
                 for rejected in getattr(writer, "rejected", ()):
-                    quarantine.write(dumps_line(rejected.model_dump(mode="json")))
+                    key = (rejected.row, rejected.reason, rejected.detail)
+                    if key not in export_problems:
+                        export_problems.add(key)
+                        quarantine.write(dumps_line(rejected.model_dump(mode="json")))
             for formatter, writer in writers:
                 files = writer.close()
                 if files:
