@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import Field
 
 from mmat_core.components import ComponentOptions, Executor
-from mmat_core.errors import ConfigError
+from mmat_core.errors import ConfigError, MmatError
 
 #: Option names (anywhere under ``engine``, ``llm`` and ``llm_engine``) that are limits shared by the whole run.
 RATE_LIMIT_KEYS = frozenset({
@@ -223,7 +223,15 @@ class RayExecutor(Executor):
 
         store = RunStore.open(out_dir)
         try:
-            merge_shards(store, out_dir)
+            merged = merge_shards(store, out_dir)
+            generated = sum(r["counts"].get("generated", 0) for r in reports)
+            if merged < generated:
+                # The workers wrote their stores where the driver cannot see them.
+                raise MmatError(
+                    f"the Ray workers finished {generated} samples but only {merged} reached {out_dir}/shards: "
+                    "on a cluster the run directory must be on storage every node shares (NFS, a mounted bucket); "
+                    "the finished work is in each node's copy of that folder"
+                )
             run = LocalRun(pipeline, out_dir)
             retired = store.drop_retired()
             run.counts = {
