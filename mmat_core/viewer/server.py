@@ -17,7 +17,9 @@ that forbids inline script, so data shown on the page can never run as code.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -157,7 +159,18 @@ class ViewerServer:
         name, _, port = header.rpartition(":") if header.count(":") == 1 or header.startswith("[") else (header, "", "")
         if port and port != str(self.port):
             return False
-        return name.strip("[]") in {"127.0.0.1", "localhost", "::1", self.host} or self.host in ("", "0.0.0.0")
+        name = name.strip("[]").lower()
+        if name in {"127.0.0.1", "localhost", "::1", self.host}:
+            return True
+        if self.host in ("", "0.0.0.0", "::"):
+            # Served on every interface: an address typed as digits, or this machine's own name, is
+            # fine; any other name could be a DNS-rebinding page aiming at the viewer, so refuse it.
+            try:
+                ipaddress.ip_address(name)
+                return True
+            except ValueError:
+                return name in {socket.gethostname().lower(), socket.getfqdn().lower()}
+        return False
 
     def info(self) -> dict[str, Any]:
         """What the page's header and filters need; polled to refresh a running run."""

@@ -161,3 +161,10 @@ def test_dashboard_counts_the_run(viewer: ViewerServer) -> None:
     assert {f["reason"] for f in board["quarantine_reasons"]} == {"image_missing"}
     assert board["latency"]["sampled"] == 6
     assert {row["name"] for row in board["latency"]["tool_calls"]} >= {"ocr", "face_detection"}
+
+
+def test_served_on_every_interface_it_still_refuses_foreign_host_names() -> None:
+    probe = object.__new__(ViewerServer)  # only the Host check is exercised: no socket is opened
+    probe.host, probe.port = "0.0.0.0", 8765
+    assert probe.host_allowed("attacker.example:8765") is False
+    assert probe.host_allowed("192.0.2.7:8765") and probe.host_allowed("localhost:8765")
