@@ -44,7 +44,6 @@ from mmat_core.engine.cache import Cache
 from mmat_core.engine.client import EngineClient, build_client
 from mmat_core.engine.rationale import LoopSettings, RationaleLoop
 from mmat_core.engine.reflection import ReflectionStage, loop_regenerator
-from mmat_core.engine.scheduler import Scheduler, SchedulerSettings
 from mmat_core.engine.tools import ToolRunner
 from mmat_core.errors import ConfigError
 from mmat_core.images import ImageStore
@@ -285,7 +284,6 @@ class LocalRun:
             main = RunStore.open(self.out_dir)
             finished.update(main.finished_seqs(retry_failed_calls=cfg.resume.retry_failed_calls))
             main.close()
-        self.counts["skipped_finished"] = 0
 
         semaphore = asyncio.Semaphore(cfg.engine.concurrency)
         last_flush = [time.monotonic()]

@@ -146,7 +146,6 @@ class RationaleLoop:
         self.search = tools.search
         self.settings = settings
         self.tool_infos = tools.infos()
-        self.rag_cache = tools.cache
 
     def _request(self, purpose: str, messages: list[Message], sample: SourceSample, context: dict[str, Any],
                  schema: dict[str, Any] | None) -> LLMRequest:
