@@ -20,6 +20,8 @@ TRACE_SCHEMA_VERSION = 1
 Signal = Literal["continue", "end", "reflection"]
 VerdictKind = Literal["pass", "fix", "reject"]
 TraceStatus = Literal["kept", "reflected", "flagged", "dropped", "failed"]
+#: The statuses of samples that go into the training data.
+KEPT_STATUSES = frozenset({"kept", "reflected", "flagged"})
 
 
 class Record(BaseModel):
@@ -213,7 +215,7 @@ class Trace(Record):
     @property
     def kept(self) -> bool:
         """Whether the sample goes into the training data."""
-        return self.status in ("kept", "reflected", "flagged")
+        return self.status in KEPT_STATUSES
 
 
 class ChatMessage(Record):

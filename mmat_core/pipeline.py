@@ -47,7 +47,7 @@ from mmat_core.engine.reflection import ReflectionStage, loop_regenerator
 from mmat_core.engine.tools import ToolRunner
 from mmat_core.errors import ConfigError
 from mmat_core.images import ImageStore
-from mmat_core.models import Provenance, Rejected, RunManifest, SourceSample, Trace, Usage
+from mmat_core.models import KEPT_STATUSES, Provenance, Rejected, RunManifest, SourceSample, Trace, Usage
 from mmat_core.plugins import PluginManager, get_plugin_manager, mmat_version
 from mmat_core.resume import prepare_resume, redact_secrets
 from mmat_core.store import RunStore
@@ -460,7 +460,7 @@ class LocalRun:
             counts={
                 **self.counts,
                 "finished": store.count(),
-                "kept": sum(v for k, v in statuses.items() if k in ("kept", "reflected", "flagged")),
+                "kept": sum(v for k, v in statuses.items() if k in KEPT_STATUSES),
                 **{f"status_{k}": v for k, v in statuses.items()},
                 "model_calls": client.calls_made,
                 "cached_calls": client.cached_calls + client.coalesced_calls,

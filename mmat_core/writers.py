@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from mmat_core.models import Rejected, Trace
+from mmat_core.models import KEPT_STATUSES, Rejected, Trace
 
 try:  # orjson is optional: the fallback writes identical bytes, only slower.
     import orjson as _orjson
@@ -26,7 +26,6 @@ except ImportError:  # pragma: no cover - exercised only where orjson is missing
     _orjson = None
 
 #: Trace statuses that go into training data (mirrors :attr:`mmat_core.models.Trace.kept`).
-KEPT_STATUSES = frozenset({"kept", "reflected", "flagged"})
 
 #: Bytes buffered before a write reaches the operating system.
 BUFFER_BYTES = 1 << 20

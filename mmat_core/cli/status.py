@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from mmat_core.errors import ConfigError
+from mmat_core.models import KEPT_STATUSES
 
 
 def run_status(run_dir: Path) -> dict[str, Any]:
@@ -36,7 +37,7 @@ def run_status(run_dir: Path) -> dict[str, Any]:
             "total": total,
             "remaining": (total - finished) if isinstance(total, int) else None,
             "by_status": dict(sorted(statuses.items())),
-            "kept": sum(v for k, v in statuses.items() if k in ("kept", "reflected", "flagged")),
+            "kept": sum(v for k, v in statuses.items() if k in KEPT_STATUSES),
             "failures": dict(sorted(failures.items(), key=lambda kv: (-kv[1], kv[0]))),
             "rejected": dict(sorted(store.rejected_counts().items(), key=lambda kv: (-kv[1], kv[0]))),
             "config_hash": store.get_meta("content_hash"),

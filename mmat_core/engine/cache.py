@@ -4,6 +4,11 @@ The key of a model call is the SHA-256 of a canonical JSON document holding the 
 full messages (images by content hash, never by path), generation parameters, response schema and
 prompt-template version. The document itself is stored beside the answer, so ``mmat cache
 explain`` can show exactly what a key was made of. API keys never enter it.
+
+Stored format (0.1): key documents and answers longer than :data:`PACK_OVER` characters are kept
+zlib-compressed (level 1) as BLOBs, shorter ones as plain JSON text; readers accept both. A key
+document repeats the whole dialogue so far, so it packs to a fraction of its size, and a run
+writes (and syncs) that much less.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ import asyncio
 import hashlib
 import json
 import math
+import queue
 import sqlite3
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +43,31 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_sample ON entries(sample_id);
 """
+
+
+#: Texts longer than this many characters are stored zlib-compressed (shorter ones gain little).
+PACK_OVER = 512
+
+
+def pack(text: str) -> str | bytes:
+    """``text`` as the cache stores it: zlib level 1 bytes when long, else the text itself."""
+    return zlib.compress(text.encode(), 1) if len(text) > PACK_OVER else text
+
+
+def unpack(stored: str | bytes | None) -> str | None:
+    """The text :func:`pack` stored (plain text from older caches passes through)."""
+    if isinstance(stored, bytes):
+        return zlib.decompress(stored).decode()
+    return stored
+
+
+#: A batching cache hands what it gathered to its writer thread once this many entries wait.
+_HAND_OFF_EVERY = 128
+
+
+def _packed(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An entries row as stored: key document and value through :func:`pack`."""
+    return (*row[:4], pack(row[4]), pack(row[5]), *row[6:])
 
 
 class _Unsupported(Exception):
@@ -189,6 +221,40 @@ def _images(message: dict[str, Any]) -> list[str]:
     return [part["image"] for part in content if isinstance(part, dict) and "image" in part] if isinstance(content, list) else []
 
 
+def _plain_messages(messages: list[dict[str, Any]]) -> bool:
+    """Whether a key document's messages hold only strings and None (as built from validated
+    requests), so orjson writes them exactly as json does without :func:`_for_orjson`'s walk."""
+    for message in messages:
+        if type(message["role"]) is not str:
+            return False
+        content = message["content"]
+        if type(content) is not str:
+            for part in content:
+                for value in part.values():
+                    if value is not None and type(value) is not str:
+                        return False
+    return True
+
+
+def model_keyed(backend: str, model: str, request: LLMRequest) -> tuple[str, str]:
+    """:func:`keyed` of :func:`model_key_document`, the same key and text, faster: the messages
+    (nearly all of the document) are checked flatly instead of walked and copied."""
+    document = model_key_document(backend, model, request)
+    data: bytes | None = None
+    if _plain_messages(document["messages"]):
+        rest = dict(document)
+        messages = rest.pop("messages")
+        try:
+            prepared = _for_orjson(rest)  # ``rest`` or a copy of it: ours to add the messages to
+            prepared["messages"] = messages
+            data = orjson.dumps(prepared, option=orjson.OPT_SORT_KEYS)
+        except (TypeError, _Unsupported, RecursionError):
+            data = None
+    if data is None:
+        data = canonical_bytes(document)
+    return hashlib.sha256(data).hexdigest(), data.decode()
+
+
 def key_of(document: dict[str, Any]) -> str:
     """The cache key of a key document."""
     return hashlib.sha256(canonical_bytes(document)).hexdigest()
@@ -234,6 +300,8 @@ class Cache:
     :meth:`flush` and on :meth:`close`. One commit per call was a sixth of a run's time. The run
     flushes before it commits any trace, so a crash never loses a call a stored sample relies
     on; it can lose at most the last ``commit_after_s`` of other calls (made again on resume).
+    The batches are compressed and committed by a writer thread (see :meth:`_hand_off`) while
+    the run goes on; :meth:`flush` waits for them.
 
     A batching cache that starts empty also keeps a Bloom filter of the keys it puts: a lookup of
     a key it never put is answered "absent" without asking SQLite (most lookups of a new run are
@@ -245,7 +313,10 @@ class Cache:
     def __init__(self, path: Path, *, commit_after_s: float = 0.0, commit_every: int = 1000) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        #: Guards the in-memory state (gathered entries, counters, the Bloom filter, the timer).
         self._lock = threading.RLock()
+        #: Guards the connection, which the writer thread shares.
+        self._db_lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -262,6 +333,11 @@ class Cache:
         #: key -> [hits, last used] not committed yet.
         self._pending_hits: dict[str, list[float]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        #: key -> row of entries handed to the writer thread and not committed yet (still read here).
+        self._writing: dict[str, tuple[Any, ...]] = {}
+        self._batches: queue.Queue[tuple[dict[str, tuple[Any, ...]], dict[str, list[float]]] | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._error: Exception | None = None
         #: Bloom filter of the keys this cache holds, while it knows them all (see the class doc).
         self._known: bytearray | None = None
         if commit_after_s > 0:
@@ -278,30 +354,36 @@ class Cache:
 
     def get(self, key: str) -> Any | None:
         """The stored value for ``key``, or None."""
-        commit_now = False
         with self._lock:
-            pending = self._pending.get(key)
-            if pending is not None:
-                value = pending[5]
-            elif self._known is not None and not _bloom_has(self._known, key):
+            pending = self._pending.get(key) or self._writing.get(key)
+            if pending is None and self._known is not None and not _bloom_has(self._known, key):
                 self.misses += 1
                 return None
-            else:
+        if pending is not None:
+            value = pending[5]
+        else:
+            with self._db_lock:
                 row = self._db.execute("SELECT value FROM entries WHERE key=?", (key,)).fetchone()
-                if row is None:
+            if row is None:
+                with self._lock:
                     self.misses += 1
-                    return None
-                value = row[0]
+                return None
+            value = row[0]
+        commit_now = False
+        with self._lock:
             self.hits += 1
             if self.commit_after_s > 0:
                 counted = self._pending_hits.setdefault(key, [0, 0.0])
                 counted[0] += 1
                 counted[1] = time.time()
                 commit_now = not self._arm_timer()
-            else:
+        if self.commit_after_s <= 0:
+            with self._db_lock:
                 self._db.execute("UPDATE entries SET hits=hits+1, last_used=? WHERE key=?", (time.time(), key))
         if commit_now:
             self.flush()
+        if isinstance(value, bytes):
+            value = zlib.decompress(value)  # a packed value read back from disk
         return json.loads(value)
 
     def put(self, key: str, value: Any, *, kind: str, document: dict[str, Any] | str, purpose: str = "",
@@ -311,19 +393,25 @@ class Cache:
         now = time.time()
         row = (key, kind, purpose, sample_id, document if isinstance(document, str) else canonical(document),
                canonical(value), now, now)
-        with self._lock:
-            if self.commit_after_s <= 0:
+        if self.commit_after_s <= 0:
+            with self._db_lock:
                 self._db.execute(
                     "INSERT OR REPLACE INTO entries(key, kind, purpose, sample_id, key_doc, value, created, last_used) "
-                    "VALUES (?,?,?,?,?,?,?,?)", row)
-                return
+                    "VALUES (?,?,?,?,?,?,?,?)", _packed(row))
+            return
+        with self._lock:
             self._pending[key] = row
             if self._known is not None:
                 _bloom_add(self._known, key)
             self._pending_hits.pop(key, None)  # a replaced entry starts again at no hits
-            commit_now = len(self._pending) >= self.commit_every or not self._arm_timer()
-        if commit_now:
-            self.flush()
+            gathered = len(self._pending)
+            if gathered >= self.commit_every or not self._arm_timer():
+                wait = True
+            elif gathered >= _HAND_OFF_EVERY:
+                wait = False
+            else:
+                return
+        self._hand_off(wait=wait)
 
     def _arm_timer(self) -> bool:
         """Make sure gathered writes are committed within ``commit_after_s``; False when there is
@@ -334,40 +422,87 @@ class Cache:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return False
-        self._timer = loop.call_later(self.commit_after_s, self.flush)
+        self._timer = loop.call_later(self.commit_after_s, self._hand_off)
         return True
 
     @property
     def pending(self) -> int:
         """Entries put but not committed yet."""
-        return len(self._pending)
+        with self._lock:
+            return len(self._pending) + len(self._writing)
 
     def flush(self) -> None:
-        """Commit gathered entries and hit counts in one transaction."""
+        """Commit gathered entries and hit counts; returns once they (and every batch handed to
+        the writer thread before) are on disk."""
+        self._hand_off(wait=True)
+
+    def _hand_off(self, wait: bool = False) -> None:
+        """Give the gathered entries and hit counts to the writer thread as one batch (one
+        transaction); with ``wait``, return only once every batch so far is committed.
+
+        The thread compresses key documents and commits while the event loop goes on (zlib and
+        SQLite let go of the GIL), so the run's own flush before it commits traces finds little
+        left to wait for.
+        """
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            if not self._pending and not self._pending_hits:
-                return
+            rows, hits = self._pending, self._pending_hits
+            if rows or hits:
+                self._pending, self._pending_hits = {}, {}
+                self._writing.update(rows)
+                if self._writer is None:
+                    self._writer = threading.Thread(target=self._write_batches, name="mmat-cache-writer", daemon=True)
+                    self._writer.start()
+                self._batches.put((rows, hits))
+            writer = self._writer
+        if wait and writer is not None:
+            self._batches.join()
+            error, self._error = self._error, None
+            if error is not None:
+                raise RuntimeError(f"could not write the cache {self.path}: {error}") from error
+
+    def _write_batches(self) -> None:
+        """The writer thread: commit each handed-off batch; None ends it."""
+        while True:
+            batch = self._batches.get()
+            try:
+                if batch is None:
+                    return
+                rows, hits = batch
+                try:
+                    self._commit(rows, hits)
+                except Exception as exc:  # reported by the next waiting flush, never lost
+                    self._error = exc
+                with self._lock:
+                    for key, row in rows.items():
+                        if self._writing.get(key) is row:
+                            del self._writing[key]
+            finally:
+                self._batches.task_done()
+
+    def _commit(self, rows: dict[str, tuple[Any, ...]], hits: dict[str, list[float]]) -> None:
+        """Write one batch of entries and hit counts in one transaction."""
+        packed = [_packed(row) for row in rows.values()]
+        with self._db_lock:
             if self._known is not None and self._db.execute("PRAGMA data_version").fetchone()[0] != self._version:
-                self._known = None  # another process writes here too: look every key up from now on
+                with self._lock:
+                    self._known = None  # another process writes here too: look every key up from now on
             with self._db:
                 self._db.execute("BEGIN")
-                if self._pending:
+                if packed:
                     self._db.executemany(
                         "INSERT OR REPLACE INTO entries(key, kind, purpose, sample_id, key_doc, value, created, last_used) "
-                        "VALUES (?,?,?,?,?,?,?,?)", list(self._pending.values()))
-                if self._pending_hits:
+                        "VALUES (?,?,?,?,?,?,?,?)", packed)
+                if hits:
                     self._db.executemany("UPDATE entries SET hits=hits+?, last_used=? WHERE key=?",
-                                         [(n, last, key) for key, (n, last) in self._pending_hits.items()])
-            self._pending.clear()
-            self._pending_hits.clear()
+                                         [(n, last, key) for key, (n, last) in hits.items()])
 
     def stats(self) -> dict[str, Any]:
         """Entry counts by kind and purpose, and total hits recorded."""
-        with self._lock:
-            self.flush()
+        self.flush()
+        with self._db_lock:
             rows = self._db.execute(
                 "SELECT kind, COALESCE(purpose,''), COUNT(*), SUM(hits) FROM entries GROUP BY 1, 2 ORDER BY 1, 2"
             ).fetchall()
@@ -380,14 +515,14 @@ class Cache:
 
     def entries_for_sample(self, sample_id: str) -> list[dict[str, Any]]:
         """Every entry recorded for one sample, with its key document."""
-        with self._lock:
-            self.flush()
+        self.flush()
+        with self._db_lock:
             rows = self._db.execute(
                 "SELECT key, kind, purpose, key_doc, hits, created FROM entries WHERE sample_id=? ORDER BY created",
                 (sample_id,),
             ).fetchall()
         return [
-            {"key": r[0], "kind": r[1], "purpose": r[2], "key_document": json.loads(r[3] or "{}"), "hits": r[4], "created": r[5]}
+            {"key": r[0], "kind": r[1], "purpose": r[2], "key_document": json.loads(unpack(r[3]) or "{}"), "hits": r[4], "created": r[5]}
             for r in rows
         ]
 
@@ -415,7 +550,12 @@ class Cache:
         return entries
 
     def close(self) -> None:
-        """Commit what was gathered and close the database."""
+        """Commit what was gathered, stop the writer thread and close the database."""
+        self.flush()
         with self._lock:
-            self.flush()
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            self._batches.put(None)
+            writer.join()
+        with self._db_lock:
             self._db.close()

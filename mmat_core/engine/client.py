@@ -22,7 +22,7 @@ from typing import Any
 
 from mmat_core.components import LLMBackend, LLMRequest, LLMResponse
 from mmat_core.engine.batch import JOURNAL_FILE, BatchJournal, BatchRunner
-from mmat_core.engine.cache import Cache, keyed, model_key_document
+from mmat_core.engine.cache import Cache, model_keyed
 from mmat_core.engine.prices import PriceTable
 from mmat_core.engine.scheduler import Scheduler
 from mmat_core.engine.settings import LLMEngineSettings
@@ -102,7 +102,7 @@ class EngineClient:
     async def complete(self, request: LLMRequest) -> tuple[LLMResponse, ModelCall]:
         """Answer ``request`` from the cache, or call the backend through the scheduler."""
         # The key document is encoded once: its text is stored beside the answer too.
-        key, document = keyed(model_key_document(self.backend.name, self.backend.model, request))
+        key, document = model_keyed(self.backend.name, self.backend.model, request)
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:

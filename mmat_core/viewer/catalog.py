@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mmat_core.viewer.dataset import QUARANTINED, Dataset, row_kind, summarise
+from mmat_core.models import KEPT_STATUSES
 
 INDEX_FILE = "viewer-index.sqlite"
 #: Bump when the catalog's layout changes: an older file is rebuilt.
@@ -392,7 +393,7 @@ class Catalog:
         statuses = dict(db.execute("SELECT status, COUNT(*) FROM rows GROUP BY status").fetchall())
         quarantined = store.execute("SELECT COUNT(*) FROM rejected").fetchone()[0]
         generated = sum(statuses.values())
-        kept = sum(statuses.get(s, 0) for s in ("kept", "reflected", "flagged"))
+        kept = sum(statuses.get(s, 0) for s in KEPT_STATUSES)
         verification_failed = db.execute("SELECT COUNT(*) FROM rows WHERE status = 'dropped' AND failure LIKE 'answer_match%'").fetchone()[0]
         stages = [
             {"stage": "read", "count": generated + quarantined},

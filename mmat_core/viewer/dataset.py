@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmat_core.errors import MmatError
 from mmat_core.store import STORE_FILE
+from mmat_core.models import KEPT_STATUSES
 
 if TYPE_CHECKING:
     from mmat_core.plugins import PluginManager
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 #: Trace statuses, plus the rows the source stage quarantined (the ``rejected`` table).
 STATUSES = ("kept", "reflected", "flagged", "dropped", "failed")
 QUARANTINED = "quarantined"
-KEPT = frozenset({"kept", "reflected", "flagged"})
+KEPT = KEPT_STATUSES
 
 _TAG = {name: re.compile(rf"<{name}>(.*?)</{name}>", re.DOTALL) for name in ("THOUGHT", "OPERATOR", "RAG", "SIGNAL", "ANSWER")}
 _API_BLOCK = re.compile(r"<\|begin_api_invoke\|>(.*?)<\|end_api_invoke\|><\|begin_result_of_api\|>(.*?)<\|end_result_of_api\|>", re.DOTALL)

@@ -28,6 +28,7 @@ from mmat_core.components import FormatContext, TraceWriter
 from mmat_core.formatting import view_messages
 from mmat_core.models import Rejected
 from mmat_core.writers import AtomicFile, SkipTrace, in_validation, is_kept, trace_id
+from mmat_core.models import KEPT_STATUSES
 
 #: Split names as the Hub spells them.
 SPLITS = ("train", "validation")
@@ -259,7 +260,7 @@ def dataset_card(formatter: HFDatasetFormatter, ctx: FormatContext, stats: _Card
         "dataset_info": {"splits": [{"name": s, "num_examples": n} for s, n in split_counts.items()]},
     }
     finished = sum(stats.status.values())
-    kept = sum(n for s, n in stats.status.items() if s in ("kept", "reflected", "flagged"))
+    kept = sum(n for s, n in stats.status.items() if s in KEPT_STATUSES)
     source_rows = [
         (key, c["total"], c["kept"], f"{c['kept'] / c['total']:.1%}" if c["total"] else "-", stats.licences.get(key, "not recorded"))
         for key, c in sorted(stats.by_source.items())
