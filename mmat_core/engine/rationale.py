@@ -11,7 +11,6 @@ lands in the Trace.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -264,20 +263,5 @@ class RationaleLoop:
 
     async def _act(self, step: Step, parsed: ParsedStep, ctx: ToolContext, trace: Trace) -> None:
         """Run the step's operators and RAG query concurrently; write the observation."""
-        tool_job = self.tools.call_many(parsed.operators, ctx)
-        rag_job = (self.tools.retrieve(parsed.rag_query, self.settings.rag_top_k, ctx.sample.id)
-                   if parsed.rag_query else None)
-        if rag_job is not None:
-            calls, rag = await asyncio.gather(tool_job, rag_job)
-        else:
-            calls, rag = await tool_job, None
-        observed: list[tuple[str, str]] = []
-        for result in calls:
-            step.tool_calls.append(result)
-            trace.usage.add(result.usage)
-            tool = self.tools.tools.get(result.name)
-            observed.append((tool.result_label() if tool else result.name, result.result))
-        if rag is not None:
-            step.rag = rag
-            observed.append((prompts.RAG_LABEL, rag.result))
+        observed = await self.tools.act(step, parsed.operators, parsed.rag_query, self.settings.rag_top_k, ctx, trace.usage)
         step.observation = prompts.observation(observed)

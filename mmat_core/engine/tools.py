@@ -22,7 +22,8 @@ from mmat_core.engine.cache import Cache, keyed, tool_key_document
 from mmat_core.engine.schemacheck import schema_errors
 from mmat_core.errors import ToolArgumentError
 from mmat_core.images import ImageStore
-from mmat_core.models import RagCall, SearchHit, SourceSample, ToolCall
+from mmat_core.models import RagCall, SearchHit, SourceSample, Step, ToolCall, Usage
+from mmat_core.prompts import RAG_LABEL
 
 
 def validate_args(tool: type[Tool] | Tool, args: Any) -> dict[str, Any]:
@@ -245,6 +246,27 @@ class ToolRunner:
             self.cache.put(key, call.model_dump(mode="json", exclude={"cached", "latency_s"}), kind="rag",
                            document=document, purpose="rag", sample_id=sample_id)
         return call
+
+    async def act(self, step: Step, requests: Sequence[tuple[str, dict[str, Any]]], rag_query: str | None,
+                  rag_top_k: int, ctx: ToolContext, usage: Usage) -> list[tuple[str, str]]:
+        """Run one step's operators and its RAG query concurrently, record them on ``step`` (and
+        their model usage in ``usage``), and return the (label, result) pairs of the observation,
+        in the order they were asked for."""
+        tool_job = self.call_many(requests, ctx)
+        if rag_query:
+            calls, rag = await asyncio.gather(tool_job, self.retrieve(rag_query, rag_top_k, ctx.sample.id))
+        else:
+            calls, rag = await tool_job, None
+        observed: list[tuple[str, str]] = []
+        for call in calls:
+            step.tool_calls.append(call)
+            usage.add(call.usage)
+            tool = self.tools.get(call.name)
+            observed.append((tool.result_label() if tool else call.name, call.result))
+        if rag is not None:
+            step.rag = rag
+            observed.append((RAG_LABEL, rag.result))
+        return observed
 
     def _error(self, name: str, version: str, args: dict[str, Any], message: str, started: float) -> ToolCall:
         self.stats.count(self.errors, name)

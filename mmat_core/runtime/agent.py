@@ -227,20 +227,8 @@ class AgentRuntime:
 
     async def _act(self, step: Step, ctx: Any, trace: Trace) -> None:
         """Run the step's operators and RAG query; the observation uses the training templates."""
-        tool_job = self.runner.call_many([(name, {}) for name in step.operators], ctx)
-        if step.rag_query:
-            calls, rag = await asyncio.gather(tool_job, self.runner.retrieve(step.rag_query, self.rag_top_k, ctx.sample.id))
-        else:
-            calls, rag = await tool_job, None
-        observed: list[tuple[str, str]] = []
-        for call in calls:
-            step.tool_calls.append(call)
-            trace.usage.add(call.usage)
-            tool = self.runner.tools.get(call.name)
-            observed.append((tool.result_label() if tool else call.name, call.result))
-        if rag is not None:
-            step.rag = rag
-            observed.append((prompts.RAG_LABEL, rag.result))
+        observed = await self.runner.act(step, [(name, {}) for name in step.operators], step.rag_query,
+                                         self.rag_top_k, ctx, trace.usage)
         if step.signal == "reflection" and not observed:
             step.observation = prompts.REFLECTION_TURN
         else:
