@@ -12,12 +12,14 @@ import json
 import os
 import re
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from mmat_core.components import LLMRequest, LLMResponse, Message
 from mmat_core.engine.errors import LLMCallError, MalformedResponse, Overloaded, PermanentError, RateLimited, scrub
 from mmat_core.errors import ConfigError
 from mmat_core.images import ImageStore
-from mmat_core.models import ImageRef
+from mmat_core.models import ImageRef, Usage
 
 _MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "JPG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp"}
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)
@@ -167,3 +169,26 @@ REPAIR_INSTRUCTION = (
 def malformed(backend: str, what: str) -> MalformedResponse:
     """A MalformedResponse naming the backend."""
     return MalformedResponse(f"{backend}: malformed response: {what}")
+
+
+async def complete_with_repair(
+    request: LLMRequest,
+    send: Callable[[list[Message]], Awaitable[LLMResponse]],
+    attempts: int,
+) -> LLMResponse:
+    """Send ``request``'s messages; when a reply misses ``request.response_schema``, re-ask up to
+    ``attempts`` times with the problem stated. Usage of every attempt is summed into the reply."""
+    messages = list(request.messages)
+    if request.response_schema is None:  # nothing to validate, nothing to repair: one call
+        return await send(messages)
+    total = Usage()
+    for attempt in range(attempts + 1):
+        response = await send(messages)
+        total.add(response.usage)
+        problem = schema_problem(response.text, request.response_schema)
+        if problem is None or attempt == attempts:
+            response.usage = total
+            return response
+        messages = messages + [Message(role="assistant", content=response.text),
+                               Message(role="user", content=REPAIR_INSTRUCTION.format(problem=problem))]
+    raise AssertionError("unreachable")

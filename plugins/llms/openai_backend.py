@@ -33,13 +33,12 @@ from mmat_core.engine.errors import CallTimeout, LLMCallError, MalformedResponse
 from mmat_core.images import ImageStore
 from mmat_core.models import Usage
 from mmat_plugins.llms.common import (
-    REPAIR_INSTRUCTION,
+    complete_with_repair,
     ImageEncoder,
     api_key_from_env,
     error_for_status,
     error_message,
     malformed,
-    schema_problem,
 )
 
 
@@ -251,20 +250,8 @@ class OpenAIBackend(LLMBackend):
 
     async def complete(self, request: LLMRequest, images: ImageStore) -> LLMResponse:
         """One chat completion; replies that miss their schema are re-asked (bounded)."""
-        if request.response_schema is None:  # nothing to validate, nothing to repair: one call
-            return await self._send(self.payload(request, images))
-        messages = list(request.messages)
-        total = Usage()
-        for attempt in range(self.opts.schema_repair_attempts + 1):
-            response = await self._send(self.payload(request, images, messages))
-            total.add(response.usage)
-            problem = schema_problem(response.text, request.response_schema) if request.response_schema else None
-            if problem is None or attempt == self.opts.schema_repair_attempts:
-                response.usage = total
-                return response
-            messages = messages + [Message(role="assistant", content=response.text),
-                                   Message(role="user", content=REPAIR_INSTRUCTION.format(problem=problem))]
-        raise AssertionError("unreachable")
+        return await complete_with_repair(
+            request, lambda messages: self._send(self.payload(request, images, messages)), self.opts.schema_repair_attempts)
 
     # -- Batch API --------------------------------------------------------------------------
 
