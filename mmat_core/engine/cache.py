@@ -4,11 +4,6 @@ The key of a model call is the SHA-256 of a canonical JSON document holding the 
 full messages (images by content hash, never by path), generation parameters, response schema and
 prompt-template version. The document itself is stored beside the answer, so ``mmat cache
 explain`` can show exactly what a key was made of. API keys never enter it.
-
-Stored format (0.1): key documents and answers longer than :data:`PACK_OVER` characters are kept
-zlib-compressed (level 1) as BLOBs, shorter ones as plain JSON text; readers accept both. A key
-document repeats the whole dialogue so far, so it packs to a fraction of its size, and a run
-writes (and syncs) that much less.
 """
 
 from __future__ import annotations
@@ -17,11 +12,9 @@ import asyncio
 import hashlib
 import json
 import math
-import queue
 import sqlite3
 import threading
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -43,31 +36,6 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_sample ON entries(sample_id);
 """
-
-
-#: Texts longer than this many characters are stored zlib-compressed (shorter ones gain little).
-PACK_OVER = 512
-
-
-def pack(text: str) -> str | bytes:
-    """``text`` as the cache stores it: zlib level 1 bytes when long, else the text itself."""
-    return zlib.compress(text.encode(), 1) if len(text) > PACK_OVER else text
-
-
-def unpack(stored: str | bytes | None) -> str | None:
-    """The text :func:`pack` stored (plain text from older caches passes through)."""
-    if isinstance(stored, bytes):
-        return zlib.decompress(stored).decode()
-    return stored
-
-
-#: A batching cache hands what it gathered to its writer thread once this many entries wait.
-_HAND_OFF_EVERY = 128
-
-
-def _packed(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    """An entries row as stored: key document and value through :func:`pack`."""
-    return (*row[:4], pack(row[4]), pack(row[5]), *row[6:])
 
 
 class _Unsupported(Exception):
@@ -291,6 +259,10 @@ def _bloom_has(bits: bytearray, key: str) -> bool:
     return all(bits[bit >> 3] & (1 << (bit & 7)) for bit in _bloom_bits(key))
 
 
+#: How often a batching cache's thread checkpoints the WAL.
+CHECKPOINT_EVERY_S = 1.0
+
+
 class Cache:
     """SQLite-backed result cache, shared by every call of a run (or several runs).
 
@@ -300,8 +272,6 @@ class Cache:
     :meth:`flush` and on :meth:`close`. One commit per call was a sixth of a run's time. The run
     flushes before it commits any trace, so a crash never loses a call a stored sample relies
     on; it can lose at most the last ``commit_after_s`` of other calls (made again on resume).
-    The batches are compressed and committed by a writer thread (see :meth:`_hand_off`) while
-    the run goes on; :meth:`flush` waits for them.
 
     A batching cache that starts empty also keeps a Bloom filter of the keys it puts: a lookup of
     a key it never put is answered "absent" without asking SQLite (most lookups of a new run are
@@ -313,10 +283,7 @@ class Cache:
     def __init__(self, path: Path, *, commit_after_s: float = 0.0, commit_every: int = 1000) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        #: Guards the in-memory state (gathered entries, counters, the Bloom filter, the timer).
         self._lock = threading.RLock()
-        #: Guards the connection, which the writer thread shares.
-        self._db_lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -333,57 +300,66 @@ class Cache:
         #: key -> [hits, last used] not committed yet.
         self._pending_hits: dict[str, list[float]] = {}
         self._timer: asyncio.TimerHandle | None = None
-        #: key -> row of entries handed to the writer thread and not committed yet (still read here).
-        self._writing: dict[str, tuple[Any, ...]] = {}
-        self._batches: queue.Queue[tuple[dict[str, tuple[Any, ...]], dict[str, list[float]]] | None] = queue.Queue()
-        self._writer: threading.Thread | None = None
-        self._error: Exception | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._closing = threading.Event()
         #: Bloom filter of the keys this cache holds, while it knows them all (see the class doc).
         self._known: bytearray | None = None
         if commit_after_s > 0:
             # A run's cache grows to millions of entries under random keys: a larger page cache
             # (64 MB, from the default 2 MB) keeps the key index's upper levels in memory.
             self._db.execute("PRAGMA cache_size=-65536")
-            # Checkpoint (copy the WAL into the file and sync it) every 40 MB rather than every 4 MB:
-            # a run writes tens of kilobytes of key documents a sample, and each sync is slow.
-            self._db.execute("PRAGMA wal_autocheckpoint=10000")
+            # Checkpoints (copying the WAL into the file and syncing it) run in a thread on their own
+            # connection instead of inside a commit: a run writes tens of kilobytes of key documents
+            # a sample, and each sync stalled the event loop (a tenth of a run). The thread spends
+            # its time in SQLite and fsync, which let go of the GIL. Durability is unchanged: a
+            # commit is safe once in the WAL.
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="mmat-cache-checkpoint", daemon=True)
+            self._checkpointer.start()
         if commit_after_s > 0 and self._db.execute("SELECT 1 FROM entries LIMIT 1").fetchone() is None:
             self._known = bytearray(_BLOOM_BITS // 8)
             # Changes only when another connection commits (this one's own commits do not count).
             self._version = self._db.execute("PRAGMA data_version").fetchone()[0]
 
+    def _checkpoint_loop(self) -> None:
+        """Checkpoint the WAL every :data:`CHECKPOINT_EVERY_S` seconds (PASSIVE: never blocks
+        the run's commits), so it stays bounded without a commit ever waiting for a sync."""
+        db = sqlite3.connect(str(self.path), isolation_level=None)
+        try:
+            while not self._closing.wait(CHECKPOINT_EVERY_S):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    pass  # busy or locked now: the next round (or closing the cache) checkpoints
+        finally:
+            db.close()
+
     def get(self, key: str) -> Any | None:
         """The stored value for ``key``, or None."""
-        with self._lock:
-            pending = self._pending.get(key) or self._writing.get(key)
-            if pending is None and self._known is not None and not _bloom_has(self._known, key):
-                self.misses += 1
-                return None
-        if pending is not None:
-            value = pending[5]
-        else:
-            with self._db_lock:
-                row = self._db.execute("SELECT value FROM entries WHERE key=?", (key,)).fetchone()
-            if row is None:
-                with self._lock:
-                    self.misses += 1
-                return None
-            value = row[0]
         commit_now = False
         with self._lock:
+            pending = self._pending.get(key)
+            if pending is not None:
+                value = pending[5]
+            elif self._known is not None and not _bloom_has(self._known, key):
+                self.misses += 1
+                return None
+            else:
+                row = self._db.execute("SELECT value FROM entries WHERE key=?", (key,)).fetchone()
+                if row is None:
+                    self.misses += 1
+                    return None
+                value = row[0]
             self.hits += 1
             if self.commit_after_s > 0:
                 counted = self._pending_hits.setdefault(key, [0, 0.0])
                 counted[0] += 1
                 counted[1] = time.time()
                 commit_now = not self._arm_timer()
-        if self.commit_after_s <= 0:
-            with self._db_lock:
+            else:
                 self._db.execute("UPDATE entries SET hits=hits+1, last_used=? WHERE key=?", (time.time(), key))
         if commit_now:
             self.flush()
-        if isinstance(value, bytes):
-            value = zlib.decompress(value)  # a packed value read back from disk
         return json.loads(value)
 
     def put(self, key: str, value: Any, *, kind: str, document: dict[str, Any] | str, purpose: str = "",
@@ -393,25 +369,19 @@ class Cache:
         now = time.time()
         row = (key, kind, purpose, sample_id, document if isinstance(document, str) else canonical(document),
                canonical(value), now, now)
-        if self.commit_after_s <= 0:
-            with self._db_lock:
+        with self._lock:
+            if self.commit_after_s <= 0:
                 self._db.execute(
                     "INSERT OR REPLACE INTO entries(key, kind, purpose, sample_id, key_doc, value, created, last_used) "
-                    "VALUES (?,?,?,?,?,?,?,?)", _packed(row))
-            return
-        with self._lock:
+                    "VALUES (?,?,?,?,?,?,?,?)", row)
+                return
             self._pending[key] = row
             if self._known is not None:
                 _bloom_add(self._known, key)
             self._pending_hits.pop(key, None)  # a replaced entry starts again at no hits
-            gathered = len(self._pending)
-            if gathered >= self.commit_every or not self._arm_timer():
-                wait = True
-            elif gathered >= _HAND_OFF_EVERY:
-                wait = False
-            else:
-                return
-        self._hand_off(wait=wait)
+            commit_now = len(self._pending) >= self.commit_every or not self._arm_timer()
+        if commit_now:
+            self.flush()
 
     def _arm_timer(self) -> bool:
         """Make sure gathered writes are committed within ``commit_after_s``; False when there is
@@ -422,87 +392,40 @@ class Cache:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return False
-        self._timer = loop.call_later(self.commit_after_s, self._hand_off)
+        self._timer = loop.call_later(self.commit_after_s, self.flush)
         return True
 
     @property
     def pending(self) -> int:
         """Entries put but not committed yet."""
-        with self._lock:
-            return len(self._pending) + len(self._writing)
+        return len(self._pending)
 
     def flush(self) -> None:
-        """Commit gathered entries and hit counts; returns once they (and every batch handed to
-        the writer thread before) are on disk."""
-        self._hand_off(wait=True)
-
-    def _hand_off(self, wait: bool = False) -> None:
-        """Give the gathered entries and hit counts to the writer thread as one batch (one
-        transaction); with ``wait``, return only once every batch so far is committed.
-
-        The thread compresses key documents and commits while the event loop goes on (zlib and
-        SQLite let go of the GIL), so the run's own flush before it commits traces finds little
-        left to wait for.
-        """
+        """Commit gathered entries and hit counts in one transaction."""
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            rows, hits = self._pending, self._pending_hits
-            if rows or hits:
-                self._pending, self._pending_hits = {}, {}
-                self._writing.update(rows)
-                if self._writer is None:
-                    self._writer = threading.Thread(target=self._write_batches, name="mmat-cache-writer", daemon=True)
-                    self._writer.start()
-                self._batches.put((rows, hits))
-            writer = self._writer
-        if wait and writer is not None:
-            self._batches.join()
-            error, self._error = self._error, None
-            if error is not None:
-                raise RuntimeError(f"could not write the cache {self.path}: {error}") from error
-
-    def _write_batches(self) -> None:
-        """The writer thread: commit each handed-off batch; None ends it."""
-        while True:
-            batch = self._batches.get()
-            try:
-                if batch is None:
-                    return
-                rows, hits = batch
-                try:
-                    self._commit(rows, hits)
-                except Exception as exc:  # reported by the next waiting flush, never lost
-                    self._error = exc
-                with self._lock:
-                    for key, row in rows.items():
-                        if self._writing.get(key) is row:
-                            del self._writing[key]
-            finally:
-                self._batches.task_done()
-
-    def _commit(self, rows: dict[str, tuple[Any, ...]], hits: dict[str, list[float]]) -> None:
-        """Write one batch of entries and hit counts in one transaction."""
-        packed = [_packed(row) for row in rows.values()]
-        with self._db_lock:
+            if not self._pending and not self._pending_hits:
+                return
             if self._known is not None and self._db.execute("PRAGMA data_version").fetchone()[0] != self._version:
-                with self._lock:
-                    self._known = None  # another process writes here too: look every key up from now on
+                self._known = None  # another process writes here too: look every key up from now on
             with self._db:
                 self._db.execute("BEGIN")
-                if packed:
+                if self._pending:
                     self._db.executemany(
                         "INSERT OR REPLACE INTO entries(key, kind, purpose, sample_id, key_doc, value, created, last_used) "
-                        "VALUES (?,?,?,?,?,?,?,?)", packed)
-                if hits:
+                        "VALUES (?,?,?,?,?,?,?,?)", list(self._pending.values()))
+                if self._pending_hits:
                     self._db.executemany("UPDATE entries SET hits=hits+?, last_used=? WHERE key=?",
-                                         [(n, last, key) for key, (n, last) in hits.items()])
+                                         [(n, last, key) for key, (n, last) in self._pending_hits.items()])
+            self._pending.clear()
+            self._pending_hits.clear()
 
     def stats(self) -> dict[str, Any]:
         """Entry counts by kind and purpose, and total hits recorded."""
-        self.flush()
-        with self._db_lock:
+        with self._lock:
+            self.flush()
             rows = self._db.execute(
                 "SELECT kind, COALESCE(purpose,''), COUNT(*), SUM(hits) FROM entries GROUP BY 1, 2 ORDER BY 1, 2"
             ).fetchall()
@@ -515,14 +438,14 @@ class Cache:
 
     def entries_for_sample(self, sample_id: str) -> list[dict[str, Any]]:
         """Every entry recorded for one sample, with its key document."""
-        self.flush()
-        with self._db_lock:
+        with self._lock:
+            self.flush()
             rows = self._db.execute(
                 "SELECT key, kind, purpose, key_doc, hits, created FROM entries WHERE sample_id=? ORDER BY created",
                 (sample_id,),
             ).fetchall()
         return [
-            {"key": r[0], "kind": r[1], "purpose": r[2], "key_document": json.loads(unpack(r[3]) or "{}"), "hits": r[4], "created": r[5]}
+            {"key": r[0], "kind": r[1], "purpose": r[2], "key_document": json.loads(r[3] or "{}"), "hits": r[4], "created": r[5]}
             for r in rows
         ]
 
@@ -550,12 +473,12 @@ class Cache:
         return entries
 
     def close(self) -> None:
-        """Commit what was gathered, stop the writer thread and close the database."""
-        self.flush()
+        """Commit what was gathered, stop the checkpoint thread and close the database (which
+        checkpoints what is left)."""
         with self._lock:
-            writer, self._writer = self._writer, None
-        if writer is not None:
-            self._batches.put(None)
-            writer.join()
-        with self._db_lock:
+            self.flush()
+            self._closing.set()
+            if self._checkpointer is not None:
+                self._checkpointer.join()
+                self._checkpointer = None
             self._db.close()

@@ -16,7 +16,8 @@ import pytest
 from mmat_core import prompts
 from mmat_core.config import CurationSettings
 from mmat_core.curation import Curator
-from mmat_core.engine.cache import Cache, canonical, canonical_bytes, key_of, keyed
+from mmat_core.components import ContentPart, LLMRequest, Message
+from mmat_core.engine.cache import Cache, canonical, canonical_bytes, key_of, keyed, model_key_document, model_keyed
 from mmat_core.engine.schemacheck import schema_errors
 from mmat_core.models import ImageRef, SourceSample
 
@@ -44,6 +45,18 @@ def test_canonical_json_is_what_the_standard_library_writes(obj: Any) -> None:
 def test_keyed_gives_the_key_of_and_the_canonical_text() -> None:
     document = {"kind": "model", "messages": [{"role": "user", "content": "hi"}], "params": {"temperature": 1e-5}}
     assert keyed(document) == (key_of(document), reference(document))
+
+
+@pytest.mark.parametrize("temperature", [None, 0.0, 0.7, 1e-5, float("nan")])
+def test_model_keyed_gives_the_key_and_text_of_the_plain_path(temperature: float | None) -> None:
+    image = ImageRef(sha256="ab" * 32, width=640, height=480)
+    request = LLMRequest(
+        purpose="rationale_step", prompt_version="v1", temperature=temperature, max_tokens=512,
+        response_schema={"type": "object", "minimum": 1e-7, "properties": {"x": {"type": "string"}}},
+        messages=[Message(role="system", content="rules \u00e9\x00\"quoted\""),
+                  Message(role="user", content=[ContentPart(type="image", image=image), ContentPart(type="text", text="What is it?")]),
+                  Message(role="assistant", content="It is \U0001f600.")])
+    assert model_keyed("offline", "m", request) == keyed(model_key_document("offline", "m", request))
 
 
 def test_types_json_refuses_are_still_refused() -> None:
@@ -110,6 +123,22 @@ def test_closing_a_batching_cache_commits_what_it_gathered(tmp_path: Path) -> No
     asyncio.run(asyncio.sleep(0))
     cache.put("k", {"v": 1}, kind="tool", document={"kind": "tool"})
     cache.close()
+    reopened = Cache(path)
+    assert reopened.get("k") == {"v": 1}
+    reopened.close()
+
+
+def test_a_batching_cache_checkpoints_in_its_own_thread_and_stops_it_on_close(tmp_path: Path) -> None:
+    import threading
+
+    path = tmp_path / "cache.sqlite"
+    cache = Cache(path, commit_after_s=60.0)
+    assert cache._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # commits never sync the file
+    assert "mmat-cache-checkpoint" in {t.name for t in threading.enumerate()}
+    cache.put("k", {"v": 1}, kind="model", document={"kind": "model"})
+    cache.close()
+    assert "mmat-cache-checkpoint" not in {t.name for t in threading.enumerate()}
+    assert not path.with_name("cache.sqlite-wal").exists()  # the last close checkpointed everything
     reopened = Cache(path)
     assert reopened.get("k") == {"v": 1}
     reopened.close()
