@@ -276,6 +276,7 @@ class LocalRun:
         reflection = ReflectionStage(p.critics, client, images, cfg.reflection, regenerate=loop_regenerator(loop))
         if self.shard is None:
             plan = prepare_resume(store, cfg, run_dir=self.out_dir)
+            store.clear_rejected()  # this pass reads the whole stream and records them again
             store.set_meta("complete", False)
             self.counts["config_changes_applied"] = len(plan.changes)
         # id -> seq of finished samples; a worker also skips what the driver's store already holds.

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mmat_core.engine.reflection import reflected_by as reflected_by_critics
 from mmat_core.models import Rejected, Trace
 
 _SCHEMA = """
@@ -80,10 +81,6 @@ class RunStore:
 
     # -- samples ----------------------------------------------------------------------------
 
-    def finished_ids(self) -> set[str]:
-        """Ids of samples already finished (kept, dropped or failed for good)."""
-        return {row[0] for row in self._db.execute("SELECT id FROM samples")}
-
     def finished_seqs(self, *, retry_failed_calls: bool = False) -> dict[str, int]:
         """Sample id -> stored ``seq`` of every finished sample.
 
@@ -142,7 +139,8 @@ class RunStore:
     def add_trace(self, seq: int, trace: Trace) -> None:
         """Queue a finished trace; :meth:`flush` commits queued traces in one transaction."""
         tools = sorted({call.name for step in trace.steps for call in step.tool_calls})
-        reflected_by = sorted({v.critic for v in trace.verdicts if v.verdict == "fix"})
+        # The critics whose reflection was really spliced in (as run.json counts them).
+        reflected_by = sorted(reflected_by_critics(trace))
         self._pending.append(
             (seq, trace.id, trace.sample.source, trace.sample.subset, trace.status, trace.failure,
              ",".join(tools), trace.sample.question, ",".join(reflected_by), trace.usage.cost_usd,
@@ -155,6 +153,8 @@ class RunStore:
             return
         with self._db:
             self._db.execute("BEGIN")
+            self._park_occupants({seq: sample_id for seq, sample_id in self._pending_moves}
+                                 | {row[0]: row[1] for row in self._pending})
             if self._pending_moves:
                 self._db.executemany("UPDATE samples SET seq=? WHERE id=?", self._pending_moves)
             self._db.executemany(
@@ -164,6 +164,32 @@ class RunStore:
             )
         self._pending.clear()
         self._pending_moves.clear()
+
+    def _park_occupants(self, targets: dict[int, str]) -> None:
+        """Before samples take their places (``seq -> id``): a *different* finished sample still
+        sitting at one of those places (the source changed between runs) moves to a fresh negative
+        seq, retired until the stream gives it its new place, instead of being overwritten."""
+        if not targets:
+            return
+        seqs = list(targets)
+        occupants: list[tuple[int, str]] = []
+        for start in range(0, len(seqs), 500):
+            chunk = seqs[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            occupants += self._db.execute(f"SELECT seq, id FROM samples WHERE seq IN ({marks})", chunk).fetchall()
+        displaced = [(seq, sample_id) for seq, sample_id in occupants if targets[seq] != sample_id]
+        if not displaced:
+            return
+        park = min(int(self._db.execute("SELECT MIN(seq) FROM samples").fetchone()[0] or 0), 0)
+        for seq, _ in displaced:
+            park -= 1
+            self._db.execute("UPDATE samples SET seq=? WHERE seq=?", (park, seq))
+
+    def clear_rejected(self, stages: tuple[str, ...] = ("source", "curation")) -> None:
+        """Forget rows quarantined while reading the stream: a new full pass records them again
+        (a row fixed since, e.g. by a corrected field mapping, is then no longer listed)."""
+        marks = ",".join("?" * len(stages))
+        self._db.execute(f"DELETE FROM rejected WHERE stage IN ({marks})", stages)
 
     @property
     def pending(self) -> int:
@@ -205,7 +231,7 @@ class RunStore:
 
     def seq_bounds(self) -> tuple[int, int]:
         """(smallest, largest) ``seq`` stored, (0, 0) when empty: lets exports split the work."""
-        low, high = self._db.execute("SELECT MIN(seq), MAX(seq) FROM samples").fetchone()
+        low, high = self._db.execute("SELECT MIN(seq), MAX(seq) FROM samples WHERE seq > 0").fetchone()
         return int(low or 0), int(high or 0)
 
     def trace(self, sample_id: str) -> Trace | None:
@@ -234,19 +260,6 @@ class RunStore:
     def count(self) -> int:
         """Number of finished samples."""
         return int(self._db.execute("SELECT COUNT(*) FROM samples").fetchone()[0])
-
-    def yield_rows(self) -> list[tuple[Any, ...]]:
-        """(source, subset, status, failure, reflected_by, count, cost) groups for yield accounting."""
-        return self._db.execute(
-            "SELECT source, COALESCE(subset, ''), status, COALESCE(failure, ''), COALESCE(reflected_by, ''), "
-            "COUNT(*), SUM(cost) FROM samples GROUP BY 1, 2, 3, 4, 5"
-        ).fetchall()
-
-    def rejected_rows(self) -> list[tuple[Any, ...]]:
-        """(source, subset, reason, count) groups of quarantined rows."""
-        return self._db.execute(
-            "SELECT source, COALESCE(subset, ''), reason, COUNT(*) FROM rejected GROUP BY 1, 2, 3"
-        ).fetchall()
 
     def connection(self) -> sqlite3.Connection:
         """The underlying connection, for read-only queries (the viewer)."""

@@ -206,6 +206,7 @@ class RayExecutor(Executor):
         try:
             merge_shards(store, out_dir)  # what a crashed earlier run finished
             plan = prepare_resume(store, config, run_dir=out_dir)
+            store.clear_rejected()  # worker 0 reads the whole stream and records them again
             store.set_meta("complete", False)
             if plan.applied_change:
                 self._resequence(pipeline, store)
