@@ -12,6 +12,7 @@ stay cheap even when its component is never used.
 from __future__ import annotations
 
 import asyncio
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -151,10 +152,25 @@ class LLMBackend(Component):
     #: True for backends whose output is not written by a model (provenance marks it).
     offline: ClassVar[bool] = False
 
+    #: Options that change what the model answers (the server, the output mode): when they differ
+    #: from their defaults they enter the cache key, so two vLLM servers serving different weights
+    #: under one model name never share answers.
+    answer_options: ClassVar[tuple[str, ...]] = ()
+
     @property
     def model(self) -> str:
         """The model name used in provenance and cache keys."""
         return str(getattr(self.options, "model", "") or self.name)
+
+    def cache_identity(self) -> str:
+        """How cache keys name this backend: its name, plus the ``answer_options`` that differ
+        from their defaults (so keys made with default options stay stable)."""
+        fields = type(self.options).model_fields
+        changed = {key: getattr(self.options, key) for key in self.answer_options
+                   if key in fields and getattr(self.options, key) != fields[key].default}
+        if not changed:
+            return self.name
+        return self.name + json.dumps(changed, sort_keys=True, separators=(",", ":"))
 
     @abstractmethod
     async def complete(self, request: LLMRequest, images: ImageStore) -> LLMResponse:

@@ -69,6 +69,8 @@ class EngineClient:
     def __init__(self, backend: LLMBackend, scheduler: Scheduler, images: ImageStore, cache: Cache | None = None,
                  *, prices: PriceTable | None = None, batch: BatchRunner | None = None) -> None:
         self.backend = backend
+        #: The backend as cache keys name it (name plus answer-changing options).
+        self.key_identity = backend.cache_identity()
         self.scheduler = scheduler
         self.images = images
         self.cache = cache
@@ -102,7 +104,7 @@ class EngineClient:
     async def complete(self, request: LLMRequest) -> tuple[LLMResponse, ModelCall]:
         """Answer ``request`` from the cache, or call the backend through the scheduler."""
         # The key document is encoded once: its text is stored beside the answer too.
-        key, document = model_keyed(self.backend.name, self.backend.model, request)
+        key, document = model_keyed(self.key_identity, self.backend.model, request)
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:

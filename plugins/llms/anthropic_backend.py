@@ -50,6 +50,7 @@ class AnthropicBackend(LLMBackend):
 
     name = "anthropic"
     version = "1"
+    answer_options = ("base_url", "structured_output", "default_max_tokens")
     description = "Anthropic Claude models via the official client (Messages and Message Batches)"
     Options = AnthropicOptions
 

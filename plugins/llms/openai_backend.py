@@ -73,6 +73,7 @@ class OpenAIBackend(LLMBackend):
 
     name = "openai"
     version = "1"
+    answer_options = ("base_url", "structured_output", "max_tokens_field")
     description = "OpenAI or any OpenAI-compatible server (vLLM, SGLang, Ollama, LM Studio) via base_url"
     Options = OpenAIOptions
 
