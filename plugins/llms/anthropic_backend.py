@@ -17,15 +17,15 @@ from typing import Any, Literal
 from pydantic import Field
 
 from mmat_core.components import ComponentOptions, LLMBackend, LLMRequest, LLMResponse, Message
-from mmat_core.engine.errors import BatchFailed, CallTimeout, LLMCallError, MalformedResponse, Overloaded, PermanentError, RateLimited, scrub
+from mmat_core.engine.errors import BatchFailed, LLMCallError, Overloaded, PermanentError, RateLimited, scrub
 from mmat_core.images import ImageStore
 from mmat_core.models import Usage
 from mmat_plugins.llms.common import (
-    complete_with_repair,
     ImageEncoder,
     api_key_from_env,
-    error_for_status,
+    complete_with_repair,
     malformed,
+    map_sdk_error,
 )
 
 #: Name of the forced tool that carries structured replies.
@@ -131,18 +131,7 @@ class AnthropicBackend(LLMBackend):
         """The engine error for an exception of the official client."""
         import anthropic
 
-        if isinstance(exc, anthropic.APIStatusError):
-            return error_for_status(exc.status_code, str(getattr(exc, "message", exc)), exc.response.headers,
-                                    backend=self.name, secret=self._api_key)
-        if isinstance(exc, anthropic.APITimeoutError):
-            return CallTimeout(f"{self.name}: no reply within {self.opts.http_timeout_s:g}s")
-        if isinstance(exc, anthropic.APIConnectionError):
-            cause = exc.__cause__ or exc
-            return MalformedResponse(f"{self.name}: connection failed or closed early: "
-                                     f"{scrub(f'{type(cause).__name__}: {cause}', self._api_key)}")
-        if isinstance(exc, (ValueError, anthropic.APIResponseValidationError)):
-            return malformed(self.name, scrub(f"{type(exc).__name__}: {exc}", self._api_key))
-        return PermanentError(f"{self.name}: {scrub(f'{type(exc).__name__}: {exc}', self._api_key)}")
+        return map_sdk_error(anthropic, exc, backend=self.name, secret=self._api_key, timeout_s=self.opts.http_timeout_s)
 
     async def _send(self, params: dict[str, Any]) -> LLMResponse:
         try:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mmat_core.components import LLMRequest, LLMResponse, Message
-from mmat_core.engine.errors import LLMCallError, MalformedResponse, Overloaded, PermanentError, RateLimited, scrub
+from mmat_core.engine.errors import CallTimeout, LLMCallError, MalformedResponse, Overloaded, PermanentError, RateLimited, scrub
 from mmat_core.errors import ConfigError
 from mmat_core.images import ImageStore
 from mmat_core.models import ImageRef, Usage
@@ -192,3 +192,20 @@ async def complete_with_repair(
         messages = messages + [Message(role="assistant", content=response.text),
                                Message(role="user", content=REPAIR_INSTRUCTION.format(problem=problem))]
     raise AssertionError("unreachable")
+
+
+def map_sdk_error(sdk: Any, exc: Exception, *, backend: str, secret: str | None, timeout_s: float) -> LLMCallError:
+    """The engine error for an exception of an official client (``openai`` or ``anthropic``:
+    both SDKs share one exception hierarchy), with the key scrubbed from every message."""
+    if isinstance(exc, sdk.APIStatusError):
+        return error_for_status(exc.status_code, str(getattr(exc, "message", exc)), exc.response.headers,
+                                backend=backend, secret=secret)
+    if isinstance(exc, sdk.APITimeoutError):
+        return CallTimeout(f"{backend}: no reply within {timeout_s:g}s")
+    if isinstance(exc, sdk.APIConnectionError):
+        cause = exc.__cause__ or exc
+        return MalformedResponse(f"{backend}: connection failed or closed early: "
+                                 f"{scrub(f'{type(cause).__name__}: {cause}', secret)}")
+    if isinstance(exc, (ValueError, sdk.APIResponseValidationError)):
+        return malformed(backend, scrub(f"{type(exc).__name__}: {exc}", secret))
+    return PermanentError(f"{backend}: {scrub(f'{type(exc).__name__}: {exc}', secret)}")

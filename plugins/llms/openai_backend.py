@@ -29,16 +29,17 @@ from typing import Any, Literal
 from pydantic import Field
 
 from mmat_core.components import ComponentOptions, LLMBackend, LLMRequest, LLMResponse, Message
-from mmat_core.engine.errors import CallTimeout, LLMCallError, MalformedResponse, Overloaded, PermanentError, scrub
+from mmat_core.engine.errors import CallTimeout, LLMCallError, MalformedResponse, Overloaded, scrub
 from mmat_core.images import ImageStore
 from mmat_core.models import Usage
 from mmat_plugins.llms.common import (
-    complete_with_repair,
     ImageEncoder,
     api_key_from_env,
+    complete_with_repair,
     error_for_status,
     error_message,
     malformed,
+    map_sdk_error,
 )
 
 
@@ -219,18 +220,7 @@ class OpenAIBackend(LLMBackend):
         """The engine error for an exception of the official client."""
         import openai
 
-        if isinstance(exc, openai.APIStatusError):
-            return error_for_status(exc.status_code, str(getattr(exc, "message", exc)), exc.response.headers,
-                                    backend=self.name, secret=self._api_key)
-        if isinstance(exc, openai.APITimeoutError):
-            return CallTimeout(f"{self.name}: no reply within {self.opts.http_timeout_s:g}s")
-        if isinstance(exc, openai.APIConnectionError):
-            cause = exc.__cause__ or exc
-            return MalformedResponse(f"{self.name}: connection failed or closed early: "
-                                     f"{scrub(f'{type(cause).__name__}: {cause}', self._api_key)}")
-        if isinstance(exc, (ValueError, openai.APIResponseValidationError)):
-            return malformed(self.name, scrub(f"{type(exc).__name__}: {exc}", self._api_key))
-        return PermanentError(f"{self.name}: {scrub(f'{type(exc).__name__}: {exc}', self._api_key)}")
+        return map_sdk_error(openai, exc, backend=self.name, secret=self._api_key, timeout_s=self.opts.http_timeout_s)
 
     async def _post_sdk(self, body: dict[str, Any]) -> Any:
         try:
