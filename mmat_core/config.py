@@ -135,7 +135,9 @@ class PipelineConfig(BaseModel):
     @model_validator(mode="after")
     def _default_search(self) -> PipelineConfig:
         if "search" not in self.model_fields_set and all(spec.name == "sample" for spec in self.sources):
-            self.search = ComponentSpec(name="local")
+            # Through __dict__: the value stays a default (not in model_fields_set), so a pipeline
+            # given other sources in code can still tell that nobody asked for search.
+            self.__dict__["search"] = ComponentSpec(name="local")
         return self
 
     @property

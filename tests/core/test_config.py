@@ -101,3 +101,11 @@ def test_search_is_on_by_default_only_for_the_bundled_sample() -> None:
     assert load_config(None).search is not None
     assert load_config(None, {"source": {"name": "jsonl", "path": "x.jsonl"}}).search is None
     assert load_config(None, {"source": {"name": "jsonl", "path": "x"}, "search": {"name": "local"}}).search.name == "local"
+
+
+def test_a_pipeline_given_other_sources_in_code_has_no_search_unless_asked(tmp_path: Path) -> None:
+    data = tmp_path / "rows.jsonl"
+    data.write_text("")
+    assert Pipeline(source={"name": "jsonl", "path": str(data)}).search is None
+    assert Pipeline(source={"name": "jsonl", "path": str(data)}, search="local").search.name == "local"
+    assert Pipeline().search is not None  # the bundled sample keeps its corpus
