@@ -9,6 +9,7 @@ explain`` can show exactly what a key was made of. API keys never enter it.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 import math
@@ -127,12 +128,30 @@ def canonical(obj: Any) -> str:
     return fast.decode() if fast is not None else _json_dumps(obj)
 
 
+#: System prompt text -> its key document form (see :func:`system_digest`); bounded.
+_SYSTEM_DIGESTS: dict[str, str] = {}
+
+
+def system_digest(text: str) -> str:
+    """How a system prompt appears in a model key document: ``sha256:`` and the hash of its
+    UTF-8 text. A run's system prompts are long (a kilobyte and more) and repeated in every call of
+    a sample; the hash identifies the text just as well and keeps the stored documents small.
+    ``mmat cache explain`` still reports a changed system prompt (as a changed message text)."""
+    digest = _SYSTEM_DIGESTS.get(text)
+    if digest is None:
+        if len(_SYSTEM_DIGESTS) >= 4096:
+            _SYSTEM_DIGESTS.clear()
+        digest = _SYSTEM_DIGESTS[text] = "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    return digest
+
+
 def model_key_document(backend: str, model: str, request: LLMRequest) -> dict[str, Any]:
-    """Everything that determines a model's answer, images reduced to their hashes."""
+    """Everything that determines a model's answer, images reduced to their hashes and system
+    prompts to theirs (:func:`system_digest`)."""
     messages = []
     for message in request.messages:
         if isinstance(message.content, str):
-            content: Any = message.content
+            content: Any = system_digest(message.content) if message.role == "system" else message.content
         else:
             content = [
                 {"image": part.image.sha256} if part.type == "image" and part.image else {"text": part.text}
@@ -204,6 +223,30 @@ def _plain_messages(messages: list[dict[str, Any]]) -> bool:
     return True
 
 
+#: id of a response schema -> (the schema, a snapshot of it, its canonical text as a fragment).
+_SCHEMA_FRAGMENTS: dict[int, tuple[Any, Any, Any]] = {}
+
+
+def _schema_fragment(schema: Any) -> Any:
+    """A request's response schema as canonical JSON ready for orjson to embed. Schemas are
+    module constants sent with every step of every sample: their text is computed once, and
+    reused while the very same object still equals the snapshot taken then (a comparison in C,
+    far cheaper than walking the schema again). Anything else is prepared by :func:`_for_orjson`."""
+    if type(schema) is not dict:
+        return _for_orjson(schema)
+    entry = _SCHEMA_FRAGMENTS.get(id(schema))
+    if entry is not None and entry[0] is schema and entry[1] == schema:
+        return entry[2]
+    data = _orjson_canonical(schema)
+    if data is None:
+        return _for_orjson(schema)  # raises, or orjson will: the caller falls back to json
+    if len(_SCHEMA_FRAGMENTS) >= 64:
+        _SCHEMA_FRAGMENTS.clear()
+    fragment = orjson.Fragment(data)
+    _SCHEMA_FRAGMENTS[id(schema)] = (schema, copy.deepcopy(schema), fragment)
+    return fragment
+
+
 def model_keyed(backend: str, model: str, request: LLMRequest) -> tuple[str, str]:
     """:func:`keyed` of :func:`model_key_document`, the same key and text, faster: the messages
     (nearly all of the document) are checked flatly instead of walked and copied."""
@@ -212,9 +255,11 @@ def model_keyed(backend: str, model: str, request: LLMRequest) -> tuple[str, str
     if _plain_messages(document["messages"]):
         rest = dict(document)
         messages = rest.pop("messages")
+        schema = rest.pop("response_schema")
         try:
             prepared = _for_orjson(rest)  # ``rest`` or a copy of it: ours to add the messages to
             prepared["messages"] = messages
+            prepared["response_schema"] = _schema_fragment(schema)
             data = orjson.dumps(prepared, option=orjson.OPT_SORT_KEYS)
         except (TypeError, _Unsupported, RecursionError):
             data = None
@@ -251,12 +296,17 @@ def _bloom_bits(key: str) -> tuple[int, int, int]:
 
 
 def _bloom_add(bits: bytearray, key: str) -> None:
-    for bit in _bloom_bits(key):
-        bits[bit >> 3] |= 1 << (bit & 7)
+    one, two, three = _bloom_bits(key)
+    bits[one >> 3] |= 1 << (one & 7)
+    bits[two >> 3] |= 1 << (two & 7)
+    bits[three >> 3] |= 1 << (three & 7)
 
 
 def _bloom_has(bits: bytearray, key: str) -> bool:
-    return all(bits[bit >> 3] & (1 << (bit & 7)) for bit in _bloom_bits(key))
+    # Unrolled: called for every model and tool call of a run.
+    one, two, three = _bloom_bits(key)
+    return bool(bits[one >> 3] & (1 << (one & 7)) and bits[two >> 3] & (1 << (two & 7))
+                and bits[three >> 3] & (1 << (three & 7)))
 
 
 #: How often a batching cache's thread checkpoints the WAL.

@@ -23,6 +23,7 @@ from typing import Any
 from mmat_core.components import LLMBackend, LLMRequest, LLMResponse
 from mmat_core.engine.batch import JOURNAL_FILE, BatchJournal, BatchRunner
 from mmat_core.engine.cache import Cache, model_keyed
+from mmat_core.engine.construct import construct
 from mmat_core.engine.prices import PriceTable
 from mmat_core.engine.scheduler import Scheduler
 from mmat_core.engine.settings import LLMEngineSettings
@@ -91,13 +92,17 @@ class EngineClient:
 
     def _account(self, purpose: str, usage: Usage) -> None:
         self.usage.add(usage)
-        self.usage_by_stage.setdefault(stage_of(purpose), Usage()).add(usage)
+        stage = stage_of(purpose)
+        total = self.usage_by_stage.get(stage)
+        if total is None:  # not setdefault: that would build a Usage on every call
+            total = self.usage_by_stage[stage] = Usage()
+        total.add(usage)
 
     def _reused(self, request: LLMRequest, key: str, response: LLMResponse) -> tuple[LLMResponse, ModelCall]:
         usage = Usage(cached_calls=1)
         self._account(request.purpose, usage)
         # Every value is already of its field's type (the request and response were validated).
-        call = ModelCall.model_construct(purpose=request.purpose, backend=self.backend.name, model=response.model,
+        call = construct(ModelCall, purpose=request.purpose, backend=self.backend.name, model=response.model,
                                          cache_key=key, cached=True, usage=usage)
         return response, call
 
@@ -149,17 +154,18 @@ class EngineClient:
     def _finish(self, key: str, document: str, request: LLMRequest, response: LLMResponse,
                 attempts: int) -> tuple[LLMResponse, ModelCall]:
         self.calls_made += 1
-        usage = response.usage.model_copy()
-        usage.calls = 1
-        usage.cost_usd = self.prices.cost(self.backend.name, response.model or self.backend.model, usage,
-                                          offline=self.backend.offline, batch=self.batch is not None)
+        # A copy with calls and cost set, built without pydantic's copy and per-field setattr
+        # (every value is of its field's type already).
+        usage = construct(Usage, **{**response.usage.__dict__, "calls": 1})
+        usage.__dict__["cost_usd"] = self.prices.cost(self.backend.name, response.model or self.backend.model, usage,
+                                                      offline=self.backend.offline, batch=self.batch is not None)
         self.scheduler.stats.prompt_tokens += usage.prompt_tokens
         self.scheduler.stats.completion_tokens += usage.completion_tokens
         self._account(request.purpose, usage)
         if self.cache is not None:
             self.cache.put(key, response.model_dump(mode="json"), kind="model", document=document,
                            purpose=request.purpose, sample_id=request.sample_id)
-        call = ModelCall.model_construct(purpose=request.purpose, backend=self.backend.name, model=response.model,
+        call = construct(ModelCall, purpose=request.purpose, backend=self.backend.name, model=response.model,
                                          cache_key=key, attempts=attempts, usage=usage)
         return response, call
 

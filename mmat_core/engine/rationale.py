@@ -20,6 +20,7 @@ from typing import Any
 
 from mmat_core import prompts
 from mmat_core.components import ContentPart, LLMClient, LLMRequest, Message, SearchBackend, ToolContext
+from mmat_core.engine.construct import construct
 from mmat_core.engine.errors import LLMCallError
 from mmat_core.engine.schemacheck import schema_errors
 from mmat_core.engine.tools import ToolRunner
@@ -109,8 +110,12 @@ def _norm(text: str) -> str:
 def leaks_answer(thought: str, answer: str, *, first_step: bool) -> bool:
     """Whether a thought leans on the known answer: it mentions a 'known/given answer', or the
     first step states a distinctive answer (three characters or more) before any evidence came back."""
-    if _LEAK_PHRASES.search(thought):
-        return True
+    # Every leak phrase holds "answer", "label" or "solution": an ASCII thought without them needs
+    # no regex search (non-ASCII text always gets one: case-insensitive matching there is wider).
+    lowered = thought.lower()
+    if not thought.isascii() or "answer" in lowered or "label" in lowered or "solution" in lowered:
+        if _LEAK_PHRASES.search(thought):
+            return True
     normalised = _norm(answer)
     if first_step and len(normalised) >= 3:
         return f" {normalised} " in f" {_norm(thought)} "
@@ -151,7 +156,8 @@ class RationaleLoop:
         # Built without validation: every value here is already of its field's type (validating
         # copied the whole dialogue on every turn). The message list is copied as validation did,
         # since the loop goes on appending to its own.
-        return LLMRequest.model_construct(
+        return construct(
+            LLMRequest,
             purpose=purpose,
             messages=list(messages),
             prompt_version=prompts.GENERATOR_PROMPT_VERSION,
@@ -194,7 +200,9 @@ class RationaleLoop:
                     trace.status = "failed"
                     trace.failure = "malformed_step"
                     return trace
-                step = Step(
+                # Built without validation: every value is of its field's type by construction.
+                step = construct(
+                    Step,
                     thought=parsed.thought,
                     operators=[name for name, _ in parsed.operators],
                     rag_query=parsed.rag_query,

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from mmat_core import prompts
 from mmat_core.components import ContentPart, Critic, CriticContext, LLMClient, LLMRequest, LLMResponse, Message
 from mmat_core.config import ReflectionSettings
+from mmat_core.engine.construct import construct
 from mmat_core.engine.errors import LLMCallError
 from mmat_core.models import ModelCall, Step, Trace, Verdict
 
@@ -100,9 +101,10 @@ def dialogue_messages(trace: Trace, *, with_images: bool = False) -> list[Messag
     else:
         messages = [Message(role="user", content=first)]
     for step in trace.steps:
-        messages.append(Message(role="assistant", content=rr_step_text(step)))
+        # Built without validation: both values are strings of the right kind.
+        messages.append(construct(Message, role="assistant", content=rr_step_text(step)))
         if step.signal != "end":
-            messages.append(Message(role="user", content=step.observation))
+            messages.append(construct(Message, role="user", content=step.observation))
     return messages
 
 

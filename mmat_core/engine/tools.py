@@ -19,6 +19,7 @@ from typing import Any
 
 from mmat_core.components import LLMClient, SearchBackend, Tool, ToolContext, ToolInfo
 from mmat_core.engine.cache import Cache, keyed, tool_key_document
+from mmat_core.engine.scheduler import _with_timeout
 from mmat_core.engine.schemacheck import schema_errors
 from mmat_core.errors import ToolArgumentError
 from mmat_core.images import ImageStore
@@ -185,7 +186,8 @@ class ToolRunner:
         timeout = tool_timeout(tool)
         scratch_before = dict(ctx.scratch)
         try:
-            output = await asyncio.wait_for(tool.run(args, ctx), timeout=timeout)
+            # In this task (asyncio.wait_for made a task per call before Python 3.12).
+            output = await _with_timeout(tool.run(args, ctx), timeout)
         except asyncio.TimeoutError:
             return self._error(name, tool.version, args, f"timed out after {timeout:g}s", started)
         except Exception as exc:  # a tool's failure is an observation, not a crash
@@ -211,6 +213,10 @@ class ToolRunner:
         by_name = {name: args for name, args in requests}
         results: dict[str, ToolCall] = {}
         for batch in plan_batches([name for name, _ in requests], self.tools):
+            if len(batch) == 1:  # the usual case: no task (and gather) for a single call
+                call = await self.call(batch[0], by_name[batch[0]], ctx)
+                results[call.name] = call
+                continue
             for call in await asyncio.gather(*(self.call(name, by_name[name], ctx) for name in batch)):
                 results[call.name] = call
         return [results[name] for name in dict.fromkeys(name for name, _ in requests)]

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from mmat_core.components import ComponentOptions, Critic, CriticContext, LLMRequest, Message
+from mmat_core.engine.construct import construct
 from mmat_core.engine.reflection import dialogue_messages
 from mmat_core.models import ModelCall, Trace, Usage, Verdict
 
@@ -119,8 +120,10 @@ class JudgeCritic(Critic):
         call: ModelCall | None = None
         error = ""
         for attempt in range(self.options.repair_attempts + 1):
-            request = LLMRequest(
-                purpose=self.purpose, messages=messages, prompt_version=self.prompt_version,
+            # Built without validation (every value is of its field's type); the list is copied
+            # as validation did.
+            request = construct(
+                LLMRequest, purpose=self.purpose, messages=list(messages), prompt_version=self.prompt_version,
                 temperature=self.options.temperature, max_tokens=self.options.max_tokens, sample_id=trace.id,
                 context={"question": trace.sample.question, "critic": self.name, "round": ctx.round, "repair": attempt},
             )

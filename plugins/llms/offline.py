@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from mmat_core.components import ComponentOptions, LLMBackend, LLMRequest, LLMResponse
+from mmat_core.engine.construct import construct
 from mmat_core.images import ImageStore
 from mmat_core.models import Usage
 
@@ -64,10 +65,11 @@ class OfflineBackend(LLMBackend):
         prompt_chars = sum(len(m.text()) for m in request.messages)
         # Built without validation: every value is of its field's type by construction (the engine
         # calls this a few times a sample, in process).
-        return LLMResponse.model_construct(
+        return construct(
+            LLMResponse,
             text=text,
             model=self.model,
-            usage=Usage.model_construct(prompt_tokens=max(1, prompt_chars // 4), completion_tokens=_tokens(text)),
+            usage=construct(Usage, prompt_tokens=max(1, prompt_chars // 4), completion_tokens=_tokens(text)),
             finish_reason="stop",
         )
 
