@@ -130,11 +130,12 @@ def view_decoder() -> Callable[[bytes], dict[str, Any]]:
 
 
 def iter_stored(store: RunStore, *, models: bool, dicts: bool, status: str | None = None,
-                start: int = 0, stop: int | None = None) -> Iterator[tuple[Any, Any]]:
+                start: int = 0, stop: int | None = None, full: bool = False) -> Iterator[tuple[Any, Any]]:
     """(view dict, model) per stored trace; each is None unless asked for. The dict path skips
     validation unless the trace was written with another layout version, in which case it is
-    validated (and migrated by the model) first."""
-    decode = view_decoder() if not models else loads
+    validated (and migrated by the model) first. ``full`` gives the whole JSON dict rather than
+    the formatters' view (the yield counts read verdicts and notes too)."""
+    decode = loads if (models or full) else view_decoder()
     for raw in store.trace_json(status=status, start=start, stop=stop):
         data = decode(raw)
         model = None

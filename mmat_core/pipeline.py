@@ -415,9 +415,11 @@ class LocalRun:
             # dicts: every built-in) and once into a Trace (the yield tally and the others),
             # rather than dumped back to a dict once per formatter.
             dicts = [bool(getattr(f, "accepts_dicts", False)) for f, _ in writers]
-            for data, trace in iter_stored(store, models=True, dicts=True):
-                self.usage.add(trace.usage)
-                self.yields.add_trace(trace)
+            # A validated Trace only when some formatter wants one: yields and usage are counted
+            # from the stored JSON itself.
+            for data, trace in iter_stored(store, models=not all(dicts), dicts=True, full=True):
+                self.usage.add(Usage.model_validate(data.get("usage") or {}))
+                self.yields.add_data(data)
                 for (_, writer), as_dict in zip(writers, dicts):
                     writer.write(data if as_dict else trace)
             for rejected in store.rejected():

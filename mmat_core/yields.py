@@ -20,9 +20,9 @@ How a trace is counted (its final state decides):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from mmat_core.engine.reflection import attempt_of, current_verdicts, reflected_by
 from mmat_core.models import Rejected, StageCounts, Trace
 
 
@@ -38,10 +38,17 @@ def failure_reason(failure: str | None) -> str | None:
     return failure.split(":", 1)[0].strip() or None
 
 
-def failed_verification(trace: Trace) -> bool:
-    """Whether answer_match's last verdict on the current rationale rejected the final answer."""
-    verdicts = [v for v in current_verdicts(trace) if v.critic == "answer_match"]
-    return bool(verdicts) and verdicts[-1].verdict == "reject"
+def _current_verdicts(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The verdicts on the trace's current rationale (as in ``engine.reflection.current_verdicts``,
+    read from the trace's JSON so the export pass needs no validated Trace)."""
+    attempt = sum(1 for note in data.get("notes") or () if note.startswith("regenerated (attempt "))
+    return [v for v in data.get("verdicts") or () if int((v.get("data") or {}).get("attempt", 0)) == attempt]
+
+
+def failed_verification(current: list[Mapping[str, Any]]) -> bool:
+    """Whether answer_match's last verdict among ``current`` rejected the final answer."""
+    checks = [v for v in current if v.get("critic") == "answer_match"]
+    return bool(checks) and checks[-1].get("verdict") == "reject"
 
 
 class YieldTally:
@@ -55,22 +62,30 @@ class YieldTally:
 
     def add_trace(self, trace: Trace) -> None:
         """Count one finished trace."""
-        reason = failure_reason(trace.failure) if trace.status in ("dropped", "flagged", "failed") else None
-        critics = reflected_by(trace)
-        verification_failed = failed_verification(trace)
-        regenerated = attempt_of(trace) > 0
-        for counts in self._rows(trace.sample.source, trace.sample.subset):
+        self.add_data(trace.model_dump(mode="json"))
+
+    def add_data(self, data: Mapping[str, Any]) -> None:
+        """Count one finished trace given as its JSON dict (what the run store holds)."""
+        status = data.get("status", "kept")
+        reason = failure_reason(data.get("failure")) if status in ("dropped", "flagged", "failed") else None
+        current = _current_verdicts(data)
+        critics = list(dict.fromkeys(v["critic"] for v in current if (v.get("data") or {}).get("spliced")))
+        verification_failed = failed_verification(current)
+        regenerated = any(note.startswith("regenerated (attempt ") for note in data.get("notes") or ())
+        sample = data["sample"]
+        cost = float((data.get("usage") or {}).get("cost_usd", 0.0))
+        for counts in self._rows(sample["source"], sample.get("subset")):
             counts.generated += 1
-            counts.cost_usd += trace.usage.cost_usd
-            if trace.status == "failed":
+            counts.cost_usd += cost
+            if status == "failed":
                 counts.failed += 1
-            elif trace.status == "dropped":
+            elif status == "dropped":
                 counts.dropped += 1
             else:
                 counts.kept += 1
-                if trace.status == "flagged":
+                if status == "flagged":
                     counts.flagged += 1
-                elif trace.status == "reflected":
+                elif status == "reflected":
                     counts.reflected += 1
                 else:
                     counts.passed += 1
