@@ -41,6 +41,7 @@ class FakeAnthropicServer(ScriptedServer):
     """The Anthropic Messages and Message Batches API."""
 
     completion_path = "/v1/messages"
+    batch_state_key = "processing_status"
 
     def routes(self) -> list[web.RouteDef]:
         """Messages and message batches."""
@@ -98,18 +99,6 @@ class FakeAnthropicServer(ScriptedServer):
         }
         recorded.status = 200
         return web.json_response(self._batch_object(self.batches[batch_id]))
-
-    async def _get_batch(self, request: web.Request) -> web.Response:
-        recorded = await self.record(request)
-        batch = self.batches.get(request.match_info["batch_id"])
-        if batch is None:
-            recorded.status = 404
-            return web.json_response(self.error_body(Reply.status(404, "No such batch")), status=404)
-        batch["_polls"] += 1
-        if batch["processing_status"] == "in_progress" and not self.hold_batches and batch["_polls"] >= self.batch_polls_to_finish:
-            self._finish_batch(batch)
-        recorded.status = 200
-        return web.json_response(self._batch_object(batch))
 
     def _finish_batch(self, batch: dict[str, Any]) -> None:
         lines: list[str] = []

@@ -70,7 +70,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -250,6 +250,24 @@ class ScriptedServer:
             "ok_by_text_max": max(self.ok_by_text.values(), default=0),
             "ok_texts": len(self.ok_by_text),
         })
+
+    #: The batch object's key that says whether it is still running (the two APIs name it differently).
+    batch_state_key = "status"
+
+    async def _get_batch(self, request: web.Request) -> web.Response:
+        """Poll a batch: it finishes after ``batch_polls_to_finish`` polls unless ``hold_batches``.
+        Subclasses provide ``error_body``, ``_finish_batch`` and ``_batch_object``."""
+        recorded = await self.record(request)
+        batch = self.batches.get(request.match_info["batch_id"])
+        if batch is None:
+            recorded.status = 404
+            return web.json_response(self.error_body(Reply.status(404, "No such batch")), status=404)  # type: ignore[attr-defined]
+        batch["_polls"] += 1
+        running = batch[self.batch_state_key] == "in_progress"
+        if running and not self.hold_batches and batch["_polls"] >= self.batch_polls_to_finish:
+            self._finish_batch(batch)  # type: ignore[attr-defined]
+        recorded.status = 200
+        return web.json_response(self._batch_object(batch))  # type: ignore[attr-defined]
 
     async def record(self, request: web.Request) -> RecordedRequest:
         """Parse and record an incoming request."""
@@ -462,18 +480,6 @@ class FakeOpenAIServer(ScriptedServer):
         }
         recorded.status = 200
         return web.json_response(self._batch_object(self.batches[batch_id]))
-
-    async def _get_batch(self, request: web.Request) -> web.Response:
-        recorded = await self.record(request)
-        batch = self.batches.get(request.match_info["batch_id"])
-        if batch is None:
-            recorded.status = 404
-            return web.json_response(self.error_body(Reply.status(404, "No such batch")), status=404)
-        batch["_polls"] += 1
-        if batch["status"] == "in_progress" and not self.hold_batches and batch["_polls"] >= self.batch_polls_to_finish:
-            self._finish_batch(batch)
-        recorded.status = 200
-        return web.json_response(self._batch_object(batch))
 
     def _finish_batch(self, batch: dict[str, Any]) -> None:
         out: list[str] = []
