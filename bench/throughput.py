@@ -93,16 +93,19 @@ async def run_mmat(base: str, n: int, c: int) -> list[str]:
     from mmat_plugins.llms.openai_backend import OpenAIBackend
 
     from mmat_core.components import LLMRequest, Message
+    from mmat_core.config import EngineSettings
     from mmat_core.engine.cache import Cache
     from mmat_core.engine.client import build_client
+    from mmat_core.engine.gcpolicy import run_gc
     from mmat_core.engine.settings import LLMEngineSettings
     from mmat_core.images import ImageStore
 
-    with tempfile.TemporaryDirectory() as tmp:
+    # Built the way `mmat build` builds it (mmat_core/pipeline.py): under the run's garbage-collector
+    # policy (engine.gc_threshold at its default), with the run's cache, gathering writes for at
+    # most a quarter of a second, and build_client's scheduler and price table. Only the retry
+    # settings differ, so the 10%-429 run retries quickly.
+    with tempfile.TemporaryDirectory() as tmp, run_gc(EngineSettings().gc_threshold):
         backend = OpenAIBackend(base_url=base, model="gpt-4o", api_key_env=None)
-        # Built the way `mmat build` builds it (mmat_core/pipeline.py): the run's cache, gathering
-        # writes for at most a quarter of a second, and build_client's scheduler and price table.
-        # Only the retry settings differ, so the 10%-429 run retries quickly.
         cache = Cache(Path(tmp) / "cache.sqlite", commit_after_s=0.25)
         settings = LLMEngineSettings(concurrency=c, max_attempts=50, backoff_base_s=0.05, progress=False)
         client = build_client(backend, settings, ImageStore(), cache, Path(tmp))

@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mmat_core.errors import ConfigError
+from mmat_core.engine.gcpolicy import DEFAULT_THRESHOLD as DEFAULT_GC_THRESHOLD
 from mmat_core.engine.settings import LLMEngineSettings
+from mmat_core.errors import ConfigError
 
 
 class ComponentSpec(BaseModel):
@@ -47,6 +48,10 @@ class EngineSettings(BaseModel):
     temperature: float | None = None
     max_tokens: int | None = Field(1024, ge=1)
     cache_path: str | None = Field(None, description="shared cache file; default: cache.sqlite in the run directory")
+    gc_threshold: int | None = Field(
+        DEFAULT_GC_THRESHOLD, ge=0, description="allocations between Python's generation-0 garbage collections during a run "
+        "(Python's default is 700; 0 or null leaves the collector as it is): see mmat_core/engine/gcpolicy.py"
+    )
 
 
 class CurationSettings(BaseModel):

@@ -42,6 +42,7 @@ from mmat_core.config import ComponentSpec, PipelineConfig, validation_error
 from mmat_core.curation import Curator
 from mmat_core.engine.cache import Cache
 from mmat_core.engine.client import EngineClient, build_client
+from mmat_core.engine.gcpolicy import run_gc
 from mmat_core.engine.rationale import LoopSettings, RationaleLoop
 from mmat_core.engine.reflection import ReflectionStage, loop_regenerator
 from mmat_core.engine.tools import ToolRunner
@@ -246,6 +247,12 @@ class LocalRun:
         )
 
     async def run(self) -> RunResult:
+        """Build every unfinished sample, then write the outputs, run.json and engine.json."""
+        # A long run tunes the garbage collector for its allocation pattern (engine/gcpolicy.py).
+        with run_gc(self.p.config.engine.gc_threshold):
+            return await self._run()
+
+    async def _run(self) -> RunResult:
         p = self.p
         cfg = p.config
         started = time.monotonic()

@@ -44,6 +44,7 @@ EXECUTION_ONLY: tuple[str, ...] = (
     "engine.concurrency",
     "engine.tool_workers",
     "engine.cache_path",
+    "engine.gc_threshold",
     "llm_engine.concurrency",
     "llm_engine.rpm",
     "llm_engine.tpm",
