@@ -64,14 +64,21 @@ class Curator:
     """
 
     def __init__(self, settings: CurationSettings, sources: Sequence[Any] = (), *,
-                 trusted: Container[str] | None = None) -> None:
+                 trusted: Container[str] | None = None, seen: Iterable[int] | None = None,
+                 record_keys: bool = False) -> None:
         self.settings = settings
         #: Ids of samples a resumed run finished under these same settings: they were kept at
         #: this point of this same stream before, so only the state later rows depend on (dedup
         #: keys, quotas, counts) is updated for them; the checks and the sampling draw are skipped.
         #: On a resume at 900,000 finished samples this is most of the time to the first new one.
         self.trusted = trusted
-        self._seen: set[int] = set()
+        #: Dedup keys of every trusted sample, when the run store kept them (see
+        #: :meth:`dedup_key`): loaded at once, so trusted rows need not be hashed again.
+        self._seen: set[int] = set(seen) if seen is not None else set()
+        self._seen_loaded = seen is not None
+        #: With ``record_keys``: id -> dedup key of each newly kept row, for the caller to take
+        #: (the run stores it with the finished sample, for the next resume).
+        self.keys: dict[str, int] | None = {} if record_keys else None
         self._formats = {f.upper() for f in settings.formats} if settings.formats else None
         self.kept = 0
         #: Samples kept, by ``source/subset``.
@@ -120,10 +127,10 @@ class Curator:
         return None
 
     def dedup_key(self, sample: SourceSample) -> int:
-        """(first image hash, normalised question) as a 64-bit number."""
+        """(first image hash, normalised question) as a signed 64-bit number (SQLite's INTEGER)."""
         image = sample.images[0].sha256 if sample.images else ""
         digest = _blake2b(f"{image}\0{normalise_question(sample.question)}".encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "big")
+        return int.from_bytes(digest, "big", signed=True)
 
     def _admit(self, key: str, dialogue: str) -> bool:
         """Quota in dialogues: a dialogue already open passes; a new one needs room."""
@@ -153,7 +160,7 @@ class Curator:
             key = subset_key(row.source, row.subset)
             dialogue = row.meta.get("dialogue") or row.id
             if trusted is not None and row.id in trusted:
-                if s.dedup:
+                if s.dedup and not self._seen_loaded:
                     self._seen.add(self.dedup_key(row))
                 if key in quotas:
                     self._admit(key, dialogue)
@@ -166,6 +173,7 @@ class Curator:
                 self.skipped[(key, "not_sampled")] += 1
                 continue
             problem = self.check(row)
+            dedup = None
             if problem is None and s.dedup:
                 dedup = self.dedup_key(row)
                 if dedup in self._seen:
@@ -181,4 +189,6 @@ class Curator:
                 continue
             self.kept += 1
             self.kept_by[key] += 1
+            if self.keys is not None and dedup is not None:
+                self.keys[row.id] = dedup
             yield row

@@ -213,6 +213,12 @@ class Pipeline:
         return curator(row for source in self.sources for row in source.iter_rows())
 
 
+#: Finished traces gathered before the committer task is woken (one transaction each).
+COMMIT_EVERY = 256
+#: Finished traces waiting for the disk past which a sample waits for a commit itself.
+COMMIT_BACKLOG = 8 * COMMIT_EVERY
+
+
 class LocalRun:
     """One in-process run of a pipeline into a run directory."""
 
@@ -298,25 +304,53 @@ class LocalRun:
             main.close()
 
         semaphore = asyncio.Semaphore(cfg.engine.concurrency)
-        last_flush = [time.monotonic()]
         tasks: set[asyncio.Task[None]] = set()
 
         crashed: list[BaseException] = []
+        checkpointing = asyncio.Lock()
+        commit_wanted = asyncio.Event()
 
-        async def process(seq: int, sample: SourceSample) -> None:
+        async def checkpoint() -> None:
+            # The traces finished so far, then every cache entry put so far (a superset of the
+            # calls those traces rely on), then the traces: a stored trace's calls are always on
+            # disk first. The cache commits in its writer thread while other samples go on.
+            async with checkpointing:
+                taken = store.take_pending()
+                try:
+                    await cache.commit()
+                    store.commit(taken)
+                except BaseException:
+                    store.requeue(taken)  # committed by the final flush, or by the store's close
+                    raise
+
+        async def committer() -> None:
+            # Commits finished traces in batches (one transaction per COMMIT_EVERY traces) and at
+            # least every second, so a crash loses little finished work (whose model and tool calls
+            # are cached anyway). A task of its own: no sample waits for a commit (a sample that
+            # waited held its place in `engine.concurrency`, and the run stalled behind commits).
+            while True:
+                try:
+                    await asyncio.wait_for(commit_wanted.wait(), timeout=1.0)
+                except asyncio.TimeoutError:
+                    pass
+                commit_wanted.clear()
+                try:
+                    await checkpoint()
+                except Exception as exc:  # a full disk: stop feeding samples, as for a crashed sample
+                    crashed.append(exc)
+                    return
+
+        async def process(seq: int, sample: SourceSample, dedup: int | None) -> None:
             try:
                 trace = Trace(id=sample.id, sample=sample, tools=[t.name for t in p.tools], provenance=self._provenance(sample, client))
                 await loop.run(trace)
                 await reflection.run(trace)
-                store.add_trace(seq, trace)
+                store.add_trace(seq, trace, dedup)
                 self.counts["generated"] += 1
-                # Commit in batches (one transaction per 256 traces), and at least every second so a
-                # crash loses little finished work (whose model and tool calls are cached anyway).
-                now = time.monotonic()
-                if store.pending >= 256 or now - last_flush[0] >= 1.0:
-                    cache.flush()  # a stored trace's calls are on disk before the trace is
-                    store.flush()
-                    last_flush[0] = now
+                if store.pending >= COMMIT_EVERY:
+                    commit_wanted.set()
+                    if store.pending >= COMMIT_BACKLOG:
+                        await checkpoint()  # the disk fell behind: wait for it, memory stays bounded
                 if self.progress:
                     self.progress({"done": self.counts["generated"], "status": trace.status})
             except Exception as exc:
@@ -327,6 +361,7 @@ class LocalRun:
             finally:
                 semaphore.release()
 
+        committing = asyncio.create_task(committer())
         try:
             seq = 0
             shard_index, shard_count = self.shard or (0, 1)
@@ -334,7 +369,12 @@ class LocalRun:
             # A plain resume (no configuration change, now or before) meets its finished samples
             # at the same places of the same stream: curation trusts them (see Curator.trusted).
             same_config = self.shard is None and not plan.changes and not store.get_meta("config_history")
-            curator = Curator(cfg.curation, p.sources, trusted=finished if same_config and finished else None)
+            trusted = finished if same_config and finished else None
+            # The finished samples' dedup keys come from the store, not from hashing them again.
+            seen = store.dedup_keys() if trusted is not None and cfg.curation.dedup else None
+            curator = Curator(cfg.curation, p.sources, trusted=trusted, seen=seen, record_keys=True)
+            new_keys = curator.keys
+            assert new_keys is not None
 
             def rows() -> Iterator[SourceSample | Rejected]:
                 # A source failing mid-stream must not cost the samples already in flight.
@@ -353,6 +393,7 @@ class LocalRun:
                     continue
                 seq += 1
                 self.counts["read"] += 1
+                dedup = new_keys.pop(row.id, None)
                 if (seq - 1) % shard_count != shard_index:
                     continue
                 done_at = finished.get(row.id)
@@ -362,7 +403,7 @@ class LocalRun:
                         store.move(row.id, seq)
                     continue
                 await semaphore.acquire()
-                task = asyncio.create_task(process(seq, row))
+                task = asyncio.create_task(process(seq, row, dedup))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             if self.shard is None and not source_error and not crashed:
@@ -370,6 +411,8 @@ class LocalRun:
             if tasks:
                 # Let the samples in flight finish and be stored before any error is raised.
                 await asyncio.gather(*list(tasks), return_exceptions=True)
+            committing.cancel()
+            await asyncio.gather(committing, return_exceptions=True)  # its traces go back to the queue
             cache.flush()
             store.flush()
             if crashed:
@@ -397,6 +440,9 @@ class LocalRun:
         finally:
             for task in tasks:
                 task.cancel()
+            committing.cancel()
+            # Its traces go back to the store's queue, which closing the store commits.
+            await asyncio.gather(committing, return_exceptions=True)
             await client.aclose()
             cache.close()  # first: the store's close commits traces that rely on these calls
             store.close()

@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS samples (
     question TEXT,
     reflected_by TEXT,
     cost REAL NOT NULL DEFAULT 0,
-    trace TEXT NOT NULL
+    trace TEXT NOT NULL,
+    dedup INTEGER
 );
 CREATE INDEX IF NOT EXISTS samples_status ON samples(status);
 CREATE INDEX IF NOT EXISTS samples_source ON samples(source, subset);
@@ -60,6 +61,8 @@ class RunStore:
         # Ray workers and `mmat status` may read while a run writes: wait for a lock, do not fail.
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(_SCHEMA)
+        if "dedup" not in {row[1] for row in self._db.execute("PRAGMA table_info(samples)")}:
+            self._db.execute("ALTER TABLE samples ADD COLUMN dedup INTEGER")  # stores written before it existed
         self._pending: list[tuple[Any, ...]] = []
         self._pending_moves: list[tuple[int, str]] = []
 
@@ -136,34 +139,61 @@ class RunStore:
             self._db.execute("DETACH DATABASE other")
         return int(copied)
 
-    def add_trace(self, seq: int, trace: Trace) -> None:
-        """Queue a finished trace; :meth:`flush` commits queued traces in one transaction."""
+    def dedup_keys(self) -> list[int] | None:
+        """The curation dedup keys of every finished sample, or None when some sample was stored
+        without one (by an older mmat, or with dedup off): then curation computes them again."""
+        if self._db.execute("SELECT 1 FROM samples WHERE dedup IS NULL LIMIT 1").fetchone() is not None:
+            return None
+        return [row[0] for row in self._db.execute("SELECT dedup FROM samples")]
+
+    def add_trace(self, seq: int, trace: Trace, dedup: int | None = None) -> None:
+        """Queue a finished trace (with the curation dedup key of its sample, kept for the next
+        resume); :meth:`flush` commits queued traces in one transaction."""
         tools = sorted({call.name for step in trace.steps for call in step.tool_calls})
         # The critics whose reflection was really spliced in (as run.json counts them).
         reflected_by = sorted(reflected_by_critics(trace))
         self._pending.append(
             (seq, trace.id, trace.sample.source, trace.sample.subset, trace.status, trace.failure,
              ",".join(tools), trace.sample.question, ",".join(reflected_by), trace.usage.cost_usd,
-             trace.model_dump_json())
+             trace.model_dump_json(), dedup)
         )
 
-    def flush(self) -> None:
-        """Commit queued traces (and queued moves) atomically."""
-        if not self._pending and not self._pending_moves:
+    def take_pending(self) -> tuple[list[tuple[Any, ...]], list[tuple[int, str]]]:
+        """Take the queued traces and moves out of the queue, to :meth:`commit` later (after the
+        cache calls they rely on are on disk); :meth:`requeue` puts them back if that fails."""
+        taken = (self._pending, self._pending_moves)
+        self._pending, self._pending_moves = [], []
+        return taken
+
+    def requeue(self, taken: tuple[list[tuple[Any, ...]], list[tuple[int, str]]]) -> None:
+        """Put traces and moves from :meth:`take_pending` back at the front of the queue."""
+        self._pending[:0] = taken[0]
+        self._pending_moves[:0] = taken[1]
+
+    def commit(self, taken: tuple[list[tuple[Any, ...]], list[tuple[int, str]]]) -> None:
+        """Commit traces and moves from :meth:`take_pending` atomically."""
+        rows, moves = taken
+        if not rows and not moves:
             return
         with self._db:
             self._db.execute("BEGIN")
-            self._park_occupants({seq: sample_id for seq, sample_id in self._pending_moves}
-                                 | {row[0]: row[1] for row in self._pending})
-            if self._pending_moves:
-                self._db.executemany("UPDATE samples SET seq=? WHERE id=?", self._pending_moves)
+            self._park_occupants({seq: sample_id for seq, sample_id in moves} | {row[0]: row[1] for row in rows})
+            if moves:
+                self._db.executemany("UPDATE samples SET seq=? WHERE id=?", moves)
             self._db.executemany(
                 "INSERT OR REPLACE INTO samples(seq, id, source, subset, status, failure, tools, question, "
-                "reflected_by, cost, trace) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                self._pending,
+                "reflected_by, cost, trace, dedup) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
             )
-        self._pending.clear()
-        self._pending_moves.clear()
+
+    def flush(self) -> None:
+        """Commit queued traces (and queued moves) atomically."""
+        taken = self.take_pending()
+        try:
+            self.commit(taken)
+        except BaseException:
+            self.requeue(taken)
+            raise
 
     def _park_occupants(self, targets: dict[int, str]) -> None:
         """Before samples take their places (``seq -> id``): a *different* finished sample still

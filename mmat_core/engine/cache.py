@@ -13,9 +13,11 @@ import copy
 import hashlib
 import json
 import math
+import queue
 import sqlite3
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -309,25 +311,60 @@ def _bloom_has(bits: bytearray, key: str) -> bool:
                 and bits[three >> 3] & (1 << (three & 7)))
 
 
-#: How often a batching cache's thread checkpoints the WAL.
+#: How often a batching cache's writer thread checkpoints the WAL.
 CHECKPOINT_EVERY_S = 1.0
+
+#: WAL size past which the writer thread also restarts the log. A passive checkpoint copies the
+#: log into the database but the log only starts again from its beginning when the copy finished
+#: with no commit in between: in a million-sample run it grew without bound (8 GB after four
+#: minutes; the cache's keys are random, so each entry rewrites a page of the key index).
+WAL_RESET_BYTES = 128 << 20
+
+_INSERT = ("INSERT OR REPLACE INTO entries(key, kind, purpose, sample_id, key_doc, value, created, last_used) "
+           "VALUES (?,?,?,?,?,?,?,?)")
+# The same insert for a whole batch in one statement, the rows given as one JSON array of arrays:
+# SQLite then does all of a batch's work inside one call that lets go of the GIL (executemany takes
+# the GIL back between rows, and each time waits for the busy event loop to hand it over).
+_INSERT_JSON = ("INSERT OR REPLACE INTO entries(key, kind, purpose, sample_id, key_doc, value, created, last_used) "
+                "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
+                "json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'), "
+                "json_extract(value, '$[6]'), json_extract(value, '$[7]') FROM json_each(?)")
+_HITS = "UPDATE entries SET hits=hits+?, last_used=? WHERE key=?"
+_HITS_JSON = ("UPDATE entries SET hits = hits + json_extract(j.value, '$[0]'), last_used = json_extract(j.value, '$[1]') "
+              "FROM json_each(?) AS j WHERE entries.key = json_extract(j.value, '$[2]')")
+
+
+def _as_json_rows(rows: list[tuple[Any, ...]]) -> bytes | None:
+    """``rows`` as one JSON array for the ``*_JSON`` statements, or None when a value would not
+    come back from SQLite's JSON functions unchanged (a NUL character, an unpaired surrogate)."""
+    try:
+        data = orjson.dumps(rows)
+    except TypeError:
+        return None
+    return None if b"\\u0000" in data else data
 
 
 class Cache:
     """SQLite-backed result cache, shared by every call of a run (or several runs).
 
     By default every :meth:`put` commits at once. A run opens it with ``commit_after_s`` set: puts
-    (and hit counts) then gather in memory and go to disk in one transaction when
-    ``commit_after_s`` has passed since the first of them, when ``commit_every`` have gathered, on
-    :meth:`flush` and on :meth:`close`. One commit per call was a sixth of a run's time. The run
-    flushes before it commits any trace, so a crash never loses a call a stored sample relies
-    on; it can lose at most the last ``commit_after_s`` of other calls (made again on resume).
+    (and hit counts) then gather in memory and are committed as one batch when ``commit_after_s``
+    has passed since the first of them, when ``commit_every`` have gathered, on :meth:`commit`,
+    :meth:`flush` and :meth:`close`. One commit per call was a sixth of a run's time.
+
+    Batches are committed, in order, by the cache's own writer thread on its own connection, which
+    also checkpoints the WAL: SQLite lets go of the GIL while it works, so inserting into the key
+    index (the cost that grows with the cache: tens of microseconds an entry at a million samples)
+    runs beside the event loop instead of inside it. Entries on their way to disk are answered from
+    memory. The run awaits :meth:`commit` before it commits any trace, so a crash never loses a
+    call a stored sample relies on; it can lose at most the last ``commit_after_s`` of other
+    calls (made again on resume). A failed write (a full disk) is raised by the next call.
 
     A batching cache that starts empty also keeps a Bloom filter of the keys it puts: a lookup of
     a key it never put is answered "absent" without asking SQLite (most lookups of a new run are
     such misses). When another connection (a second process sharing the file) has committed,
-    which the connection's ``data_version`` shows at the next commit, the filter is dropped and
-    every lookup goes to SQLite again.
+    which the writer connection's ``data_version`` shows at the next commit, the filter is dropped
+    and every lookup goes to SQLite again.
     """
 
     def __init__(self, path: Path, *, commit_after_s: float = 0.0, commit_every: int = 1000) -> None:
@@ -345,50 +382,128 @@ class Cache:
         self.misses = 0
         self.commit_after_s = commit_after_s
         self.commit_every = max(1, commit_every)
-        #: key -> row of entries put but not committed yet (read back by :meth:`get`).
+        #: key -> row of entries put but not handed to the writer yet (read back by :meth:`get`).
         self._pending: dict[str, tuple[Any, ...]] = {}
+        #: key -> row of entries the writer thread is committing (read back by :meth:`get`).
+        self._writing: dict[str, tuple[Any, ...]] = {}
         #: key -> [hits, last used] not committed yet.
         self._pending_hits: dict[str, list[float]] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self._checkpointer: threading.Thread | None = None
-        self._closing = threading.Event()
+        self._writer: threading.Thread | None = None
+        self._queue: queue.SimpleQueue[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], Future[None]] | None] = (
+            queue.SimpleQueue())
+        self._write_error: BaseException | None = None
         #: Bloom filter of the keys this cache holds, while it knows them all (see the class doc).
         self._known: bytearray | None = None
         if commit_after_s > 0:
             # A run's cache grows to millions of entries under random keys: a larger page cache
             # (64 MB, from the default 2 MB) keeps the key index's upper levels in memory.
             self._db.execute("PRAGMA cache_size=-65536")
-            # Checkpoints (copying the WAL into the file and syncing it) run in a thread on their own
-            # connection instead of inside a commit: a run writes tens of kilobytes of key documents
-            # a sample, and each sync stalled the event loop (a tenth of a run). The thread spends
-            # its time in SQLite and fsync, which let go of the GIL. Durability is unchanged: a
-            # commit is safe once in the WAL.
-            self._db.execute("PRAGMA wal_autocheckpoint=0")
-            self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="mmat-cache-checkpoint", daemon=True)
-            self._checkpointer.start()
-        if commit_after_s > 0 and self._db.execute("SELECT 1 FROM entries LIMIT 1").fetchone() is None:
-            self._known = bytearray(_BLOOM_BITS // 8)
-            # Changes only when another connection commits (this one's own commits do not count).
-            self._version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            self._wdb = self._writer_connection()
+            self._json_rows = self._supports_json_rows()
+            if self._db.execute("SELECT 1 FROM entries LIMIT 1").fetchone() is None:
+                self._known = bytearray(_BLOOM_BITS // 8)
+                # Changes only when another connection commits (the writer's own commits do not count).
+                self._version = self._wdb.execute("PRAGMA data_version").fetchone()[0]
+            self._writer = threading.Thread(target=self._write_loop, name="mmat-cache-writer", daemon=True)
+            self._writer.start()
 
-    def _checkpoint_loop(self) -> None:
-        """Checkpoint the WAL every :data:`CHECKPOINT_EVERY_S` seconds (PASSIVE: never blocks
-        the run's commits), so it stays bounded without a commit ever waiting for a sync."""
-        db = sqlite3.connect(str(self.path), isolation_level=None)
+    # -- the writer thread ------------------------------------------------------------------
+
+    def _writer_connection(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0)
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA cache_size=-65536")
+        # Commits never checkpoint (that syncs the file): the writer thread does it between batches.
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        # When the log starts again from its beginning, the file is cut back to this.
+        db.execute(f"PRAGMA journal_size_limit={WAL_RESET_BYTES}")
+        return db
+
+    def _supports_json_rows(self) -> bool:
+        """Whether this SQLite has the JSON functions and UPDATE ... FROM (3.33+) the batch
+        statements use; older ones fall back to executemany."""
         try:
-            while not self._closing.wait(CHECKPOINT_EVERY_S):
+            self._wdb.execute("CREATE TEMP TABLE probe(key TEXT, hits INTEGER, last_used REAL)")
+            self._wdb.execute("UPDATE probe SET hits = hits + json_extract(j.value, '$[0]') "
+                              "FROM json_each('[[1, 0, \"k\"]]') AS j WHERE probe.key = json_extract(j.value, '$[2]')")
+            self._wdb.execute("DROP TABLE probe")
+        except sqlite3.Error:
+            return False
+        return True
+
+    def _write_loop(self) -> None:
+        """Commit handed-over batches in order and checkpoint the WAL about every second, until
+        :meth:`close` sends the end."""
+        last_checkpoint = time.monotonic()
+        try:
+            while True:
                 try:
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error:
-                    pass  # busy or locked now: the next round (or closing the cache) checkpoints
+                    item = self._queue.get(timeout=CHECKPOINT_EVERY_S)
+                except queue.Empty:
+                    item = ([], [], None)  # type: ignore[assignment]
+                if item is None:
+                    break
+                rows, hits, done = item
+                if done is not None:
+                    try:
+                        self._commit(rows, hits)
+                    except BaseException as exc:  # handed to whoever waits, and raised by the next call
+                        if not done.done():
+                            done.set_exception(exc)
+                    else:
+                        if not done.done():
+                            done.set_result(None)
+                if time.monotonic() - last_checkpoint >= CHECKPOINT_EVERY_S:
+                    self._checkpoint()
+                    last_checkpoint = time.monotonic()
         finally:
-            db.close()
+            self._wdb.close()  # the last connection to close checkpoints what is left
+
+    def _commit(self, rows: list[tuple[Any, ...]], hits: list[tuple[Any, ...]], db: sqlite3.Connection | None = None) -> None:
+        """One transaction with a batch of entries and hit counts (in the writer thread, or on
+        ``db`` when there is none)."""
+        if not rows and not hits:
+            return
+        if db is None:
+            db = self._wdb
+        if self._known is not None and db.execute("PRAGMA data_version").fetchone()[0] != self._version:
+            self._known = None  # another process writes here too: look every key up from now on
+        with db:
+            db.execute("BEGIN")
+            json_rows = self._writer is not None and self._json_rows
+            if rows:
+                data = _as_json_rows(rows) if json_rows else None
+                if data is not None:
+                    db.execute(_INSERT_JSON, (data,))
+                else:
+                    db.executemany(_INSERT, rows)
+            if hits:
+                data = _as_json_rows(hits) if json_rows else None
+                if data is not None:
+                    db.execute(_HITS_JSON, (data,))
+                else:
+                    db.executemany(_HITS, hits)
+
+    def _checkpoint(self) -> None:
+        """A PASSIVE checkpoint, and a RESTART once the log is larger than :data:`WAL_RESET_BYTES`
+        (the next commit then writes the log from its start). Not TRUNCATE: that counts as
+        another connection's change in ``PRAGMA data_version`` and would drop the Bloom filter."""
+        try:
+            self._wdb.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            wal = self.path.with_name(self.path.name + "-wal")
+            if wal.exists() and wal.stat().st_size > WAL_RESET_BYTES:
+                self._wdb.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+        except (sqlite3.Error, OSError):
+            pass  # busy now (another process): the next round, or closing the cache, checkpoints
+
+    # -- reading and writing ----------------------------------------------------------------
 
     def get(self, key: str) -> Any | None:
         """The stored value for ``key``, or None."""
         commit_now = False
         with self._lock:
-            pending = self._pending.get(key)
+            pending = self._pending.get(key) or self._writing.get(key)
             if pending is not None:
                 value = pending[5]
             elif self._known is not None and not _bloom_has(self._known, key):
@@ -421,61 +536,105 @@ class Cache:
                canonical(value), now, now)
         with self._lock:
             if self.commit_after_s <= 0:
-                self._db.execute(
-                    "INSERT OR REPLACE INTO entries(key, kind, purpose, sample_id, key_doc, value, created, last_used) "
-                    "VALUES (?,?,?,?,?,?,?,?)", row)
+                self._db.execute(_INSERT, row)
                 return
+            self._raise_write_error()
             self._pending[key] = row
             if self._known is not None:
                 _bloom_add(self._known, key)
             self._pending_hits.pop(key, None)  # a replaced entry starts again at no hits
-            commit_now = len(self._pending) >= self.commit_every or not self._arm_timer()
-        if commit_now:
-            self.flush()
+            commit_now = not self._arm_timer()
+            if not commit_now and len(self._pending) >= self.commit_every:
+                self._hand_over()
+        if commit_now:  # no event loop to wait on (a script, a worker thread): commit now
+            self.flush()  # outside the lock: the writer thread takes it when the batch is done
 
     def _arm_timer(self) -> bool:
-        """Make sure gathered writes are committed within ``commit_after_s``; False when there is
-        no event loop here to wait on (a worker thread, a script): the caller commits now."""
+        """Make sure gathered writes are handed over within ``commit_after_s``; False when there
+        is no event loop here to wait on (a worker thread, a script): the caller commits now."""
         if self._timer is not None:
             return True
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return False
-        self._timer = loop.call_later(self.commit_after_s, self.flush)
+        self._timer = loop.call_later(self.commit_after_s, self._hand_over)
         return True
 
     @property
     def pending(self) -> int:
         """Entries put but not committed yet."""
-        return len(self._pending)
+        return len(self._pending) + len(self._writing)
 
-    def flush(self) -> None:
-        """Commit gathered entries and hit counts in one transaction."""
+    def _raise_write_error(self) -> None:
+        if self._write_error is not None:
+            raise self._write_error
+
+    def _hand_over(self) -> Future[None]:
+        """Give the gathered entries and hit counts to the writer thread as one batch; the future
+        is done once they are committed (at once when nothing was gathered and nothing is on its
+        way: otherwise it follows every batch handed over before it)."""
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            if not self._pending and not self._pending_hits:
-                return
-            if self._known is not None and self._db.execute("PRAGMA data_version").fetchone()[0] != self._version:
-                self._known = None  # another process writes here too: look every key up from now on
-            with self._db:
-                self._db.execute("BEGIN")
-                if self._pending:
-                    self._db.executemany(
-                        "INSERT OR REPLACE INTO entries(key, kind, purpose, sample_id, key_doc, value, created, last_used) "
-                        "VALUES (?,?,?,?,?,?,?,?)", list(self._pending.values()))
-                if self._pending_hits:
-                    self._db.executemany("UPDATE entries SET hits=hits+?, last_used=? WHERE key=?",
-                                         [(n, last, key) for key, (n, last) in self._pending_hits.items()])
-            self._pending.clear()
-            self._pending_hits.clear()
+            rows = self._pending
+            hits = [(n, last, key) for key, (n, last) in self._pending_hits.items()]
+            self._pending = {}
+            self._pending_hits = {}
+            self._writing.update(rows)
+            done: Future[None] = Future()
+            if self._writer is None:  # no writer thread (closed, or not batching): commit here
+                self._commit(list(rows.values()), hits, self._db)
+                self._writing.clear()
+                done.set_result(None)
+                return done
+            done.add_done_callback(lambda future: self._written(rows, future))
+            self._queue.put((list(rows.values()), hits, done))
+            return done
+
+    def _written(self, rows: dict[str, tuple[Any, ...]], future: Future[None]) -> None:
+        """A batch is committed (or failed): its entries are now read from SQLite."""
+        if future.cancelled():
+            return  # nobody cancels these (see commit); its entries simply stay readable from memory
+        with self._lock:
+            if future.exception() is not None:
+                self._write_error = future.exception()
+                return  # kept in memory: this process still answers them; the run stops
+            for key, row in rows.items():
+                if self._writing.get(key) is row:
+                    del self._writing[key]
+
+    async def commit(self) -> None:
+        """Commit every entry put so far; the event loop goes on while the writer thread works.
+        Raises the error of a failed write."""
+        self._raise_write_error()
+        if self._writer is None:
+            self.flush()
+            return
+        # Shielded: a cancelled caller must not cancel the batch, which the writer commits anyway.
+        await asyncio.shield(asyncio.wrap_future(self._hand_over()))
+        self._raise_write_error()
+
+    def flush(self) -> None:
+        """Commit every entry and hit count gathered so far, and wait until it is on disk. Never
+        call it holding ``_lock``: the writer thread takes the lock when a batch is done."""
+        self._raise_write_error()
+        done = self._hand_over()
+        while True:
+            try:
+                done.result(timeout=1.0)
+                break
+            except TimeoutError:
+                writer = self._writer
+                if writer is not None and not writer.is_alive():
+                    raise RuntimeError(f"{self.path}: the cache's writer thread stopped; entries were not saved") from None
+        self._raise_write_error()
 
     def stats(self) -> dict[str, Any]:
         """Entry counts by kind and purpose, and total hits recorded."""
+        self.flush()
         with self._lock:
-            self.flush()
             rows = self._db.execute(
                 "SELECT kind, COALESCE(purpose,''), COUNT(*), SUM(hits) FROM entries GROUP BY 1, 2 ORDER BY 1, 2"
             ).fetchall()
@@ -488,8 +647,8 @@ class Cache:
 
     def entries_for_sample(self, sample_id: str) -> list[dict[str, Any]]:
         """Every entry recorded for one sample, with its key document."""
+        self.flush()
         with self._lock:
-            self.flush()
             rows = self._db.execute(
                 "SELECT key, kind, purpose, key_doc, hits, created FROM entries WHERE sample_id=? ORDER BY created",
                 (sample_id,),
@@ -523,12 +682,15 @@ class Cache:
         return entries
 
     def close(self) -> None:
-        """Commit what was gathered, stop the checkpoint thread and close the database (which
-        checkpoints what is left)."""
-        with self._lock:
-            self.flush()
-            self._closing.set()
-            if self._checkpointer is not None:
-                self._checkpointer.join()
-                self._checkpointer = None
-            self._db.close()
+        """Commit what was gathered, stop the writer thread and close the database (the last
+        connection to close checkpoints what is left)."""
+        try:
+            if self._write_error is None:
+                self.flush()
+        finally:
+            if self._writer is not None:
+                self._queue.put(None)
+                self._writer.join()
+                self._writer = None
+            with self._lock:
+                self._db.close()

@@ -89,8 +89,7 @@ def test_step_errors_are_exactly_jsonschemas(step: Any) -> None:
 
 def test_a_batching_cache_reads_its_own_uncommitted_writes_and_commits_them_on_flush(tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite"
-    cache = Cache(path, commit_every=1000)
-    cache.commit_after_s = 60.0  # only an explicit flush commits here
+    cache = Cache(path, commit_after_s=60.0, commit_every=1000)  # only an explicit flush commits here
 
     async def put_then_get() -> Any:
         cache.put("k1", {"text": "answer"}, kind="model", document={"kind": "model"})
@@ -128,16 +127,16 @@ def test_closing_a_batching_cache_commits_what_it_gathered(tmp_path: Path) -> No
     reopened.close()
 
 
-def test_a_batching_cache_checkpoints_in_its_own_thread_and_stops_it_on_close(tmp_path: Path) -> None:
+def test_a_batching_cache_writes_in_its_own_thread_and_stops_it_on_close(tmp_path: Path) -> None:
     import threading
 
     path = tmp_path / "cache.sqlite"
     cache = Cache(path, commit_after_s=60.0)
-    assert cache._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # commits never sync the file
-    assert "mmat-cache-checkpoint" in {t.name for t in threading.enumerate()}
+    assert cache._wdb.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # commits never sync the file
+    assert "mmat-cache-writer" in {t.name for t in threading.enumerate()}
     cache.put("k", {"v": 1}, kind="model", document={"kind": "model"})
     cache.close()
-    assert "mmat-cache-checkpoint" not in {t.name for t in threading.enumerate()}
+    assert "mmat-cache-writer" not in {t.name for t in threading.enumerate()}
     assert not path.with_name("cache.sqlite-wal").exists()  # the last close checkpointed everything
     reopened = Cache(path)
     assert reopened.get("k") == {"v": 1}
@@ -160,3 +159,21 @@ def test_curation_that_trusts_finished_samples_yields_the_same_stream() -> None:
     trusting = Curator(settings, trusted=set(kept[:5]))
     assert list(trusting(_rows(40))) == plain
     assert trusting.kept == len(kept)
+
+
+def test_curation_with_the_stored_dedup_keys_yields_the_same_stream() -> None:
+    settings = CurationSettings()
+    recording = Curator(settings, record_keys=True)
+    plain = list(recording(_rows(40)))
+    kept = [row.id for row in plain if isinstance(row, SourceSample)]
+    assert recording.keys is not None and set(recording.keys) == set(kept)
+    # A resume trusting the first five, with their keys as the store kept them: the same stream,
+    # without hashing the trusted rows again.
+    first = {row_id: recording.keys[row_id] for row_id in kept[:5]}
+    resumed = Curator(settings, trusted=set(first), seen=first.values())
+    resumed.dedup_key = None  # type: ignore[assignment,method-assign]  # trusted rows must not need it...
+    stream = resumed(_rows(40))
+    out = [next(stream) for _ in range(5)]  # ...for as long as only trusted rows come
+    assert out == plain[:5]
+    resumed2 = Curator(settings, trusted=set(first), seen=first.values())
+    assert list(resumed2(_rows(40))) == plain

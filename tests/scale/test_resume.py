@@ -63,6 +63,22 @@ def test_samples_lost_to_a_crash_are_rebuilt_from_the_cache(
     assert (out / "rr.jsonl").read_bytes() == reference
 
 
+def test_finished_samples_keep_their_dedup_keys_for_the_next_resume(stub_manager: PluginManager, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    build(stub_manager, out).run(out)
+    store = RunStore.open(out)
+    try:
+        keys = store.dedup_keys()
+        assert keys is not None and len(keys) == store.count() == len(set(keys))
+        store.connection().execute("UPDATE samples SET dedup=NULL WHERE seq=1")  # as an older mmat stored it
+        assert store.dedup_keys() is None  # then a resume hashes the finished samples again
+    finally:
+        store.close()
+    reference = (out / "rr.jsonl").read_bytes()
+    build(stub_manager, out).run(out)
+    assert (out / "rr.jsonl").read_bytes() == reference
+
+
 def test_a_changed_configuration_is_refused_with_an_explanation(stub_manager: PluginManager, tmp_path: Path) -> None:
     out = tmp_path / "run"
     build(stub_manager, out).run(out)
