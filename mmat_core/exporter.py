@@ -250,7 +250,7 @@ def export_run(run_dir: str | Path, formats: Sequence[str | dict[str, Any] | For
     finally:
         store.close()
     if parallel:
-        result = _export_parallel(run_dir, formatters, out, status, bounds, workers)
+        result = export_parallel(run_dir, formatters, out, status, bounds, workers)
     if result.rejected:
         write_rejected(out / EXPORT_QUARANTINE, result.rejected)
     return result
@@ -265,11 +265,11 @@ def write_rejected(path: Path, rows: Iterable[Rejected]) -> Path:
 
 
 def _export_part(run_dir: str, formatters: list[Formatter], part_dir: str, status: str | None,
-                 start: int, stop: int) -> tuple[dict[str, list[str]], int, list[dict[str, Any]]]:
+                 start: int, stop: int, ctx: FormatContext | None = None) -> tuple[dict[str, list[str]], int, list[dict[str, Any]]]:
     """Worker: export traces with ``start < seq <= stop`` into ``part_dir``."""
     store = RunStore.open(Path(run_dir))
     try:
-        ctx = run_format_context(store, Path(run_dir))
+        ctx = ctx or run_format_context(store, Path(run_dir))
         items = iter_stored(store, models=False, dicts=True, status=status, start=start, stop=stop)
         result = write_formats(formatters, items, Path(part_dir), ctx)
     finally:
@@ -294,9 +294,11 @@ def append_file(source: Any, sink: Any) -> None:
     shutil.copyfileobj(source, sink, 1 << 22)
 
 
-def _export_parallel(run_dir: Path, formatters: list[Formatter], out: Path, status: str | None,
-                     bounds: tuple[int, int], workers: int) -> ExportResult:
-    """Format seq ranges in worker processes, then join the part files in order, atomically."""
+def export_parallel(run_dir: Path, formatters: list[Formatter], out: Path, status: str | None,
+                    bounds: tuple[int, int], workers: int, ctx: FormatContext | None = None) -> ExportResult:
+    """Format seq ranges in worker processes, then join the part files in order, atomically
+    (``ctx``: the formatter context to use, default the run's stored one). Every formatter must
+    be ``parallel_safe``; the files are byte-identical to a one-process export."""
     import multiprocessing
     import shutil
     import tempfile
@@ -307,7 +309,8 @@ def _export_parallel(run_dir: Path, formatters: list[Formatter], out: Path, stat
     parts_root = Path(tempfile.mkdtemp(prefix=".export-parts-", dir=out))
     result = ExportResult(out)
     try:
-        jobs = [(str(run_dir), formatters, str(parts_root / f"part{k}"), status, edges[k], edges[k + 1]) for k in range(workers)]
+        jobs = [(str(run_dir), formatters, str(parts_root / f"part{k}"), status, edges[k], edges[k + 1], ctx)
+                for k in range(workers)]
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             parts = pool.starmap(_export_part, jobs)
         for formatter in formatters:

@@ -10,6 +10,7 @@ this module (``mmat schemas --write``); a test fails when the two drift.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -99,6 +100,16 @@ class Usage(Record):
         mine["latency_s"] += theirs["latency_s"]
         mine["calls"] += theirs["calls"]
         mine["cached_calls"] += theirs["cached_calls"]
+        self.__pydantic_fields_set__.update(_USAGE_FIELDS)
+
+    def add_data(self, data: Mapping[str, Any]) -> None:
+        """Add a usage given as the JSON dict mmat stored (a trace's ``usage``), without building
+        a Usage for it: the export pass does this once per trace."""
+        mine = self.__dict__
+        for name in _USAGE_FIELDS:
+            value = data.get(name)
+            if value:
+                mine[name] += value
         self.__pydantic_fields_set__.update(_USAGE_FIELDS)
 
 

@@ -56,9 +56,14 @@ class YieldTally:
 
     def __init__(self) -> None:
         self._counts: dict[str, StageCounts] = {}
+        self._by_pair: dict[tuple[str, str | None], list[StageCounts]] = {}
 
     def _rows(self, source: str, subset: str | None) -> list[StageCounts]:
-        return [self._counts.setdefault(key, StageCounts()) for key in yield_keys(source, subset)]
+        rows = self._by_pair.get((source, subset))
+        if rows is None:  # once per (source, sub-dataset): building a StageCounts a trace was a tenth of export
+            rows = self._by_pair[(source, subset)] = [self._counts.setdefault(key, StageCounts())
+                                                      for key in yield_keys(source, subset)]
+        return rows
 
     def add_trace(self, trace: Trace) -> None:
         """Count one finished trace."""

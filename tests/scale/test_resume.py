@@ -186,3 +186,37 @@ def test_resume_of_a_directory_that_is_no_run_says_so(stub_env: dict[str, str], 
     result = run_mmat("build", "--resume", str(tmp_path), env=stub_env)
     assert result.returncode == 2
     assert "no run store" in result.stderr and str(tmp_path) in result.stderr
+
+
+def test_a_large_run_formats_in_worker_processes_and_gives_the_same_files(
+        stub_manager: PluginManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from mmat_core import exporter
+
+    one = tmp_path / "one"
+    build(stub_manager, one, count=60).run(one)
+    monkeypatch.setattr(exporter, "PARALLEL_MIN_TRACES", 1)  # what a run of 20,000 samples or more does
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))  # the stubs, for the workers
+    several = tmp_path / "several"
+    from mmat_core.pipeline import LocalRun
+
+    parallel = LocalRun._write_outputs_parallel
+    used: list[int] = []
+
+    def spy(self: LocalRun, store: RunStore, ctx: object, workers: int) -> object:
+        used.append(workers)
+        return parallel(self, store, ctx, workers)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(LocalRun, "_write_outputs_parallel", spy)
+    result = build(stub_manager, several, count=60).run(several)
+    assert used == [2]
+    for name in ("rr.jsonl", "orr.jsonl", "quarantine.jsonl"):
+        assert (several / name).read_bytes() == (one / name).read_bytes(), name
+    first = json.loads((one / "run.json").read_text())
+    second = result.manifest.model_dump(mode="json")
+    assert second["yield_by_source"] == first["yield_by_source"]
+    timing = {"latency_s"}  # each run's own
+    assert {k: v for k, v in second["usage"].items() if k not in timing} == {k: v for k, v in first["usage"].items() if k not in timing}
+    assert not list(several.glob(".export-parts-*"))
