@@ -469,21 +469,17 @@ class Cache:
             db = self._wdb
         if self._known is not None and db.execute("PRAGMA data_version").fetchone()[0] != self._version:
             self._known = None  # another process writes here too: look every key up from now on
+        json_rows = self._writer is not None and self._json_rows
         with db:
             db.execute("BEGIN")
-            json_rows = self._writer is not None and self._json_rows
-            if rows:
-                data = _as_json_rows(rows) if json_rows else None
+            for batch, one_statement, per_row in ((rows, _INSERT_JSON, _INSERT), (hits, _HITS_JSON, _HITS)):
+                if not batch:
+                    continue
+                data = _as_json_rows(batch) if json_rows else None
                 if data is not None:
-                    db.execute(_INSERT_JSON, (data,))
+                    db.execute(one_statement, (data,))
                 else:
-                    db.executemany(_INSERT, rows)
-            if hits:
-                data = _as_json_rows(hits) if json_rows else None
-                if data is not None:
-                    db.execute(_HITS_JSON, (data,))
-                else:
-                    db.executemany(_HITS, hits)
+                    db.executemany(per_row, batch)
 
     def _checkpoint(self) -> None:
         """A PASSIVE checkpoint, and a RESTART once the log is larger than :data:`WAL_RESET_BYTES`
