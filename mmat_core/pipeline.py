@@ -15,6 +15,7 @@ before the output directory is touched.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 import uuid
@@ -213,6 +214,8 @@ class Pipeline:
         curator = curator or Curator(self.config.curation, self.sources)
         return curator(row for source in self.sources for row in source.iter_rows())
 
+
+log = logging.getLogger("mmat.pipeline")
 
 #: Finished traces gathered before the committer task is woken (one transaction each).
 COMMIT_EVERY = 256
@@ -474,7 +477,13 @@ class LocalRun:
         workers = min(4, os.cpu_count() or 1)
         if (workers > 1 and self.publish and all(getattr(f, "parallel_safe", False) for f in self.p.formatters)
                 and store.count() >= exporter.PARALLEL_MIN_TRACES):
-            return self._write_outputs_parallel(store, ctx, workers)
+            usage = self.usage.model_copy()
+            try:
+                return self._write_outputs_parallel(store, ctx, workers)
+            except Exception as exc:  # e.g. a formatter that cannot be pickled for a worker process
+                log.warning("formatting in %d processes failed (%s: %s); formatting in this one", workers,
+                            type(exc).__name__, exc)
+                self.usage = usage
         writers: list[tuple[Formatter, TraceWriter]] = [(f, f.open(self.out_dir, ctx)) for f in self.p.formatters]
         quarantine = AtomicFile(self.out_dir / "quarantine.jsonl")
         outputs: dict[str, Path] = {}

@@ -220,3 +220,26 @@ def test_a_large_run_formats_in_worker_processes_and_gives_the_same_files(
     timing = {"latency_s"}  # each run's own
     assert {k: v for k, v in second["usage"].items() if k not in timing} == {k: v for k, v in first["usage"].items() if k not in timing}
     assert not list(several.glob(".export-parts-*"))
+
+
+def test_a_build_whose_formatting_cannot_go_to_workers_formats_in_its_own_process(
+        stub_manager: PluginManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from mmat_core import exporter
+    from mmat_core.pipeline import LocalRun
+
+    one = tmp_path / "one"
+    build(stub_manager, one, count=30).run(one)
+    monkeypatch.setattr(exporter, "PARALLEL_MIN_TRACES", 1)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+
+    def unpicklable(self: LocalRun, store: RunStore, ctx: object, workers: int) -> object:
+        self.usage.add_data({"calls": 1000})  # partly counted before failing: must not stay counted
+        raise TypeError("cannot pickle 'local' object")
+
+    monkeypatch.setattr(LocalRun, "_write_outputs_parallel", unpicklable)
+    again = tmp_path / "again"
+    result = build(stub_manager, again, count=30).run(again)
+    assert (again / "rr.jsonl").read_bytes() == (one / "rr.jsonl").read_bytes()
+    assert result.manifest.usage.calls == json.loads((one / "run.json").read_text())["usage"]["calls"]
