@@ -78,7 +78,8 @@ class Curator:
         self._seen_loaded = seen is not None
         #: With ``record_keys``: id -> dedup key of each newly kept row, for the caller to take
         #: (the run stores it with the finished sample, for the next resume).
-        self.keys: dict[str, int] | None = {} if record_keys else None
+        self.keys: dict[str, int] = {}
+        self._record_keys = record_keys
         self._formats = {f.upper() for f in settings.formats} if settings.formats else None
         self.kept = 0
         #: Samples kept, by ``source/subset``.
@@ -189,6 +190,6 @@ class Curator:
                 continue
             self.kept += 1
             self.kept_by[key] += 1
-            if self.keys is not None and dedup is not None:
+            if self._record_keys and dedup is not None:
                 self.keys[row.id] = dedup
             yield row

@@ -14,7 +14,6 @@ third parties get validated :class:`~mmat_core.models.Trace` objects as before.
 from __future__ import annotations
 
 import os
-
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -233,6 +233,15 @@ def write_export_problems(quarantine: AtomicFile, problems: Iterable[Rejected]) 
         quarantine.write(dumps_line(unique[key].model_dump(mode="json")))
 
 
+def add_outputs(outputs: dict[str, Path], name: str, files: list[Path]) -> None:
+    """A formatter's files in run.json's ``outputs``: the first under its name, the others (split
+    files, side files such as dataset_info.json or a card) under ``name:file``."""
+    if files:
+        outputs[name] = files[0]
+        for extra in files[1:]:
+            outputs[f"{name}:{extra.name}"] = extra
+
+
 class LocalRun:
     """One in-process run of a pipeline into a run directory."""
 
@@ -388,7 +397,6 @@ class LocalRun:
             seen = store.dedup_keys() if trusted is not None and cfg.curation.dedup else None
             curator = Curator(cfg.curation, p.sources, trusted=trusted, seen=seen, record_keys=True)
             new_keys = curator.keys
-            assert new_keys is not None
 
             def rows() -> Iterator[SourceSample | Rejected]:
                 # A source failing mid-stream must not cost the samples already in flight.
@@ -496,22 +504,15 @@ class LocalRun:
             # A validated Trace only when some formatter wants one: yields and usage are counted
             # from the stored JSON itself.
             for data, trace in iter_stored(store, models=not all(dicts), dicts=True, full=True):
-                self.usage.add_data(data.get("usage") or {})
-                self.yields.add_data(data)
+                self._count(data)
                 for (_, writer), as_dict in zip(writers, dicts):
                     writer.write(data if as_dict else trace)
-            for rejected in store.rejected():
-                self.yields.add_rejected(rejected)
-                quarantine.write(dumps_line(rejected.model_dump(mode="json")))
+            self._quarantine_rejected(store, quarantine)
             # Traces a formatter could not export (e.g. image_missing): once each, however many
             # formatters met the same problem.
             write_export_problems(quarantine, (r for _, writer in writers for r in getattr(writer, "rejected", ())))
             for formatter, writer in writers:
-                files = writer.close()
-                if files:
-                    outputs[formatter.name] = files[0]
-                    for extra in files[1:]:  # split files, side files (dataset_info.json, cards)
-                        outputs[f"{formatter.name}:{extra.name}"] = extra
+                add_outputs(outputs, formatter.name, writer.close())
             outputs["quarantine"] = quarantine.commit()
         except BaseException:
             for _, writer in writers:
@@ -538,24 +539,28 @@ class LocalRun:
                 formatting = pool.submit(export_parallel, self.out_dir, list(self.p.formatters), self.out_dir, None,
                                          store.seq_bounds(), workers, ctx)
                 for data, _ in iter_stored(store, models=False, dicts=True, full=True):
-                    self.usage.add_data(data.get("usage") or {})
-                    self.yields.add_data(data)
-                for rejected in store.rejected():
-                    self.yields.add_rejected(rejected)
-                    quarantine.write(dumps_line(rejected.model_dump(mode="json")))
+                    self._count(data)
+                self._quarantine_rejected(store, quarantine)
                 result = formatting.result()
             write_export_problems(quarantine, result.rejected)
             for formatter in self.p.formatters:
-                files = result.files.get(formatter.name) or []
-                if files:
-                    outputs[formatter.name] = files[0]
-                    for extra in files[1:]:
-                        outputs[f"{formatter.name}:{extra.name}"] = extra
+                add_outputs(outputs, formatter.name, result.files.get(formatter.name) or [])
             outputs["quarantine"] = quarantine.commit()
         except BaseException:
             quarantine.abort()
             raise
         return outputs
+
+    def _count(self, data: dict[str, Any]) -> None:
+        """Add one stored trace (its JSON dict) to the run's usage and yield counts."""
+        self.usage.add_data(data.get("usage") or {})
+        self.yields.add_data(data)
+
+    def _quarantine_rejected(self, store: RunStore, quarantine: AtomicFile) -> None:
+        """Count the rows quarantined before generation and write them to ``quarantine``."""
+        for rejected in store.rejected():
+            self.yields.add_rejected(rejected)
+            quarantine.write(dumps_line(rejected.model_dump(mode="json")))
 
     def _manifest(self, store: RunStore, client: EngineClient, runner: ToolRunner, started_at: str,
                   generation_s: float, total_s: float, outputs: dict[str, Path]) -> RunManifest:

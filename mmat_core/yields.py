@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from mmat_core.engine.reflection import attempt_of_notes
 from mmat_core.models import Rejected, StageCounts, Trace
 
 
@@ -38,10 +39,9 @@ def failure_reason(failure: str | None) -> str | None:
     return failure.split(":", 1)[0].strip() or None
 
 
-def _current_verdicts(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def _current_verdicts(data: Mapping[str, Any], attempt: int) -> list[Mapping[str, Any]]:
     """The verdicts on the trace's current rationale (as in ``engine.reflection.current_verdicts``,
     read from the trace's JSON so the export pass needs no validated Trace)."""
-    attempt = sum(1 for note in data.get("notes") or () if note.startswith("regenerated (attempt "))
     return [v for v in data.get("verdicts") or () if int((v.get("data") or {}).get("attempt", 0)) == attempt]
 
 
@@ -73,10 +73,11 @@ class YieldTally:
         """Count one finished trace given as its JSON dict (what the run store holds)."""
         status = data.get("status", "kept")
         reason = failure_reason(data.get("failure")) if status in ("dropped", "flagged", "failed") else None
-        current = _current_verdicts(data)
+        attempt = attempt_of_notes(data.get("notes") or ())
+        current = _current_verdicts(data, attempt)
         critics = list(dict.fromkeys(v["critic"] for v in current if (v.get("data") or {}).get("spliced")))
         verification_failed = failed_verification(current)
-        regenerated = any(note.startswith("regenerated (attempt ") for note in data.get("notes") or ())
+        regenerated = attempt > 0
         sample = data["sample"]
         cost = float((data.get("usage") or {}).get("cost_usd", 0.0))
         for counts in self._rows(sample["source"], sample.get("subset")):

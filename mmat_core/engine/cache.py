@@ -74,30 +74,18 @@ def _for_orjson(obj: Any) -> Any:
     non-string keys and very deep nesting make orjson raise TypeError, with the same fallback.
     """
     kind = type(obj)
-    if kind is dict:
-        copy = None
-        for key, value in obj.items():
+    if kind is dict or kind is list or kind is tuple:
+        changed: Any = None
+        for key, value in (obj.items() if kind is dict else enumerate(obj)):
             vkind = type(value)
             if vkind is str or vkind is int or vkind is bool or value is None:
                 continue
             new = _for_orjson(value)
             if new is not value:
-                if copy is None:
-                    copy = dict(obj)
-                copy[key] = new
-        return obj if copy is None else copy
-    if kind is list or kind is tuple:
-        items = None
-        for index, value in enumerate(obj):
-            vkind = type(value)
-            if vkind is str or vkind is int or vkind is bool or value is None:
-                continue
-            new = _for_orjson(value)
-            if new is not value:
-                if items is None:
-                    items = list(obj)
-                items[index] = new
-        return obj if items is None else items
+                if changed is None:
+                    changed = dict(obj) if kind is dict else list(obj)
+                changed[key] = new
+        return obj if changed is None else changed
     if kind is float:
         return _float_text(obj)
     if kind is str or kind is int or kind is bool or obj is None:
@@ -320,15 +308,15 @@ CHECKPOINT_EVERY_S = 1.0
 #: minutes; the cache's keys are random, so each entry rewrites a page of the key index).
 WAL_RESET_BYTES = 128 << 20
 
-_INSERT = ("INSERT OR REPLACE INTO entries(key, kind, purpose, sample_id, key_doc, value, created, last_used) "
-           "VALUES (?,?,?,?,?,?,?,?)")
+_ENTRY_COLUMNS = ("key", "kind", "purpose", "sample_id", "key_doc", "value", "created", "last_used")
+_INSERT = (f"INSERT OR REPLACE INTO entries({', '.join(_ENTRY_COLUMNS)}) "
+           f"VALUES ({','.join('?' * len(_ENTRY_COLUMNS))})")
 # The same insert for a whole batch in one statement, the rows given as one JSON array of arrays:
 # SQLite then does all of a batch's work inside one call that lets go of the GIL (executemany takes
 # the GIL back between rows, and each time waits for the busy event loop to hand it over).
-_INSERT_JSON = ("INSERT OR REPLACE INTO entries(key, kind, purpose, sample_id, key_doc, value, created, last_used) "
-                "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
-                "json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'), "
-                "json_extract(value, '$[6]'), json_extract(value, '$[7]') FROM json_each(?)")
+_INSERT_JSON = (f"INSERT OR REPLACE INTO entries({', '.join(_ENTRY_COLUMNS)}) SELECT "
+                + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(_ENTRY_COLUMNS)))
+                + " FROM json_each(?)")
 _HITS = "UPDATE entries SET hits=hits+?, last_used=? WHERE key=?"
 _HITS_JSON = ("UPDATE entries SET hits = hits + json_extract(j.value, '$[0]'), last_used = json_extract(j.value, '$[1]') "
               "FROM json_each(?) AS j WHERE entries.key = json_extract(j.value, '$[2]')")
@@ -441,11 +429,11 @@ class Cache:
                 try:
                     item = self._queue.get(timeout=CHECKPOINT_EVERY_S)
                 except queue.Empty:
-                    item = ([], [], None)  # type: ignore[assignment]
+                    item = ()  # nothing to commit this second: only checkpoint
                 if item is None:
                     break
-                rows, hits, done = item
-                if done is not None:
+                if item:
+                    rows, hits, done = item
                     try:
                         self._commit(rows, hits)
                     except BaseException as exc:  # handed to whoever waits, and raised by the next call

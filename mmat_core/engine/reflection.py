@@ -27,7 +27,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -153,9 +153,15 @@ def reflection_count(trace: Trace) -> int:
 REGENERATED_NOTE = "regenerated (attempt {attempt}) after {failure}"
 
 
+def attempt_of_notes(notes: Iterable[str]) -> int:
+    """How many regenerations a trace's notes record (0 for the first rationale)."""
+    prefix = REGENERATED_NOTE.split("{", 1)[0]
+    return sum(1 for note in notes if note.startswith(prefix))
+
+
 def attempt_of(trace: Trace) -> int:
     """How many times the trace's rationale was regenerated (0 for the first one)."""
-    return sum(1 for note in trace.notes if note.startswith("regenerated (attempt "))
+    return attempt_of_notes(trace.notes)
 
 
 def current_verdicts(trace: Trace) -> list[Verdict]:

@@ -166,7 +166,7 @@ def test_curation_with_the_stored_dedup_keys_yields_the_same_stream() -> None:
     recording = Curator(settings, record_keys=True)
     plain = list(recording(_rows(40)))
     kept = [row.id for row in plain if isinstance(row, SourceSample)]
-    assert recording.keys is not None and set(recording.keys) == set(kept)
+    assert set(recording.keys) == set(kept)
     # A resume trusting the first five, with their keys as the store kept them: the same stream,
     # without hashing the trusted rows again.
     first = {row_id: recording.keys[row_id] for row_id in kept[:5]}
