@@ -8,6 +8,8 @@ the dedup set: one 64-bit key per kept sample (about 60 bytes each, so ~60 MB fo
 Order of the checks, for each sample:
 
 1. ``limit`` reached: the stream stops (nothing more is read);
+   a row whose id an earlier row already used is quarantined as ``duplicate_id`` (the run store
+   and every output are keyed by id: a second row would overwrite the first after being paid for);
 2. ``sample_rate`` and the sub-dataset's ratio: a seeded draw per dialogue keeps or skips it, so
    the turns of one dialogue stay together and a rerun with the same seed keeps the same rows;
 3. text and image checks: failures are quarantined (:class:`Rejected`, stage ``curation``);
@@ -100,6 +102,10 @@ class Curator:
                     self.ratios[key] = entry.ratio
         self._dialogues: Counter[str] = Counter()
         self._open: dict[str, str] = {}
+        #: Every sample id met so far, whatever became of the row: ids are the run's keys.
+        self._ids: set[str] = set()
+        #: Repeats of an id so far (id -> copies after the first), for distinct quarantine rows.
+        self._repeats: Counter[str] = Counter()
 
     def _reject(self, sample: SourceSample, reason: str, detail: str = "") -> Rejected:
         return Rejected(source=sample.source, subset=sample.subset, row=sample.id, reason=reason, detail=detail, stage="curation")
@@ -159,6 +165,16 @@ class Curator:
             if s.limit is not None and self.kept >= s.limit:
                 return
             key = subset_key(row.source, row.subset)
+            # Before the trusted shortcut: on a resume the second copy's id is "finished" too.
+            if row.id in self._ids:
+                self._repeats[row.id] += 1
+                copy = self._repeats[row.id] + 1
+                self.rejected[(key, "duplicate_id")] += 1
+                yield Rejected(source=row.source, subset=row.subset, row=f"{row.id} (copy {copy})", reason="duplicate_id",
+                               detail=f"sample id {row.id!r} was already used by an earlier row; ids must be unique",
+                               stage="curation")
+                continue
+            self._ids.add(row.id)
             dialogue = row.meta.get("dialogue") or row.id
             if trusted is not None and row.id in trusted:
                 if s.dedup and not self._seen_loaded:
