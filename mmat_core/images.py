@@ -6,16 +6,24 @@ tool or a backend needs them, and are not kept afterwards.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
+import stat
+import time
 from pathlib import Path
 
 from mmat_core.models import ImageRef
 
 #: Images larger than this many pixels are refused before decoding (decompression bombs).
 DEFAULT_MAX_PIXELS = 40_000_000
+#: Image files larger than this many bytes are refused before they are read.
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+#: Seconds one image file may take to read, from open to last byte (a slow network mount).
+DEFAULT_READ_TIMEOUT_S = 30.0
+#: Read size of :func:`read_regular_file`; the deadline is checked between chunks.
+_READ_CHUNK = 1 << 20
 
 
 class ImageError(ValueError):
@@ -25,6 +33,84 @@ class ImageError(ValueError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+def read_regular_file(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES,
+                      timeout_s: float | None = DEFAULT_READ_TIMEOUT_S) -> bytes:
+    """The bytes of the regular file at ``path``, or :class:`ImageError` with a quarantine reason.
+
+    ``read_regular_file(path, max_bytes, timeout_s)`` is the one way mmat reads image bytes from
+    disk (sources, the image store, tools, backends, the CLI, the viewer), because a path a dataset
+    row names may be anything:
+
+    * a directory, a FIFO, a socket or a device (``/dev/zero``, ``/dev/urandom``), directly or
+      through a symlink: refused as ``image_not_a_file``. The path is ``stat``-ed first, so a
+      device is never opened at all; it is then opened with ``O_NONBLOCK`` (a FIFO swapped in
+      between cannot block the open, since a non-blocking read-open of a FIFO returns at once) and
+      the opened descriptor is checked again with ``fstat``, so what is read is what was checked;
+    * larger than ``max_bytes`` (by ``fstat``, and again while reading, for a file that grows):
+      ``image_too_large``; at most ``max_bytes + 1`` bytes are ever held;
+    * slower than ``timeout_s`` seconds in all (a stalled network mount): ``image_read_timeout``;
+      the deadline is checked between 1 MiB reads, so a single read the kernel never returns from
+      cannot be cut short in-process;
+    * missing: ``image_missing``; unreadable (permissions, a symlink loop, an I/O error):
+      ``image_unreadable``.
+    """
+    name = os.fspath(path)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    try:
+        before = os.stat(name)
+    except FileNotFoundError:
+        raise ImageError("image_missing", name) from None
+    except OSError as exc:
+        raise ImageError("image_unreadable", f"{name}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(before.st_mode):
+        raise ImageError("image_not_a_file", f"{name} is {_kind(before.st_mode)}, not a regular file")
+    if before.st_size > max_bytes:
+        raise ImageError("image_too_large", f"{before.st_size} bytes > {max_bytes}")
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(name, flags)
+    except FileNotFoundError:
+        raise ImageError("image_missing", name) from None
+    except OSError as exc:
+        reason = "image_not_a_file" if exc.errno in (errno.EISDIR, errno.ENXIO) else "image_unreadable"
+        raise ImageError(reason, f"{name}: {exc.strerror or exc}") from None
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            raise ImageError("image_not_a_file", f"{name} is {_kind(opened.st_mode)}, not a regular file")
+        if opened.st_size > max_bytes:
+            raise ImageError("image_too_large", f"{opened.st_size} bytes > {max_bytes}")
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            if deadline is not None and time.monotonic() > deadline:
+                raise ImageError("image_read_timeout", f"{name}: not read within {timeout_s:g} s")
+            try:
+                chunk = os.read(fd, min(_READ_CHUNK, max_bytes + 1 - total))
+            except BlockingIOError:  # never for a regular file; kept so no path can spin
+                raise ImageError("image_unreadable", f"{name}: the read would block") from None
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:
+                raise ImageError("image_too_large", f"{name} grew past {max_bytes} bytes while being read")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise ImageError("image_unreadable", f"{name}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str:
+    """What a non-regular file is, in words, for the quarantine detail."""
+    for test, words in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return words
+    return "not a regular file"
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -89,14 +175,11 @@ def image_ref_from_bytes(data: bytes, path: str | None, *, check: bool = True, *
     return ImageRef(sha256=sha256_bytes(data), path=path, width=width, height=height, format=fmt)
 
 
-def image_ref_from_file(path: Path, *, check: bool = True, max_bytes: int = DEFAULT_MAX_BYTES, **limits: int) -> ImageRef:
-    """Read, hash and check one image file; the bytes are dropped before returning."""
-    if not path.exists():
-        raise ImageError("image_missing", str(path))
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise ImageError("image_too_large", f"{size} bytes > {max_bytes}")
-    data = path.read_bytes()
+def image_ref_from_file(path: Path, *, check: bool = True, max_bytes: int = DEFAULT_MAX_BYTES,
+                        timeout_s: float | None = DEFAULT_READ_TIMEOUT_S, **limits: int) -> ImageRef:
+    """Read (through :func:`read_regular_file`), hash and check one image file; the bytes are
+    dropped before returning."""
+    data = read_regular_file(path, max_bytes, timeout_s)
     return image_ref_from_bytes(data, str(path), check=check, **limits)
 
 
@@ -107,8 +190,12 @@ class ImageStore:
     ``blob_dir/<sha256[:2]>/<sha256>`` so that Traces can refer to them by path.
     """
 
-    def __init__(self, blob_dir: Path | None = None) -> None:
+    def __init__(self, blob_dir: Path | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                 timeout_s: float | None = DEFAULT_READ_TIMEOUT_S) -> None:
         self.blob_dir = blob_dir
+        #: Limits of every read (see :func:`read_regular_file`).
+        self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     def put(self, data: bytes, suffix: str = "") -> ImageRef:
         """Store bytes by content and return their reference (no check)."""
@@ -124,15 +211,27 @@ class ImageStore:
         return ImageRef(sha256=digest, path=str(target))
 
     def load(self, ref: ImageRef) -> bytes:
-        """The bytes of ``ref``; raises ImageError when they are gone or changed."""
+        """The bytes of ``ref`` (read through :func:`read_regular_file`); raises ImageError when
+        they are gone, changed, or no longer a regular file of acceptable size."""
         if ref.path:
-            path = Path(ref.path)
-            if path.exists():
-                data = path.read_bytes()
+            try:
+                data = read_regular_file(ref.path, self.max_bytes, self.timeout_s)
+            except ImageError as exc:
+                if exc.reason != "image_missing":
+                    raise
+            else:
                 if sha256_bytes(data) != ref.sha256:
                     raise ImageError("image_changed", f"{ref.path} no longer matches its hash")
                 return data
-        if self.blob_dir is not None:
+        if self.blob_dir is not None and _is_sha256(ref.sha256):
             for candidate in (self.blob_dir / ref.sha256[:2]).glob(f"{ref.sha256}*"):
-                return candidate.read_bytes()
+                data = read_regular_file(candidate, self.max_bytes, self.timeout_s)
+                if sha256_bytes(data) != ref.sha256:
+                    raise ImageError("image_changed", f"{candidate} no longer matches its hash")
+                return data
         raise ImageError("image_missing", ref.path or ref.sha256)
+
+
+def _is_sha256(value: str) -> bool:
+    """Whether ``value`` is 64 lower-case hex digits (so it can name a blob, never a path)."""
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
