@@ -130,10 +130,19 @@ def normalise_vqa(text: str) -> str:
     return " ".join(words)
 
 
+#: "The answer is: X", "Final answer - X", "Answer: X", "answer is X"; never "Answers" or "answering".
+_ANSWER_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?answer(?:\s+is\b(?:\s*:)?|\s*:|\s+[-\u2013\u2014](?=\s))\s*",
+                            re.IGNORECASE)
+
+
 def clean_prediction(text: str | None) -> str:
-    """The bare answer: a leading "The answer is:" and surrounding quotes or a final period removed."""
+    """The bare answer: a leading "The answer is:" and surrounding quotes or a final period removed.
+
+    The prefix counts only when a separator follows "answer" (a colon, a dash, or "is"): answers
+    that merely start with the word ("Answers", "answering machine") are kept whole.
+    """
     text = (text or "").strip()
-    text = re.sub(r"^(?:the\s+)?(?:final\s+)?answer\s*(?:is)?\s*[:\-]?\s*", "", text, flags=re.IGNORECASE)
+    text = _ANSWER_PREFIX.sub("", text, count=1)
     text = text.strip().strip("\"'`").strip()
     if text.endswith(".") and not re.search(r"\d\.$", text):
         text = text[:-1].rstrip()

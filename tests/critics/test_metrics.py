@@ -180,6 +180,40 @@ def test_clean_prediction_strips_answer_prefixes(raw: str, clean: str) -> None:
     assert clean_prediction(raw) == clean
 
 
+@pytest.mark.parametrize(("raw", "clean"), [
+    ("Answers", "Answers"),                      # VQA: a word that starts with "answer" is an answer
+    ("answering machine", "answering machine"),
+    ("answer", "answer"),
+    ("Answer: B", "B"),                          # multiple choice
+    ("The answer is 35", "35"),
+    ("Final answer - 12", "12"),
+    ("The answer is -3", "-3"),                  # a minus sign is not a separator
+    ("answer is yes", "yes"),
+    ("$1,234", "$1,234"),                        # TabMWP money
+    ("3/4", "3/4"),                              # TabMWP fractions
+    ("17.5", "17.5"),                            # ChartQA numbers
+    ("INV-20417", "INV-20417"),                  # DocVQA strings
+    ("Eiffel Tower", "Eiffel Tower"),            # InfoSeek entities
+])
+def test_clean_prediction_keeps_answers_that_only_start_with_the_word(raw: str, clean: str) -> None:
+    assert clean_prediction(raw) == clean
+
+
+@pytest.mark.parametrize(("prediction", "fields"), [
+    ("Answers", {"answers": ["answers"], "source": "vqav2"}),
+    ("answering machine", {"answers": ["answering machine"], "source": "vqav2"}),
+    ("The answer is 2", {"answers": ["2"], "source": "vqav2"}),
+    ("Answer: 17.5", {"answers": ["17.5"], "source": "llava_cot", "subset": "ChartQA"}),
+    ("answer key", {"answers": ["Answer key"], "task_type": "docvqa"}),
+    ("The answer is $1,234", {"answers": ["1234"], "source": "tabmwp"}),
+    ("3/4", {"answers": ["0.75"], "source": "tabmwp"}),
+    ("Answer: B", {"answers": ["B"], "choices": ["12", "15"], "source": "tabmwp"}),
+    ("Answerville", {"answers": ["Answerville"], "source": "infoseek", "meta": {"answer_eval": ["Answerville"]}}),
+])
+def test_real_answers_of_each_source_match_themselves(prediction: str, fields: dict) -> None:
+    assert score_answer(prediction, sample(**fields)).score == 1.0
+
+
 # ---- choosing the metric -----------------------------------------------------------------------
 
 @pytest.mark.parametrize(("fields", "metric"), [
