@@ -33,7 +33,13 @@ from mmat_core.models import Rejected, SourceSample
 _SPACE = re.compile(r"\s+")
 _PUNCT = re.compile(r"[^\w\s]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
 _blake2b = hashlib.blake2b
+
+def find_control_character(text: str) -> re.Match[str] | None:
+    """The first control character in ``text`` (newlines and tabs are allowed), or None. The one
+    check for questions, answers and model text (the rationale loop re-asks such a reply)."""
+    return _CONTROL.search(text)
 
 
 _ASCII_PUNCT = str.maketrans("", "", "".join(chr(c) for c in range(128) if not (chr(c).isalnum() or chr(c).isspace() or chr(c) == "_")))
