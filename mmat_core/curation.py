@@ -33,8 +33,8 @@ from mmat_core.models import Rejected, SourceSample
 _SPACE = re.compile(r"\s+")
 _PUNCT = re.compile(r"[^\w\s]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-
 _blake2b = hashlib.blake2b
+
 
 def find_control_character(text: str) -> re.Match[str] | None:
     """The first control character in ``text`` (newlines and tabs are allowed), or None. The one
