@@ -66,6 +66,8 @@ class CurationSettings(BaseModel):
     max_side: int = Field(10_000, ge=1)
     max_pixels: int = Field(40_000_000, ge=1)
     formats: list[str] | None = Field(None, description="allowed PIL formats, e.g. [PNG, JPEG]")
+    max_image_bytes: int = Field(50 * 1024 * 1024, ge=1, description="image files larger than this are quarantined unread")
+    image_read_timeout_s: float = Field(30.0, gt=0, description="seconds one image file may take to read before its row is quarantined")
 
 
 class ReflectionSettings(BaseModel):
