@@ -107,3 +107,60 @@ def test_public_addresses_are_allowed() -> None:
     from mmat_core.fetch import is_public
 
     assert is_public("8.8.8.8") and is_public("2606:4700:4700::1111") and is_public("64:ff9b::808:808")
+
+
+class DripServer:
+    """A real TCP server on 127.0.0.1 that answers every request one byte every 0.2 s, for ever:
+    the headers (``part="headers"``) or, after complete headers, the body (``part="body"``)."""
+
+    def __init__(self, part: str) -> None:
+        import socket
+
+        self.part = part
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/drip.png"
+        self.stopped = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(connection,), daemon=True).start()
+
+    def _drip(self, connection: object) -> None:
+        import socket
+
+        assert isinstance(connection, socket.socket)
+        with connection:
+            connection.recv(65536)
+            if self.part == "body":
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+            header = b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"a" * 100000
+            while not self.stopped.is_set():
+                try:
+                    connection.sendall(header[:1] if self.part == "headers" else b"x")
+                except OSError:
+                    return
+                header = header[1:] or b"a"
+                self.stopped.wait(0.2)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("part", ["headers", "body"])
+def test_a_server_dripping_bytes_is_abandoned_at_the_one_deadline(part: str) -> None:
+    server = DripServer(part)
+    policy = FetchPolicy(allowed_networks=["127.0.0.0/8"], timeout_s=1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(FetchError) as error:
+            fetch_url(server.url, policy)
+    finally:
+        server.close()
+    assert error.value.reason == "url_timeout"
+    assert time.monotonic() - started < 4 * policy.timeout_s  # generous: it finished, it did not drip on
