@@ -14,6 +14,7 @@ import stat
 import time
 from pathlib import Path
 
+from mmat_core.errors import MmatError
 from mmat_core.models import ImageRef
 
 #: Images larger than this many pixels are refused before decoding (decompression bombs).
@@ -26,7 +27,7 @@ DEFAULT_READ_TIMEOUT_S = 30.0
 _READ_CHUNK = 1 << 20
 
 
-class ImageError(ValueError):
+class ImageError(MmatError, ValueError):
     """An image failed a check; ``reason`` is the quarantine reason."""
 
     def __init__(self, reason: str, detail: str = "") -> None:

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from mmat_core import prompts
 from mmat_core.components import FormatContext, ToolInfo
 from mmat_core.engine.tools import FAILURE_PREFIX
+from mmat_core.errors import MmatError
 from mmat_core.models import ImageRef, Provenance, RagCall, Rejected, SourceSample, Step, ToolCall, Trace
 from mmat_core.writers import loads
 
@@ -41,7 +42,7 @@ _NO_OPERATORS_LINE = "- (no operators are enabled)"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-class ImportProblem(ValueError):
+class ImportProblem(MmatError, ValueError):
     """A line that is not in the RR layout; becomes a Rejected row with ``reason``."""
 
     def __init__(self, reason: str, detail: str) -> None:

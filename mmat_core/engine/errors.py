@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from mmat_core.errors import MmatError
 
-class LLMCallError(Exception):
+
+class LLMCallError(MmatError):
     """A model call failed. ``retryable`` tells the scheduler whether another attempt may help."""
 
     retryable: bool = False

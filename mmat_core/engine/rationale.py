@@ -22,6 +22,7 @@ from mmat_core import prompts
 from mmat_core.components import ContentPart, LLMClient, LLMRequest, Message, SearchBackend, ToolContext
 from mmat_core.engine.construct import construct
 from mmat_core.engine.errors import LLMCallError
+from mmat_core.errors import MmatError
 from mmat_core.engine.schemacheck import schema_errors
 from mmat_core.engine.tools import ToolRunner
 from mmat_core.models import ModelCall, SourceSample, Step, Trace
@@ -34,7 +35,7 @@ _LEAK_PHRASES = re.compile(
 )
 
 
-class StepParseError(ValueError):
+class StepParseError(MmatError, ValueError):
     """A reply that is not a valid step; the message is what the repair prompt tells the model."""
 
 

@@ -36,6 +36,7 @@ from mmat_core.components import ContentPart, Critic, CriticContext, LLMClient, 
 from mmat_core.config import ReflectionSettings
 from mmat_core.engine.construct import construct
 from mmat_core.engine.errors import LLMCallError
+from mmat_core.errors import MmatError
 from mmat_core.models import ModelCall, Step, Trace, Verdict
 
 if TYPE_CHECKING:
@@ -175,7 +176,7 @@ def reflected_by(trace: Trace) -> list[str]:
     return list(dict.fromkeys(v.critic for v in current_verdicts(trace) if v.data.get("spliced")))
 
 
-class CriticError(Exception):
+class CriticError(MmatError):
     """A critic plugin raised something other than a model-call error (a bug in the plugin)."""
 
     def __init__(self, critic: str, error: Exception) -> None:

@@ -23,6 +23,7 @@ from pydantic import Field
 from mmat_core.components import ComponentOptions, Critic, CriticContext, LLMRequest, Message
 from mmat_core.engine.construct import construct
 from mmat_core.engine.reflection import dialogue_messages
+from mmat_core.errors import MmatError
 from mmat_core.models import ModelCall, Trace, Usage, Verdict
 
 GENERAL_VERSION = "critic-general-2"
@@ -59,7 +60,7 @@ MATH_SOURCES = frozenset({"tabmwp", "geoqa", "geoqaplus", "clevrmath", "intergps
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
 
 
-class MalformedJudgement(ValueError):
+class MalformedJudgement(MmatError, ValueError):
     """A judge reply that is not the JSON object asked for."""
 
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from mmat_core.components import ComponentOptions, SearchBackend
-from mmat_core.errors import ConfigError
+from mmat_core.errors import ConfigError, MmatError
 from mmat_core.models import SearchHit
 
 _TAG = re.compile(r"<[^>]+>")
@@ -31,7 +31,7 @@ def clean_snippet(text: Any) -> str:
     return " ".join(html.unescape(_TAG.sub("", str(text or ""))).split())
 
 
-class WebSearchError(RuntimeError):
+class WebSearchError(MmatError, RuntimeError):
     """A search API refused or failed a query."""
 
 

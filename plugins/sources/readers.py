@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mmat_core.errors import MmatError
+
 #: Read size of the streaming JSON reader; a record may be larger (the buffer grows as needed).
 CHUNK_CHARS = 1 << 20
 #: A single item larger than this is refused rather than buffered without end.
@@ -29,7 +31,7 @@ _WHITESPACE = re.compile(r"[\s,]*")
 _SURROGATE = re.compile("[\udc80-\udcff]")
 
 
-class RowError(Exception):
+class RowError(MmatError):
     """A row that cannot become a sample; ``reason`` is the quarantine reason."""
 
     def __init__(self, reason: str, detail: str = "") -> None:

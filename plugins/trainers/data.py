@@ -21,14 +21,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mmat_core.errors import ConfigError
+from mmat_core.errors import ConfigError, MmatError
 from mmat_core.models import Rejected, TrainingRecord
 
 IGNORE_INDEX = -100
 TRAINING_FILES = ("rr.jsonl", "orr.jsonl")
 
 
-class EncodeError(ValueError):
+class EncodeError(MmatError, ValueError):
     """A record that cannot become a training sample; ``reason`` goes to the quarantine file."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
