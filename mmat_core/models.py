@@ -299,3 +299,4 @@ class RunManifest(Record):
     usage_by_stage: dict[str, Usage] = Field(default_factory=dict, description="model calls of this invocation, by stage")
     outputs: dict[str, str] = Field(default_factory=dict, description="formatter -> file name")
     tool_errors: dict[str, int] = Field(default_factory=dict)
+    stats: dict[str, Any] | None = Field(None, description="the figures `mmat stats` prints (mmat_core.stats.RunStats)")

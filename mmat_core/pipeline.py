@@ -55,6 +55,7 @@ from mmat_core.plugins import PluginManager, get_plugin_manager, mmat_version
 from mmat_core.resume import prepare_resume, redact_secrets
 from mmat_core.store import RunStore
 from mmat_core.writers import AtomicFile, dumps_line, write_json_atomic
+from mmat_core.stats import StatsTally, manifest_stats
 from mmat_core.yields import YieldTally
 
 ComponentArg = str | dict[str, Any] | Component
@@ -496,6 +497,7 @@ class LocalRun:
         quarantine = AtomicFile(self.out_dir / "quarantine.jsonl")
         outputs: dict[str, Path] = {}
         self.yields = YieldTally()  # counted in this one pass over the traces, read by _manifest
+        self.stats = StatsTally()  # run.json's figures (mmat stats), in the same pass
         try:
             # Each stored trace is parsed once into its JSON dict (for formatters that take
             # dicts: every built-in) and once into a Trace (the yield tally and the others),
@@ -533,6 +535,7 @@ class LocalRun:
         quarantine = AtomicFile(self.out_dir / "quarantine.jsonl")
         outputs: dict[str, Path] = {}
         self.yields = YieldTally()
+        self.stats = StatsTally()
         try:
             # The thread only waits for the worker processes; the counting below runs meanwhile.
             with ThreadPoolExecutor(1, thread_name_prefix="mmat-export") as pool:
@@ -555,6 +558,7 @@ class LocalRun:
         """Add one stored trace (its JSON dict) to the run's usage and yield counts."""
         self.usage.add_data(data.get("usage") or {})
         self.yields.add_data(data)
+        self.stats.add_data(data)
 
     def _quarantine_rejected(self, store: RunStore, quarantine: AtomicFile) -> None:
         """Count the rows quarantined before generation and write them to ``quarantine``."""
@@ -591,6 +595,7 @@ class LocalRun:
             },
             usage_by_stage={stage: usage.model_copy() for stage, usage in sorted(client.usage_by_stage.items())},
             yield_by_source=by_source,
+            stats=manifest_stats(getattr(self, "stats", None), store),
             timings_s={"generation": round(generation_s, 3), "total": round(total_s, 3)},
             usage=self.usage,
             outputs={name: path.name for name, path in outputs.items()},

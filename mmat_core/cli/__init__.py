@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("mmat_core.cli.info:validate", "Check a JSON/JSONL file against its schema."),
     "schemas": ("mmat_core.cli.info:schemas", "Print, write or check the JSON Schemas of mmat's records."),
     "sources": ("mmat_core.cli.sources:sources", "List the sources with their options, sub-datasets and licences."),
+    "stats": ("mmat_core.cli.stats:stats", "A run's figures (sources, operators, reflections, steps, quality, cost); `--compare paper`."),
     "status": ("mmat_core.cli.status:status", "Show a run's progress, failures by reason and whether it is complete."),
     "tools": ("mmat_core.cli.tools:tools", "List the operators (tools) with their argument schemas."),
     "tool": ("mmat_core.cli.tools:tool", "Run one operator on one image for debugging (`mmat tool run NAME IMAGE`)."),
