@@ -1,9 +1,10 @@
 """The ``offline`` backend: follows the MMAT step protocol deterministically, with no model.
 
 It exists so the whole pipeline runs without an API key (the README's first command, tests,
-benchmarks). It reads the structured ``context`` the engine attaches to each request, calls
-operators that suit the question, quotes their real outputs in its thoughts and ends with the
-known answer. Its provenance says ``offline: true`` so nobody mistakes its text for model-written
+benchmarks). It reads the structured ``context`` the engine attaches to each request, first calls
+the operators that suit the question, then every other configured operator (third-party ones
+included) in its second step, quotes their real outputs in its thoughts and ends with the known
+answer. Its provenance says ``offline: true`` so nobody mistakes its text for model-written
 data.
 """
 
@@ -107,7 +108,9 @@ class OfflineBackend(LLMBackend):
         elif turn == 1 and history:
             observed = "; ".join(f"the {name.replace('_', ' ')} result says \"{_clip(text, 200)}\"" for name, text in history[-1]["results"])
             used = {name for h in history for name, _ in h["results"]}
-            follow = [t for t in ("image_caption",) if t in enabled and t not in used and ctx.get("task_type") not in _TEXT_TASKS]
+            # Every configured operator runs once per sample, third-party ones included, so a
+            # no-key build shows each tool's results in the RR data (the plugin guide relies on it).
+            follow = [t for t in enabled if t not in used]
             step = {
                 "thought": f"From the previous step, {observed or 'no operator output came back'}. "
                 f"I will relate this evidence to the entities in the question ({', '.join(_nouns(question))}).",

@@ -1,11 +1,12 @@
-"""Built-in retrieval backends for RAG: a local corpus (offline) and five web search APIs."""
+"""Built-in retrieval backends for RAG: a local corpus (offline), five web search APIs, and ``web``
+(whichever of the five has its key set)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from mmat_plugins.search.local import LocalCorpusSearch
-from mmat_plugins.search.web import WEB_BACKENDS
+from mmat_plugins.search.web import WEB_BACKENDS, AnyWebSearch
 
 from mmat_core import hookimpl
 from mmat_core.components import SearchBackend
@@ -17,3 +18,4 @@ def register_search_backends(register: Callable[[type[SearchBackend]], None]) ->
     register(LocalCorpusSearch)
     for backend in WEB_BACKENDS:
         register(backend)
+    register(AnyWebSearch)

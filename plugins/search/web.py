@@ -1,5 +1,5 @@
 """Web search backends for RAG over HTTP: Google Programmable Search (what the paper used), Bing,
-Brave, Tavily and SerpAPI.
+Brave, Tavily and SerpAPI; and ``web``, which uses the first of them whose key is set.
 
 Each reads its API key from an environment variable (never from the config file, so keys stay
 out of run.json and cache keys) and takes an ``endpoint`` option, so a proxy or a test server on
@@ -119,10 +119,15 @@ class WebSearch(SearchBackend):
             self._client = None
 
 
+#: Where Google's engine ID is read from when the option ``engine_id`` is not given.
+GOOGLE_ENGINE_ID_ENV = "GOOGLE_CSE_ID"
+
+
 class GoogleOptions(WebSearchOptions):
     """Options of Google Programmable Search."""
 
-    engine_id: str = Field(description="the Programmable Search Engine ID (the `cx` parameter)")
+    engine_id: str | None = Field(None, description=f"the Programmable Search Engine ID (the `cx` parameter); "
+                                  f"default: the environment variable {GOOGLE_ENGINE_ID_ENV}")
 
 
 class GoogleSearch(WebSearch):
@@ -135,9 +140,16 @@ class GoogleSearch(WebSearch):
     default_key_env = "GOOGLE_API_KEY"
     Options = GoogleOptions
 
+    def __init__(self, options: ComponentOptions | None = None, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        self.engine_id = self.options.engine_id or os.environ.get(GOOGLE_ENGINE_ID_ENV, "")
+        if not self.engine_id:
+            raise ConfigError(f"the google search backend needs a Programmable Search Engine ID: give engine_id "
+                              f"or set the environment variable {GOOGLE_ENGINE_ID_ENV}", key="search.engine_id")
+
     def request(self, query: str, count: int) -> dict[str, Any]:
         """GET with key, cx, q and num."""
-        return {"params": {"key": self.api_key, "cx": self.options.engine_id, "q": query, "num": count}}
+        return {"params": {"key": self.api_key, "cx": self.engine_id, "q": query, "num": count}}
 
     def parse(self, body: Any) -> list[SearchHit]:
         """``items[]`` of title, link, snippet."""
@@ -263,3 +275,86 @@ class SerpApiSearch(WebSearch):
 
 
 WEB_BACKENDS: tuple[type[WebSearch], ...] = (GoogleSearch, BingSearch, BraveSearch, TavilySearch, SerpApiSearch)
+_BY_NAME: dict[str, type[WebSearch]] = {cls.name: cls for cls in WEB_BACKENDS}
+
+
+def provider_needs(cls: type[WebSearch], options: dict[str, Any]) -> list[str]:
+    """The environment variables a provider needs that are not set (empty: it can be used)."""
+    missing = []
+    key_env = options.get("api_key_env") or cls.default_key_env
+    if not os.environ.get(key_env):
+        missing.append(key_env)
+    if cls is GoogleSearch and not options.get("engine_id") and not os.environ.get(GOOGLE_ENGINE_ID_ENV):
+        missing.append(GOOGLE_ENGINE_ID_ENV)
+    return missing
+
+
+def looked_for(providers: list[str], options: dict[str, dict[str, Any]]) -> str:
+    """The keys a search for a usable provider looks at, e.g. ``GOOGLE_API_KEY + GOOGLE_CSE_ID, BING_API_KEY``."""
+    wanted = []
+    for name in providers:
+        cls, own = _BY_NAME[name], options.get(name) or {}
+        needs = [own.get("api_key_env") or cls.default_key_env] + ([GOOGLE_ENGINE_ID_ENV] if cls is GoogleSearch and not own.get("engine_id") else [])
+        wanted.append(" + ".join(needs))
+    return ", ".join(wanted)
+
+
+#: How to do without a web key, for every message that says none is set.
+LOCAL_HINT = ("or search a local corpus instead: --set search.name=local --set search.corpus=CORPUS.jsonl "
+              "(see docs/tools.md), or turn RAG off with --set search=null")
+
+
+class AnyWebOptions(ComponentOptions):
+    """Options of the ``web`` backend."""
+
+    providers: list[str] = Field(default_factory=lambda: [cls.name for cls in WEB_BACKENDS],
+                                 description="web backends tried in this order; the first whose key is set is used")
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="options per provider, e.g. {google: {engine_id: ..., endpoint: ...}}")
+
+
+class AnyWebSearch(SearchBackend):
+    """Whichever web search backend has its key set: the paper's web RAG without naming a provider.
+
+    Providers are tried in the order of ``providers`` (Google first, as in the paper); the first
+    whose environment variables are set is used for the whole run. None set is a ConfigError,
+    raised when the pipeline is assembled (before any work), that names every key it looked for.
+    """
+
+    name = "web"
+    version = "1"
+    description = "the first web search backend whose API key is set (google, bing, brave, tavily, serpapi)"
+    Options = AnyWebOptions
+    options: AnyWebOptions
+
+    def __init__(self, options: ComponentOptions | None = None, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        unknown = [name for name in self.options.providers + list(self.options.options) if name not in _BY_NAME]
+        if unknown:
+            raise ConfigError(f"unknown web search provider {unknown[0]!r}; allowed: {', '.join(_BY_NAME)}",
+                              key="search.providers")
+        chosen = self.available_provider(self.options.providers, self.options.options)
+        if chosen is None:
+            raise ConfigError(f"RAG needs a web search key and none is set: looked for "
+                              f"{looked_for(self.options.providers, self.options.options)}; set one of them, "
+                              + LOCAL_HINT, key="search")
+        cls = _BY_NAME[chosen]
+        self.delegate: WebSearch = cls(cls.Options(**(self.options.options.get(chosen) or {})))
+        self.provider = chosen
+        self.version = f"{chosen}-{cls.version}"
+
+    @staticmethod
+    def available_provider(providers: list[str] | None = None, options: dict[str, dict[str, Any]] | None = None) -> str | None:
+        """The first provider (of ``providers``, default all) whose environment variables are set."""
+        for name in providers or list(_BY_NAME):
+            if name in _BY_NAME and not provider_needs(_BY_NAME[name], (options or {}).get(name) or {}):
+                return name
+        return None
+
+    async def search(self, query: str, k: int) -> list[SearchHit]:
+        """The chosen provider's hits."""
+        return await self.delegate.search(query, k)
+
+    async def aclose(self) -> None:
+        """Close the chosen provider's client."""
+        await self.delegate.aclose()

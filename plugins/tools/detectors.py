@@ -5,7 +5,7 @@ part *of* one tool rather than a component the pipeline assembles, so it gets a 
 instead of a new hook. ``label_bbox`` picks a backend with its ``detector`` option:
 
 * a registered name: ``transformers`` (a zero-shot object detector loaded from a local path or a
-  Hub id: OWL-ViT, OWLv2, Grounding DINO) or ``http`` (a detection server), or
+  Hub id: Grounding DINO by default, or OWL-ViT, OWLv2) or ``http`` (a detection server), or
 * ``"package.module:ClassName"`` for a third-party :class:`Detector` subclass, imported on use,
   or a name a plugin added with :func:`register_detector` at import time.
 
@@ -20,6 +20,7 @@ import importlib
 import os
 import threading
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -122,13 +123,48 @@ def make_detector(spec: str | dict[str, Any]) -> Detector:
 # ---- transformers ------------------------------------------------------------------------------
 
 
+#: The detector ``label_bbox`` uses unless told otherwise: Grounding DINO (the open-vocabulary
+#: detector family the paper's label_bbox operator stands for), its smallest published checkpoint.
+DEFAULT_DETECTOR_MODEL = "IDEA-Research/grounding-dino-tiny"
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face Hub cache folder, resolved from the environment the way huggingface_hub does
+    (HF_HUB_CACHE, then HF_HOME/hub, then ~/.cache/huggingface/hub), without importing it."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def weights_on_this_machine(model: str) -> bool:
+    """Whether ``model`` (a local folder or a Hub id) can be loaded with no download: a folder that
+    holds a ``config.json``, or a Hub id with a snapshot in the local Hub cache."""
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        return (folder / "config.json").is_file()
+    if model.count("/") != 1 or model.startswith((".", "/", "~")):
+        return False
+    snapshots = hub_cache_dir() / f"models--{model.replace('/', '--')}" / "snapshots"
+    return snapshots.is_dir() and any((snapshot / "config.json").is_file() for snapshot in snapshots.iterdir())
+
+
+def detection_libraries_missing() -> list[str]:
+    """The libraries the ``transformers`` detector needs that are not installed (looked up, not imported)."""
+    import importlib.util
+
+    return [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
+
+
 class TransformersDetectorOptions(DetectorOptions):
     """Options of the ``transformers`` zero-shot detector."""
 
-    model: str = Field(description="local folder or Hub id of a zero-shot detector (OWL-ViT, OWLv2, Grounding DINO)")
+    model: str = Field(DEFAULT_DETECTOR_MODEL,
+                       description="local folder or Hub id of a zero-shot detector (Grounding DINO, OWL-ViT, OWLv2); "
+                       "a Hub id is downloaded on first use, as transformers does")
     text_threshold: float = Field(0.25, ge=0, le=1, description="Grounding DINO only: phrase-match threshold")
     device: str = Field("cpu", description="torch device, e.g. cpu or cuda:0")
-    local_files_only: bool = Field(True, description="never reach the Hub; set false to allow downloads")
+    local_files_only: bool = Field(False, description="never reach the Hub (only the local folder or the Hub cache)")
 
 
 class TransformersDetector(Detector):
@@ -156,7 +192,8 @@ class TransformersDetector(Detector):
                     model = AutoModelForZeroShotObjectDetection.from_pretrained(self.options.model, **kwargs)
                 except OSError as exc:
                     raise RuntimeError(f"cannot load detector {self.options.model!r}: {exc}. Give a local folder "
-                                       "in label_bbox's detector.model (or local_files_only: false)") from None
+                                       "in label_bbox's detector.model, or let it download (local_files_only: false, "
+                                       "HF_HUB_OFFLINE unset)") from None
                 self._processor, self._model = processor, model.to(self.options.device).eval()
             return self._processor, self._model
 
