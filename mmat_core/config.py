@@ -145,6 +145,24 @@ class PipelineConfig(BaseModel):
             # Through __dict__: the value stays a default (not in model_fields_set), so a pipeline
             # given other sources in code can still tell that nobody asked for search.
             self.__dict__["search"] = ComponentSpec(name="local")
+        elif "search" not in self.model_fields_set and self.llm.name != "offline":
+            from mmat_core.recipes import default_search
+
+            # A real build does the paper's web RAG when a search key is set (assigned, so the
+            # pipeline uses it); with none, RAG stays off and the build's summary says so.
+            spec = default_search()
+            if spec is not None:
+                self.search = ComponentSpec(**spec)
+        return self
+
+    @model_validator(mode="after")
+    def _default_tools(self) -> PipelineConfig:
+        if "tools" not in self.model_fields_set:
+            from mmat_core.recipes import default_tools
+
+            # The paper's four operators, less label_bbox where it would need a download the build
+            # did not ask for (the offline backend's); kept a default so the summary can say why.
+            self.__dict__["tools"] = [ComponentSpec(**spec) for spec in default_tools(self.llm.name)]
         return self
 
     @property
@@ -284,9 +302,15 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[last] = value
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
-    """Read a config file (optional), apply overrides (dotted keys), validate."""
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                recipe: str | None = None) -> PipelineConfig:
+    """Start from a shipped recipe (optional), lay a config file on it (optional), apply overrides
+    (dotted keys), validate: recipe < file < overrides (see docs/recipes.md)."""
     data: dict[str, Any] = _read_file(Path(path)) if path else {}
+    if recipe:
+        from mmat_core.recipes import load_recipe, merge
+
+        data = merge(load_recipe(recipe), data)
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)
     try:

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "critique": ("mmat_core.cli.critique:critique", "Run critics over existing traces without regenerating them."),
     "export": ("mmat_core.cli.export:export", "Write any format (RR, ORR, ms-swift, LLaMA-Factory, ...) from a run's stored traces."),
     "import-rr": ("mmat_core.cli.export:import_rr", "Read RR JSONL back into traces (then export ORR or any format)."),
+    "recipes": ("mmat_core.cli.recipes:recipes", "List the shipped recipes (`mmat recipes show NAME` prints one to copy)."),
     "plugins": ("mmat_core.cli.info:plugins", "List plugins with their versions, hooks and components."),
     "validate": ("mmat_core.cli.info:validate", "Check a JSON/JSONL file against its schema."),
     "schemas": ("mmat_core.cli.info:schemas", "Print, write or check the JSON Schemas of mmat's records."),

@@ -35,7 +35,8 @@ def collect_overrides(**flags: Any) -> dict[str, Any]:
         overrides["llm"] = {k: v for k, v in (("name", flags.get("llm") or "offline"), ("model", flags.get("model"))) if v}
     for key in ("tools", "critics", "formatters"):
         if flags.get(key) is not None:
-            overrides[key] = flags[key]
+            # A list, so --set can then reach one item's options (--set tools.1.detector.model=PATH).
+            overrides[key] = [part.strip() for part in flags[key].split(",") if part.strip()]
     if flags.get("executor"):
         overrides["executor"] = flags["executor"]
     if flags.get("ray_address"):
@@ -52,6 +53,7 @@ def collect_overrides(**flags: Any) -> dict[str, Any]:
 
 @click.command()
 @click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="YAML or TOML config.")
+@click.option("--recipe", metavar="NAME", help="Start from a shipped recipe (`mmat recipes`); --config and flags override it.")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory (overrides `out:`).")
 @click.option("--source", help="Source name (overrides `source:`).")
 @click.option("--source-path", help="Local path for the source.")
@@ -83,7 +85,13 @@ def build(config_file: Path | None, out: Path | None, dry_run: bool, **flags: An
         # change is then detected and handled by resume.on_config_change).
         base = {} if config_file else stored_config(resume_dir)
         overrides = {**base, **overrides, "out": str(resume_dir)}
-    config = load_config(config_file, overrides)
+    recipe: str | None = flags.pop("recipe", None)
+    config = load_config(config_file, overrides, recipe=recipe)
+    if recipe:
+        from mmat_core.recipes import preflight
+
+        # Everything the recipe still lacks, in one message, before any model call or folder.
+        preflight(config, file=str(config_file) if config_file else None)
     pipeline = Pipeline.from_config(config, config_file=str(config_file) if config_file else None)
     if dry_run:
         _dry_run(pipeline)
@@ -101,6 +109,15 @@ def build(config_file: Path | None, out: Path | None, dry_run: bool, **flags: An
     else:
         result = pipeline.run(Path(config.out))
     _summary(result)
+    _departures(config)
+
+
+def _departures(config: Any) -> None:
+    """Which of the paper's operators (and web RAG) this build left off, and why."""
+    from mmat_core.recipes import paper_departures
+
+    for note in paper_departures(config):
+        click.echo(f"  paper: {note}")
 
 
 def _dry_run(pipeline: Any) -> None:
