@@ -52,6 +52,18 @@ class EngineSettings(BaseModel):
         DEFAULT_GC_THRESHOLD, ge=0, description="allocations between Python's generation-0 garbage collections during a run "
         "(Python's default is 700; 0 or null leaves the collector as it is): see mmat_core/engine/gcpolicy.py"
     )
+    final_answer: Literal["label", "model"] = Field(
+        "label", description="the final assistant turn (and ORR's <ANSWER>): label = the dataset's label, no model call "
+        "(the paper); model = the generator states the answer and answer_match verifies it (docs/formats.md)"
+    )
+    max_thought_chars: int = Field(16_000, ge=1, description="longer thoughts are re-asked (thought_too_long)")
+    max_rag_query_chars: int = Field(500, ge=1, description="longer RAG queries are re-asked (rag_query_too_long)")
+    max_question_chars: int = Field(
+        20_000, ge=1, description="longer questions fail before any model call (question_too_long)"
+    )
+    max_tool_result_chars: int = Field(
+        20_000, ge=1, description="a longer operator or RAG result becomes an error observation (result_too_long)"
+    )
 
 
 class CurationSettings(BaseModel):

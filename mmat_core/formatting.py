@@ -12,7 +12,8 @@ share one implementation and produce the same bytes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -22,6 +23,76 @@ from mmat_core.components import ToolInfo
 from mmat_core.models import Step, Trace
 
 OPERATOR_SEPARATOR = ", "
+
+#: Any tag of the RR/ORR format, as a tuned model's parser would read it (case-insensitive, with
+#: stray spaces): ``<THOUGHT>``, ``</SIGNAL>``, ``<ANSWER>``, ``<|begin_api_invoke|>`` and the rest.
+FORMAT_TAG = re.compile(
+    r"<\s*/?\s*(?:THOUGHT|OPERATOR|RAG|SIGNAL|ANSWER)\s*>"
+    r"|<\|\s*(?:begin|end)_(?:api_invoke|result_of_api)\s*\|>",
+    re.IGNORECASE,
+)
+#: What a neutralised tag's angle brackets become (see :func:`neutralise_tags`).
+NEUTRAL_OPEN, NEUTRAL_CLOSE = "\u2039", "\u203a"
+
+
+def find_format_tag(text: str) -> str | None:
+    """The first RR/ORR format tag in ``text``, or None when it holds none."""
+    if "<" not in text:  # the usual case, and much cheaper than a search
+        return None
+    match = FORMAT_TAG.search(text)
+    return match.group() if match else None
+
+
+def neutralise_tags(text: str) -> str:
+    """``text`` with every format tag's ``<`` and ``>`` replaced by ``‹`` and ``›``.
+
+    For text from the world (tool and RAG results: an OCR of a slide that shows ``<ANSWER>``):
+    it cannot be re-asked, and dropping the sample would lose good data. The reader still sees
+    what the image says; no parser reads it as a tag. The same function runs at inference
+    (the agent runtime calls the same tools), so a tuned model sees the form it was trained on.
+    """
+    if "<" not in text:
+        return text
+    return FORMAT_TAG.sub(lambda m: NEUTRAL_OPEN + m.group()[1:-1] + NEUTRAL_CLOSE, text)
+
+
+class ForgedTagError(ValueError):
+    """A text that must be plain holds a tag of the RR/ORR format."""
+
+    def __init__(self, where: str, tag: str) -> None:
+        super().__init__(f"{where} holds the format tag {tag!r}")
+        self.where = where
+        self.tag = tag
+
+
+def _trace_texts(data: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(where, text) for every free text a trace puts into RR or ORR."""
+    sample = data["sample"]
+    yield "question", sample.get("question") or ""
+    yield "constraint", sample.get("constraint") or ""
+    for number, step in enumerate(data.get("steps") or (), 1):
+        yield f"step {number} thought", step.get("thought") or ""
+        yield f"step {number} rag query", step.get("rag_query") or ""
+        for name in step.get("operators") or ():
+            yield f"step {number} operator name", name
+        yield f"step {number} observation", step.get("observation") or ""
+        for call in step.get("tool_calls") or ():
+            yield f"step {number} {call.get('name', 'operator')} result", call.get("result") or ""
+    yield "final prompt", data.get("final_prompt") or ""
+    yield "final answer", data.get("final_answer") or ""
+
+
+def check_trace_text(trace: TraceLike) -> None:
+    """Raise :class:`ForgedTagError` when a text of the trace would forge a format tag in RR or ORR.
+
+    The engine refuses such model text (re-ask) and quarantines such dataset text before any
+    model call, and neutralises tool results; this is the last line of defence for traces that
+    came another way (an import, a third-party plugin, a run of an older mmat).
+    """
+    for where, text in _trace_texts(trace_data(trace)):
+        tag = find_format_tag(text)
+        if tag is not None:
+            raise ForgedTagError(where, tag)
 
 #: A trace as a model or as its stored JSON dict.
 TraceLike = Trace | Mapping[str, Any]

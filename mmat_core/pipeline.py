@@ -306,15 +306,10 @@ class LocalRun:
             client,
             runner,
             p.search,
-            LoopSettings(
-                max_turns=cfg.engine.max_turns,
-                repair_attempts=cfg.engine.repair_attempts,
-                rag_top_k=cfg.engine.rag_top_k,
-                temperature=cfg.engine.temperature,
-                max_tokens=cfg.engine.max_tokens,
-            ),
+            LoopSettings.from_engine(cfg.engine),
         )
-        reflection = ReflectionStage(p.critics, client, images, cfg.reflection, regenerate=loop_regenerator(loop))
+        reflection = ReflectionStage(p.critics, client, images, cfg.reflection, regenerate=loop_regenerator(loop),
+                                     limits=loop.settings.limits, repair_attempts=cfg.engine.repair_attempts)
         if self.shard is None:
             plan = prepare_resume(store, cfg, run_dir=self.out_dir)
             store.clear_rejected()  # this pass reads the whole stream and records them again

@@ -121,6 +121,8 @@ REPAIR_PROMPT = (
     'keys "thought", "operators", "rag" and "next_action", and nothing else.'
 )
 
+ANSWER_REPAIR_PROMPT = "Your last reply cannot be used: {error}. Reply again with the answer alone, as plain text."
+
 
 def operator_lines(tools: Sequence[ToolInfo], arguments: dict[str, str] | None = None) -> str:
     """One line per enabled operator, for the generator and RR system prompts. ``arguments``

@@ -18,6 +18,13 @@ critic rejects, or whose defect outlives its rounds, is failing, and ``on_failur
 ``drop`` it, keep it ``keep_flagged``, or ``regenerate`` the rationale from scratch (up to
 ``regenerate_attempts`` times, then ``after_regenerate``). Critics run in ``order`` and review
 stops at the first failing one.
+
+A corrected thought is model text and passes the rationale loop's checks
+(:func:`~mmat_core.engine.rationale.check_model_text`: no format tag, no control character,
+within the thought's length cap). A generator's correction that fails them is re-asked (noted as
+``step_repair: reflection ...``); a critic's own supplementary thought that fails them is set
+aside for one the generator writes. When the re-asks run out, the failure's head is the check's
+reason (``forged_tag``, ...), and ``on_failure`` applies.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ from mmat_core.engine.construct import construct
 from mmat_core.engine.errors import LLMCallError
 from mmat_core.errors import MmatError
 from mmat_core.models import ModelCall, Step, Trace, Verdict
+
+from mmat_core.engine.rationale import StepParseError, TextLimits, check_model_text
 
 if TYPE_CHECKING:
     from mmat_core.engine.rationale import RationaleLoop
@@ -66,9 +75,11 @@ use the known answer as a given."""
 CORRECTION_REQUEST = """{reflection_turn}
 (Reviewer's finding, for you only: {reason})
 Reply with the reasoning alone, as plain text: no JSON, no tags."""
+CORRECTION_REPAIR = "Your last reply cannot be used: {error}. Reply again with the reasoning alone, as plain text."
 
-_TAG = re.compile(r"</?(?:THOUGHT|SIGNAL|OPERATOR|RAG)>", re.IGNORECASE)
-_SIGNAL_BLOCK = re.compile(r"<SIGNAL>.*?</SIGNAL>", re.IGNORECASE | re.DOTALL)
+#: The envelope a generator may copy from the dialogue around its correction; only this outer
+#: layer is removed, any tag inside is refused.
+_ENVELOPE = re.compile(r"^\s*<THOUGHT>(.*?)</THOUGHT>\s*(?:<SIGNAL>[a-z]*</SIGNAL>)?\s*$", re.IGNORECASE | re.DOTALL)
 
 #: What the pipeline hands the stage to regenerate a sample: reset ``trace`` and run stage 2 again.
 Regenerate = Callable[[Trace, int], Awaitable[None]]
@@ -125,8 +136,9 @@ def splice(trace: Trace, corrected: str, round_: int) -> None:
 
 
 def clean_correction(text: str) -> str:
-    """The corrected thought from a generator's reply: a JSON step's ``thought``, or the text with
-    any RR tags and signal removed."""
+    """The corrected thought from a generator's reply: a JSON step's ``thought``, or the text
+    with an outer ``<THOUGHT>..</THOUGHT><SIGNAL>..</SIGNAL>`` envelope removed and its
+    whitespace collapsed. Tags inside are kept, for :func:`check_model_text` to refuse."""
     text = text.strip()
     if text.startswith("{"):
         try:
@@ -135,7 +147,8 @@ def clean_correction(text: str) -> str:
             data = None
         if isinstance(data, dict) and isinstance(data.get("thought"), str):
             return data["thought"].strip()
-    return " ".join(_TAG.sub(" ", _SIGNAL_BLOCK.sub(" ", text)).split())
+    envelope = _ENVELOPE.match(text)
+    return " ".join((envelope.group(1) if envelope else text).split())
 
 
 def supplied_thought(verdict: Verdict) -> str | None:
@@ -188,18 +201,27 @@ class ReflectionStage:
     """Runs critics in order over a finished trace and applies the reflection policy."""
 
     def __init__(self, critics: list[Critic], client: LLMClient | None, images: object,
-                 settings: ReflectionSettings | None = None, *, regenerate: Regenerate | None = None) -> None:
+                 settings: ReflectionSettings | None = None, *, regenerate: Regenerate | None = None,
+                 limits: TextLimits | None = None, repair_attempts: int = 2) -> None:
         self.critics = sorted(critics, key=lambda c: (c.order, c.name))
         self.client = client
         self.images = images
         self.settings = settings or ReflectionSettings()
         self.regenerate = regenerate
+        self.limits = limits or TextLimits()
+        self.repair_attempts = repair_attempts
 
     async def corrected_thought(self, trace: Trace, verdict: Verdict, round_: int) -> str:
-        """The critic's supplementary thought, or one written by the generator given the reason."""
+        """The critic's supplementary thought, or one written by the generator given the reason.
+
+        Raises :class:`StepParseError` when the generator's corrections stay refused."""
         supplied = supplied_thought(verdict)
         if supplied is not None:
-            return supplied
+            try:
+                check_model_text(supplied, "thought", self.limits.thought)
+                return supplied
+            except StepParseError as exc:
+                trace.notes.append(f"reflection: {verdict.critic}'s own thought set aside: {exc}")
         if self.client is None:
             return ""
         sample = trace.sample
@@ -211,18 +233,32 @@ class ReflectionStage:
         messages.append(Message(role="assistant", content=rr_step_text(recheck)))
         messages.append(Message(role="user", content=CORRECTION_REQUEST.format(
             reflection_turn=prompts.REFLECTION_TURN, reason=verdict.reason or "the reasoning does not support its conclusion")))
-        request = LLMRequest(
-            purpose="reflection_correction",
-            messages=messages,
-            prompt_version=CORRECTION_PROMPT_VERSION,
-            sample_id=trace.id,
-            context={"question": sample.question, "answer": sample.answer, "reason": verdict.reason,
-                     "critic": verdict.critic, "round": round_},
-        )
-        response, call = await self.client.complete(request)
-        trace.usage.add(call.usage)
-        verdict.data["correction_call"] = call.model_dump(mode="json", exclude_defaults=True)
-        return clean_correction(response.text)
+        context = {"question": sample.question, "answer": sample.answer, "reason": verdict.reason,
+                   "critic": verdict.critic, "round": round_}
+        error: StepParseError | None = None
+        for attempt in range(self.repair_attempts + 1):
+            request = LLMRequest(
+                purpose="reflection_correction",
+                messages=messages,
+                prompt_version=CORRECTION_PROMPT_VERSION,
+                sample_id=trace.id,
+                context={**context, "repair": attempt} if attempt else context,
+            )
+            response, call = await self.client.complete(request)
+            trace.usage.add(call.usage)
+            verdict.data["correction_call"] = call.model_dump(mode="json", exclude_defaults=True)
+            corrected = clean_correction(response.text)
+            try:
+                if corrected:
+                    check_model_text(corrected, "thought", self.limits.thought)
+                return corrected
+            except StepParseError as exc:
+                error = exc
+                trace.notes.append(f"step_repair: reflection {round_ + 1} attempt {attempt + 1}: {exc}")
+                messages = messages + [Message(role="assistant", content=response.text),
+                                       Message(role="user", content=CORRECTION_REPAIR.format(error=exc))]
+        assert error is not None
+        raise error
 
     def _record(self, trace: Trace, verdict: Verdict, critic: Critic, round_: int, attempt: int) -> None:
         verdict.critic = verdict.critic or critic.name
@@ -259,7 +295,10 @@ class ReflectionStage:
                 if rounds >= rounds_allowed:
                     detail = f"unresolved after {rounds} reflection(s)" if rounds else "needs a reflection (none allowed)"
                     return f"{critic.name}: {detail}: {verdict.reason}"
-                corrected = await self.corrected_thought(trace, verdict, reflection_count(trace))
+                try:
+                    corrected = await self.corrected_thought(trace, verdict, reflection_count(trace))
+                except StepParseError as exc:
+                    return f"{exc} ({critic.name}'s correction)"
                 if not corrected:
                     return f"{critic.name}: the generator wrote no correction for: {verdict.reason}"
                 splice(trace, corrected, reflection_count(trace))

@@ -6,6 +6,11 @@ and handed to ``Tool.run`` as plain data. Nothing is evaluated or passed to a sh
 Tool results are cached by (tool, version, image hash, arguments, options, tool-specific context
 such as the question for ``image_caption``), so a rerun does not redo them. A failing, timing-out
 or unknown tool becomes an error observation in the dialogue and a count in the run report.
+
+Results are text from the world (an OCR of a slide can read ``<ANSWER>``): every result, RAG
+and error texts included, has its RR/ORR format tags neutralised
+(:func:`mmat_core.formatting.neutralise_tags`), and a result longer than ``max_result_chars``
+(``engine.max_tool_result_chars``) becomes an error observation (``result_too_long``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from mmat_core.components import LLMClient, SearchBackend, Tool, ToolContext, To
 from mmat_core.engine.cache import Cache, keyed, tool_key_document
 from mmat_core.engine.scheduler import _with_timeout
 from mmat_core.engine.schemacheck import schema_errors
+from mmat_core.config import EngineSettings
 from mmat_core.errors import ToolArgumentError
+from mmat_core.formatting import neutralise_tags
 from mmat_core.images import ImageStore
 from mmat_core.models import RagCall, SearchHit, SourceSample, Step, ToolCall, Usage
 from mmat_core.prompts import RAG_LABEL
@@ -106,6 +113,9 @@ def format_hits(hits: Sequence[SearchHit]) -> str:
 
 
 FAILURE_PREFIX = "The {name} operator failed: "
+#: The error (and trace note) of a result over ``max_result_chars``.
+RESULT_TOO_LONG = "result_too_long"
+DEFAULT_MAX_RESULT_CHARS = EngineSettings().max_tool_result_chars
 
 
 def failure_text(name: str, message: str) -> str:
@@ -125,8 +135,11 @@ class ToolRunner:
         cache: Cache | None = None,
         workers: int = 2,
         search: SearchBackend | None = None,
+        max_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
     ) -> None:
         self.tools = {tool.name: tool for tool in tools}
+        #: Longer results become ``result_too_long`` errors (the rationale loop sets it from its settings).
+        self.max_result_chars = max_result_chars
         self.images = images
         self.llm = llm
         self.cache = cache
@@ -163,8 +176,20 @@ class ToolRunner:
         extra = {"options": options, "context": getattr(tool, "cache_extra", lambda _ctx: None)(ctx)}
         return tool_key_document(tool.name, tool.version, image.sha256 if image else None, args, extra)
 
+    def _finish(self, call: ToolCall) -> ToolCall:
+        """A call's result as it may enter the dialogue: tags neutralised, length capped."""
+        if call.error is None and len(call.result) > self.max_result_chars:
+            self.stats.count(self.errors, call.name)
+            message = f"{RESULT_TOO_LONG}: {len(call.result)} characters (limit {self.max_result_chars})"
+            call.error, call.result, call.data = message, failure_text(call.name, message), None
+        call.result = neutralise_tags(call.result)
+        return call
+
     async def call(self, name: str, args: Any, ctx: ToolContext) -> ToolCall:
         """Run one tool. Every failure becomes an error observation, never an exception."""
+        return self._finish(await self._call(name, args, ctx))
+
+    async def _call(self, name: str, args: Any, ctx: ToolContext) -> ToolCall:
         started = time.monotonic()
         tool = self.tools.get(name)
         if tool is None:
@@ -223,7 +248,16 @@ class ToolRunner:
 
     async def retrieve(self, query: str, k: int, sample_id: str | None = None) -> RagCall:
         """Run one RAG query, cached by (backend, version, options, query, k). Failures become
-        an error observation."""
+        an error observation; the result text is neutralised and capped like a tool's."""
+        call = await self._retrieve(query, k, sample_id)
+        if call.error is None and len(call.result) > self.max_result_chars:
+            self.stats.count(self.errors, RAG_LABEL)
+            call.error = f"{RESULT_TOO_LONG}: {len(call.result)} characters (limit {self.max_result_chars})"
+            call.result = f"The rag search failed: {call.error}"
+        call.result = neutralise_tags(call.result)
+        return call
+
+    async def _retrieve(self, query: str, k: int, sample_id: str | None = None) -> RagCall:
         started = time.monotonic()
         if self.search is None:
             return RagCall(query=query, result="No search backend is enabled in this run.", error="no_search_backend")

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from mmat_core.components import ComponentOptions, FormatContext, Formatter, TraceWriter
 from mmat_core.errors import ConfigError
-from mmat_core.formatting import trace_data
+from mmat_core.formatting import ForgedTagError, check_trace_text, trace_data
 from mmat_core.models import Trace
 from mmat_core.writers import RecordWriter, SkipTrace, SplitWriter, write_json_atomic
 
@@ -93,8 +93,9 @@ class ViewFormatter(Formatter):
         """A function from a trace's JSON dict to its record; run-level text is computed once here."""
 
     def record(self, trace: Trace | Mapping[str, Any], ctx: FormatContext) -> dict[str, Any] | None:
-        """The record of one trace (for programmatic use and tests)."""
-        return self.record_function(ctx)(trace_data(trace))
+        """The record of one trace (for programmatic use and tests); :class:`SkipTrace` when it
+        cannot be written."""
+        return checked(self.record_function(ctx))(trace_data(trace))
 
     def val_ratio(self) -> float:
         """The effective validation share."""
@@ -114,7 +115,7 @@ class ViewFormatter(Formatter):
 
     def open(self, out_dir: Path, ctx: FormatContext) -> TraceWriter:
         """Open a streaming, atomic writer (two of them, train and val, when splitting)."""
-        function = self.record_function(ctx)
+        function = checked(self.record_function(ctx))
 
         def make(trace: Any) -> dict[str, Any] | None:
             return function(trace if not isinstance(trace, Trace) else trace_data(trace))
@@ -136,6 +137,20 @@ class ViewFormatter(Formatter):
     def wrap(self, writer: Any, out_dir: Path, ctx: FormatContext) -> TraceWriter:
         """Add side files to a writer (subclasses override); the default adds none."""
         return writer
+
+
+def checked(function: RecordFunction) -> RecordFunction:
+    """``function`` behind the format's last line of defence: a trace whose text would forge an
+    RR/ORR tag is left out (``forged_tag``, quarantined by the writer) instead of written."""
+
+    def record(data: Mapping[str, Any]) -> dict[str, Any] | None:
+        try:
+            check_trace_text(data)
+        except ForgedTagError as exc:
+            raise SkipTrace("forged_tag", str(exc)) from None
+        return function(data)
+
+    return record
 
 
 # ---- helpers shared by the exports ------------------------------------------------------------

@@ -18,6 +18,7 @@ from mmat_plugins.formatters.base import (
     ExportOptions,
     RecordFunction,
     ViewFormatter,
+    checked,
     export_images,
     image_bytes,
     view_system,
@@ -140,7 +141,7 @@ class HFDatasetWriter:
         self.root = out_dir / formatter.folder_name()
         self.features = features(formatter.options.view)
         self.schema = self.features.arrow_schema
-        self.make = formatter.record_function(ctx)
+        self.make = checked(formatter.record_function(ctx))
         self.ratio = formatter.val_ratio()
         self.salt = formatter.options.split_salt
         splits = SPLITS if self.ratio > 0 else SPLITS[:1]

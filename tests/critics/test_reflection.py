@@ -210,7 +210,7 @@ def test_dialogue_messages_can_lead_with_the_images() -> None:
 @pytest.fixture
 def loop(judge: Judge) -> Iterator[RationaleLoop]:
     runner = ToolRunner([], ImageStore(), workers=1)
-    yield RationaleLoop(judge.client(), runner, None, LoopSettings(max_turns=4))
+    yield RationaleLoop(judge.client(), runner, None, LoopSettings(max_turns=4, final_answer="model"))
     runner.close()
 
 
@@ -237,7 +237,7 @@ def test_regenerated_requests_bypass_the_cached_failing_answers(judge: Judge, tm
     client = judge.client()
     client.cache = Cache(tmp_path / "cache.sqlite")
     runner = ToolRunner([], ImageStore(), workers=1)
-    loop = RationaleLoop(client, runner, None, LoopSettings(max_turns=4))
+    loop = RationaleLoop(client, runner, None, LoopSettings(max_turns=4, final_answer="model"))
     stage = ReflectionStage([AnswerMatchCritic()], client, ImageStore(), ReflectionSettings(on_failure="regenerate"),
                             regenerate=loop_regenerator(loop))
     trace = make_trace(final_answer=None)

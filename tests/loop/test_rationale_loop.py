@@ -1,5 +1,8 @@
 """The rationale loop against a scripted fake VLM on 127.0.0.1, asserting the exact dialogue.
 
+Most tests run ``final_answer: model`` (the generator is asked for the answer, so the fake's
+final request shows the whole dialogue); the label-mode tests say so in their names.
+
 The generator is the fake VLM (tests/fakes/vlm_server.py) reached through the project's
 ``openai`` backend over real HTTP; OCR, face detection, image_caption, label_bbox (with a fake
 detection server) and the local RAG backend run for real.
@@ -23,7 +26,7 @@ from mmat_plugins.tools.ocr import OCRTool
 from mmat_core import prompts
 from mmat_core.components import Tool, ToolContext, ToolOutput
 from mmat_core.engine.client import EngineClient
-from mmat_core.engine.rationale import LoopSettings, RationaleLoop
+from mmat_core.engine.rationale import LoopSettings, RationaleLoop, TextLimits
 from mmat_core.engine.scheduler import Scheduler, SchedulerSettings
 from mmat_core.engine.tools import ToolRunner
 from mmat_core.images import ImageStore, image_ref_from_file
@@ -82,7 +85,8 @@ class Harness:
     """The engine pieces a run wires together, pointed at the fakes."""
 
     def __init__(self, vlm: FakeVLM, files: dict[str, Path], servers: FakeSearchServers, *, max_turns: int = 6,
-                 repair_attempts: int = 2, rag: bool = True) -> None:
+                 repair_attempts: int = 2, rag: bool = True, final_answer: str = "model",
+                 limits: TextLimits | None = None) -> None:
         self.files = files
         self.images = ImageStore()
         self.backend = vlm_backend(vlm.base_url)
@@ -93,12 +97,15 @@ class Harness:
         self.runner = ToolRunner(tools, self.images, llm=self.client, workers=2)
         search = LocalCorpusSearch(corpus=str(files["corpus"])) if rag else None
         self.loop = RationaleLoop(self.client, self.runner, search,
-                                  LoopSettings(max_turns=max_turns, repair_attempts=repair_attempts))
+                                  LoopSettings(max_turns=max_turns, repair_attempts=repair_attempts,
+                                               final_answer=final_answer,  # type: ignore[arg-type]
+                                               limits=limits or TextLimits()))
 
-    def run(self, image: str = "receipt", question: str = QUESTION, answer: str = "42.50") -> Trace:
+    def run(self, image: str = "receipt", question: str = QUESTION, answer: str = "42.50",
+            constraint: str = CONSTRAINT) -> Trace:
         """Run the loop on one sample."""
         sample = SourceSample(id=f"test/{image}", source="test", question=question, answers=[answer],
-                              constraint=CONSTRAINT, images=[image_ref_from_file(self.files[image])])
+                              constraint=constraint, images=[image_ref_from_file(self.files[image])])
         trace = Trace(id=sample.id, sample=sample, tools=list(self.runner.tools),
                       provenance=Provenance(mmat_version="test", generator="fake", offline=False, source="test"))
 
