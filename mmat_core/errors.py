@@ -44,3 +44,20 @@ class DuplicateComponentError(PluginError):
 
 class ToolArgumentError(MmatError):
     """Arguments given to a tool do not match its JSON Schema."""
+
+
+class OutputDirError(MmatError):
+    """The output folder cannot be used: it is a file, or it holds files mmat did not write."""
+
+
+class RunInUseError(MmatError):
+    """Another mmat process holds the run folder's lock (it is building or writing into it)."""
+
+
+class DiskFullError(MmatError, OSError):
+    """A write failed for lack of space (or a file-size limit); the run can be resumed once there is room.
+    Still an OSError, so code that handled the raw error goes on handling it."""
+
+
+class LowYieldError(MmatError):
+    """A build kept fewer samples than ``--min-yield`` asks for (the outputs are still written)."""

@@ -15,8 +15,11 @@ before the output directory is touched.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
+import shutil
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -48,11 +51,12 @@ from mmat_core.engine.gcpolicy import run_gc
 from mmat_core.engine.rationale import LoopSettings, RationaleLoop
 from mmat_core.engine.reflection import ReflectionStage, loop_regenerator
 from mmat_core.engine.tools import ToolRunner
-from mmat_core.errors import ConfigError
+from mmat_core.errors import ConfigError, DiskFullError
 from mmat_core.images import ImageStore
 from mmat_core.models import KEPT_STATUSES, Provenance, Rejected, RunManifest, SourceSample, Trace, Usage
 from mmat_core.plugins import PluginManager, get_plugin_manager, mmat_version
 from mmat_core.resume import prepare_resume, redact_secrets
+from mmat_core.rundir import RunDirLock, check_run_dir, command_line
 from mmat_core.store import RunStore
 from mmat_core.writers import AtomicFile, dumps_line, write_json_atomic
 from mmat_core.stats import StatsTally, manifest_stats
@@ -199,11 +203,25 @@ class Pipeline:
 
     # -- running ----------------------------------------------------------------------------
 
-    def run(self, out_dir: str | Path, *, progress: ProgressCallback | None = None) -> RunResult:
+    def run(self, out_dir: str | Path, *, progress: ProgressCallback | None = None, force: bool = False) -> RunResult:
         """Run the whole pipeline into ``out_dir`` with the configured executor; ``progress``
-        receives events from an in-process run (executors that run elsewhere may ignore it)."""
+        receives events from an in-process run (executors that run elsewhere may ignore it).
+
+        ``out_dir`` must be new, empty or a run directory mmat made (``force`` writes into any
+        folder); the run holds the folder's lock throughout, so a second run into it is refused
+        (:mod:`mmat_core.rundir`). A full disk ends as :class:`~mmat_core.errors.DiskFullError`.
+        """
         self.progress = progress
-        return self.executor.execute(self, Path(out_dir))
+        out = Path(out_dir)
+        check_run_dir(out, force=force)
+        try:
+            with RunDirLock(out, command_line()):
+                return self.executor.execute(self, out)
+        except (OSError, sqlite3.Error) as exc:
+            full = disk_full_error(exc, out)
+            if full is None:
+                raise
+            raise full from exc
 
     def run_local(self, out_dir: Path, *, progress: ProgressCallback | None = None) -> RunResult:
         """Run in this process (what the ``local`` executor does)."""
@@ -217,6 +235,35 @@ class Pipeline:
 
 
 log = logging.getLogger("mmat.pipeline")
+
+#: OSError numbers that mean "no room": a full disk, a quota, a file-size limit.
+_NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def disk_full_error(exc: BaseException, out_dir: Path) -> DiskFullError | None:
+    """A :class:`DiskFullError` saying what to do when ``exc`` (or an exception it was raised
+    from or during) is a lack of space; None for any other error."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        full = isinstance(current, OSError) and current.errno in _NO_ROOM
+        # SQLite says SQLITE_FULL in words ("database or disk is full").
+        full = full or (isinstance(current, sqlite3.Error) and "full" in str(current).lower())
+        if full:
+            where = Path(getattr(current, "filename", None) or out_dir)
+            probe = next((p for p in (where, *where.parents) if p.exists()), out_dir)
+            try:
+                free = f"{shutil.disk_usage(probe).free / 1e6:,.1f} MB free there now"
+            except OSError:
+                free = "free space unknown"
+            what = "a file-size limit was reached" if getattr(current, "errno", None) == errno.EFBIG else "the disk is full"
+            said = getattr(current, "strerror", None) or str(current)
+            return DiskFullError(f"{what} ({said}) writing {where} ({free}): make room (or give `out` / engine.cache_path "
+                                 f"another disk), then run the same command again: finished samples are kept and the "
+                                 f"run resumes (mmat build --resume {out_dir})")
+        current = current.__cause__ or current.__context__
+    return None
 
 #: Finished traces gathered before the committer task is woken (one transaction each).
 COMMIT_EVERY = 256
@@ -293,7 +340,8 @@ class LocalRun:
         # Cache writes are committed in batches (at most a quarter of a second late), always
         # before the traces that rely on them: see Cache and store.flush below.
         cache = Cache(cache_path, commit_after_s=0.25)
-        images = ImageStore(self.out_dir / "images")
+        images = ImageStore(self.out_dir / "images", max_bytes=cfg.curation.max_image_bytes,
+                            timeout_s=cfg.curation.image_read_timeout_s)
         # Sources that read embedded image bytes (The Cauldron's parquet) write them here.
         for source in p.sources:
             source.image_store = images  # type: ignore[attr-defined]
@@ -371,7 +419,8 @@ class LocalRun:
                     if store.pending >= COMMIT_BACKLOG:
                         await checkpoint()  # the disk fell behind: wait for it, memory stays bounded
                 if self.progress:
-                    self.progress({"done": self.counts["generated"], "status": trace.status})
+                    self.progress({"done": self.counts["generated"], "status": trace.status,
+                                   "rejected": self.counts["rejected"]})
             except Exception as exc:
                 # Data problems end as reasons on their sample; an exception here is a bug, and
                 # it would hit every sample: stop feeding new ones instead of failing a million.
@@ -583,6 +632,7 @@ class LocalRun:
                 "kept": sum(v for k, v in statuses.items() if k in KEPT_STATUSES),
                 **{f"status_{k}": v for k, v in statuses.items()},
                 "model_calls": client.calls_made,
+                "model_reasks": client.reasks,
                 "cached_calls": client.cached_calls + client.coalesced_calls,
                 "failed_calls": client.failed_calls,
                 "call_retries": client.scheduler.stats.retries,

@@ -69,12 +69,18 @@ def collect_overrides(**flags: Any) -> dict[str, Any]:
 @click.option("--limit", type=int, help="Keep at most N samples after curation.")
 @click.option("--set", "set_items", multiple=True, metavar="KEY=VALUE", help="Override any config key, e.g. engine.max_turns=6.")
 @click.option("--dry-run", is_flag=True, help="Count what each source yields after curation; no model call.")
-def build(config_file: Path | None, out: Path | None, dry_run: bool, **flags: Any) -> None:
+@click.option("--force", is_flag=True, help="Write into an --out folder that holds files mmat did not write.")
+@click.option("--min-yield", "min_yield", metavar="N|FRACTION",
+              help="Fail (exit 2, outputs still written) when fewer samples are kept: a count (10) or a share of "
+                   "the finished samples (0.5 or 50%%). Default: fail only when nothing at all was kept; 0 = never.")
+def build(config_file: Path | None, out: Path | None, dry_run: bool, force: bool, min_yield: str | None,
+          **flags: Any) -> None:
     """Build RR/ORR training data. With no config, runs the bundled sample with the offline backend."""
     from mmat_core.config import load_config
     from mmat_core.pipeline import Pipeline
 
     resume_dir: Path | None = flags.pop("resume_dir", None)
+    wanted = parse_min_yield(min_yield)
     overrides = collect_overrides(out=out, **flags)
     if resume_dir is not None:
         from mmat_core.resume import stored_config
@@ -98,18 +104,73 @@ def build(config_file: Path | None, out: Path | None, dry_run: bool, **flags: An
         return
     if not config.out:
         raise ConfigError("no output directory: give --out DIR or `out:` in the config", file=str(config_file) if config_file else None, key="out")
-    if config.llm_engine.progress and pipeline.executor.name == "local":
-        from mmat_core.engine.progress import LiveProgress
+    try:
+        if config.llm_engine.progress and pipeline.executor.name == "local":
+            from mmat_core.engine.progress import LiveProgress
 
-        display = LiveProgress()
-        try:
-            result = pipeline.run(Path(config.out), progress=display)
-        finally:
-            display.close()
-    else:
-        result = pipeline.run(Path(config.out))
+            display = LiveProgress()
+            try:
+                result = pipeline.run(Path(config.out), progress=display, force=force)
+            finally:
+                display.close()
+        else:
+            result = pipeline.run(Path(config.out), force=force)
+    except KeyboardInterrupt:
+        # Finished samples are in the run store already (and their calls in the cache).
+        click.echo(f"Interrupted: the samples finished so far are saved. Resume with: mmat build --resume {config.out}",
+                   err=True)
+        raise
     _summary(result)
     _departures(config)
+    check_yield(result.manifest, wanted)
+
+
+def parse_min_yield(value: str | None) -> int | float | None:
+    """``--min-yield``: None (the default rule), a count (int) or a share in (0, 1] (float)."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        if text.endswith("%"):
+            share = float(text[:-1]) / 100
+        elif "." in text:
+            share = float(text)
+        else:
+            count = int(text)
+            if count < 0:
+                raise ValueError
+            return count
+    except ValueError:
+        raise ConfigError(f"--min-yield expects a count (10), a share (0.5) or a percentage (50%), got {value!r}") from None
+    if not 0 <= share <= 1:
+        raise ConfigError(f"--min-yield share must lie between 0 and 1 (or 0% and 100%), got {value!r}")
+    return share
+
+
+def check_yield(manifest: Any, wanted: int | float | None) -> None:
+    """Raise LowYieldError, naming the top reasons, when the run kept too few samples."""
+    from mmat_core.errors import LowYieldError
+
+    counts = manifest.counts
+    kept, finished = counts.get("kept", 0), counts.get("finished", 0)
+    met = finished + counts.get("rejected", 0)
+    if wanted is None:
+        short, needed = kept == 0 and met > 0, "at least one"
+    elif isinstance(wanted, float):
+        short, needed = finished > 0 and kept < wanted * finished, f"{wanted:.0%} of {finished} finished"
+        short = short or (finished == 0 and wanted > 0 and met > 0)
+    else:
+        short, needed = kept < wanted, str(wanted)
+    if not short:
+        return
+    reasons: Counter[str] = Counter()
+    for key, stage in manifest.yield_by_source.items():
+        if "/" not in key:  # sources only: sub-datasets repeat their source's reasons
+            reasons.update(stage.reasons)
+    top = ", ".join(f"{reason} {n}" for reason, n in reasons.most_common(3)) or "no reason recorded"
+    raise LowYieldError(f"kept {kept} of {finished} finished sample(s) ({counts.get('rejected', 0)} quarantined), "
+                        f"fewer than --min-yield ({needed}); top reasons: {top}. The outputs and quarantine.jsonl are "
+                        "written; see `mmat status` for every reason (--min-yield 0 accepts any yield)")
 
 
 def _departures(config: Any) -> None:
@@ -154,7 +215,8 @@ def _summary(result: Any) -> None:
     counts = manifest.counts
     click.echo(f"Run written to {result.out_dir}")
     click.echo(f"  samples: {counts.get('finished', 0)} finished, {counts.get('kept', 0)} kept, "
-               f"{counts.get('rejected', 0)} rejected at the source, {counts.get('model_calls', 0)} model calls made")
+               f"{counts.get('rejected', 0)} rejected at the source, {counts.get('model_calls', 0)} model calls made"
+               + (f" ({counts['model_reasks']} re-asks)" if counts.get("model_reasks") else ""))
     from mmat_core.yields import yield_table
 
     for line in yield_table(dict(sorted(manifest.yield_by_source.items()))):
@@ -165,7 +227,8 @@ def _summary(result: Any) -> None:
     engine = getattr(result, "engine", None) or {}
     if engine:
         # What bounded the model calls, so the next run knows which limit to raise.
-        click.echo(f"  model calls: {engine.get('calls_made', 0)} made, {engine.get('cached_calls', 0)} from cache, "
+        reasks = f" ({engine['reasks']} re-asks)" if engine.get("reasks") else ""
+        click.echo(f"  model calls: {engine.get('calls_made', 0)} made{reasks}, {engine.get('cached_calls', 0)} from cache, "
                    f"{engine.get('failed_calls', 0)} failed, {engine.get('retries', 0)} retries, "
                    f"{engine.get('prompt_tokens', 0) + engine.get('completion_tokens', 0):,} tokens, "
                    f"${engine.get('cost_usd', 0.0):.4f} estimated")

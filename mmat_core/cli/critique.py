@@ -228,10 +228,16 @@ def critique(path: Path, config_file: Path | None, critics: str | None, llm: str
     run_dir = path if path.is_dir() else path.parent
     if cache_path is None and path.is_dir():
         cache_path = run_dir / "cache.sqlite"
-    report, tally = asyncio.run(critique_traces(
-        read_traces(path), critic_objects, backend, config, reflect=reflect, cache_path=cache_path, out=out,
-        image_dir=run_dir / "images",
-    ))
+    from contextlib import nullcontext
+
+    from mmat_core.rundir import RunDirLock
+
+    # A run folder's cache is written to: not while a build (or another critique) writes there.
+    with RunDirLock(run_dir, "mmat critique") if path.is_dir() else nullcontext():
+        report, tally = asyncio.run(critique_traces(
+            read_traces(path), critic_objects, backend, config, reflect=reflect, cache_path=cache_path, out=out,
+            image_dir=run_dir / "images",
+        ))
     if as_json:
         click.echo(json.dumps({
             "traces": report.traces,

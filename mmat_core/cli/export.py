@@ -59,8 +59,15 @@ def export(run_dir: Path | None, formats: tuple[str, ...], options: tuple[str, .
         return
     if run_dir is None or not formats:
         raise click.UsageError("give RUN_DIR and at least one --format NAME (see `mmat export --list`)")
+    from contextlib import nullcontext
+
+    from mmat_core.rundir import RunDirLock
+
     started = time.monotonic()
-    result = export_run(run_dir, parse_options(formats, options), out_dir, status=status, workers=workers)
+    # Writing into the run folder while a build writes there would race on the same files.
+    into_run = out_dir is None or out_dir.resolve() == run_dir.resolve()
+    with RunDirLock(run_dir, "mmat export") if into_run else nullcontext():
+        result = export_run(run_dir, parse_options(formats, options), out_dir, status=status, workers=workers)
     elapsed = time.monotonic() - started
     rate = f", {result.traces / elapsed:,.0f} traces/s" if elapsed > 0 and result.traces else ""
     click.echo(f"Exported {result.traces} stored trace(s) in {elapsed:.2f} s{rate}")

@@ -77,13 +77,25 @@ class EngineClient:
         self.cache = cache
         self.prices = prices or PriceTable()
         self.batch = batch
-        self.calls_made = 0
+        #: HTTP requests behind the calls that were answered (a backend's schema re-asks included).
+        self.requests_answered = 0
+        #: Of every request sent, those that re-asked after a reply that was not what was asked
+        #: for: the backend's schema repairs and the callers' own (``context["repair"] > 0``).
+        self.reasks = 0
         self.cached_calls = 0
         self.coalesced_calls = 0
         self.failed_calls = 0
         self.usage = Usage()
         self.usage_by_stage: dict[str, Usage] = {}
         self._in_flight: dict[str, asyncio.Future[LLMResponse]] = {}
+
+    @property
+    def calls_made(self) -> int:
+        """Every model request sent and paid for: the requests behind answered calls (re-asks
+        included) plus every failed attempt the scheduler made (a 5xx, a timeout, a 429)."""
+        stats = self.scheduler.stats
+        failed_attempts = 0 if self.batch is not None else stats.started - stats.succeeded - stats.in_flight
+        return self.requests_answered + failed_attempts
 
     @property
     def identity(self) -> str:
@@ -153,10 +165,13 @@ class EngineClient:
 
     def _finish(self, key: str, document: str, request: LLMRequest, response: LLMResponse,
                 attempts: int) -> tuple[LLMResponse, ModelCall]:
-        self.calls_made += 1
+        # A backend that re-asked for its schema reports the requests it sent in usage.calls.
+        sent = max(1, response.usage.calls)
+        self.requests_answered += sent
+        self.reasks += sent - 1 + (sent if request.context.get("repair") else 0)
         # A copy with calls and cost set, built without pydantic's copy and per-field setattr
         # (every value is of its field's type already).
-        usage = construct(Usage, **{**response.usage.__dict__, "calls": 1})
+        usage = construct(Usage, **{**response.usage.__dict__, "calls": sent})
         usage.__dict__["cost_usd"] = self.prices.cost(self.backend.name, response.model or self.backend.model, usage,
                                                       offline=self.backend.offline, batch=self.batch is not None)
         self.scheduler.stats.prompt_tokens += usage.prompt_tokens
@@ -189,6 +204,7 @@ class EngineClient:
         data.update(
             backend=self.identity,
             calls_made=self.calls_made,
+            reasks=self.reasks,
             cached_calls=self.cached_calls + self.coalesced_calls,
             failed_calls=self.failed_calls,
             prompt_tokens=self.usage.prompt_tokens,

@@ -13,17 +13,29 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from mmat_core.models import KEPT_STATUSES
 
-def status_line(done: int, snap: dict[str, Any], elapsed_s: float) -> str:
-    """One line summing up a run in progress."""
+
+def status_line(done: int, snap: dict[str, Any], elapsed_s: float, statuses: dict[str, int] | None = None,
+                rejected: int = 0) -> str:
+    """One line summing up a run in progress: ``statuses`` counts this run's finished samples by
+    status (kept and dropped are shown from it), ``rejected`` the rows quarantined so far."""
     errors = sum(snap.get("errors", {}).values())
     binding = snap.get("binding", "server")
     limit = "none (server latency)" if binding == "server" else f"{binding} ({snap.get('binding_share', 0):.0%} of call time)"
+    counted = statuses or {}
+    kept = sum(n for status, n in counted.items() if status in KEPT_STATUSES)
+    # A run that keeps nothing must say so while it runs, not only at the end.
+    samples = f"samples {done}: kept {kept}, dropped {sum(counted.values()) - kept}"
+    if rejected:
+        samples += f", quarantined {rejected}"
+    reasks = snap.get("reasks", 0)
     parts = [
-        f"samples {done}",
+        samples,
         f"in flight {snap.get('in_flight', 0)}/{snap.get('admission_limit', '?')}",
         f"{snap.get('calls_per_s', 0.0):.1f} calls/s",
-        f"calls {snap.get('calls_made', 0)} (+{snap.get('cached_calls', 0)} cached)",
+        f"calls {snap.get('calls_made', 0)}" + (f" ({reasks} re-asks)" if reasks else "")
+        + f" (+{snap.get('cached_calls', 0)} cached)",
         f"tokens {snap.get('prompt_tokens', 0) + snap.get('completion_tokens', 0):,}",
         f"${snap.get('cost_usd', 0.0):.4f}",
         f"errors {errors} (retries {snap.get('retries', 0)})",
@@ -45,6 +57,8 @@ class LiveProgress:
         self.live = self.stream.isatty() if live is None else live
         self.done = 0
         self.statuses: dict[str, int] = {}
+        #: Rows quarantined so far (before generation: duplicates, bad images, ...).
+        self.rejected = 0
         self.snapshot: Callable[[], dict[str, Any]] = dict
         self.started = time.monotonic()
         self._last_plain = 0.0
@@ -69,19 +83,21 @@ class LiveProgress:
             status = event.get("status")
             if status:
                 self.statuses[status] = self.statuses.get(status, 0) + 1
+        if "rejected" in event:
+            self.rejected = event["rejected"]
         if not self.live and time.monotonic() - self._last_plain >= self.plain_every_s:
             self._last_plain = time.monotonic()
             print(self.line(), file=self.stream, flush=True)
 
     def line(self) -> str:
         """The current status line."""
-        return status_line(self.done, self.snapshot(), time.monotonic() - self.started)
+        return status_line(self.done, self.snapshot(), time.monotonic() - self.started, self.statuses, self.rejected)
 
     def _render(self) -> Any:
         from rich.text import Text
 
         snap = self.snapshot()
-        text = Text(status_line(self.done, snap, time.monotonic() - self.started))
+        text = Text(status_line(self.done, snap, time.monotonic() - self.started, self.statuses, self.rejected))
         for message in snap.get("breaker_events", [])[-2:]:
             text.append(f"\n  circuit breaker: {message}", style="bold red")
         return text

@@ -20,6 +20,7 @@ from mmat_core.engine.errors import CallTimeout, LLMCallError, MalformedResponse
 from mmat_core.errors import ConfigError
 from mmat_core.images import ImageStore
 from mmat_core.models import ImageRef, Usage
+from mmat_core.secrets import remember
 
 _MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "JPG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp"}
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)
@@ -38,6 +39,7 @@ def api_key_from_env(variable: str | None, backend: str, *, required: bool = Tru
             "server that needs none)",
             key="llm.api_key_env",
         )
+    remember(key)  # scrubbed from everything stored or printed, whatever the variable's name
     return key or None
 
 
@@ -177,7 +179,8 @@ async def complete_with_repair(
     attempts: int,
 ) -> LLMResponse:
     """Send ``request``'s messages; when a reply misses ``request.response_schema``, re-ask up to
-    ``attempts`` times with the problem stated. Usage of every attempt is summed into the reply."""
+    ``attempts`` times with the problem stated. Usage of every attempt is summed into the reply,
+    and ``usage.calls`` says how many requests were sent (the engine counts each one as paid)."""
     messages = list(request.messages)
     if request.response_schema is None:  # nothing to validate, nothing to repair: one call
         return await send(messages)
@@ -187,6 +190,7 @@ async def complete_with_repair(
         total.add(response.usage)
         problem = schema_problem(response.text, request.response_schema)
         if problem is None or attempt == attempts:
+            total.calls = attempt + 1
             response.usage = total
             return response
         messages = messages + [Message(role="assistant", content=response.text),

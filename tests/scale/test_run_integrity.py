@@ -16,7 +16,7 @@ import pytest
 
 from mmat_core import Pipeline
 from mmat_core.config import load_config
-from tests.scale.conftest import read_jsonl
+from tests.scale.conftest import STUB_BUILD, mmat_command, read_jsonl, run_mmat
 
 MMAT = [sys.executable, "-m", "mmat_core"]
 
@@ -91,3 +91,97 @@ def test_status_and_resume_agree_on_a_run_with_repeated_ids(tmp_path: Path) -> N
     assert (manifest["counts"]["skipped_finished"], manifest["counts"]["model_calls"]) == (2, 0)
     assert [q["reason"] for q in read_jsonl(out / "quarantine.jsonl")] == ["duplicate_id", "duplicate_id"]
     assert len(read_jsonl(out / "rr.jsonl")) == 2
+
+
+# -- two builds on one folder ------------------------------------------------------------------
+
+#: A stub build slow enough (a call takes 50 ms, two at a time) to be met while it runs.
+SLOW_BUILD = [*STUB_BUILD, "--set", "source.count=60", "--set", "llm.delay_s=0.05", "--set", "engine.concurrency=2"]
+
+
+def start_build(out: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """A `mmat build` running in the background, once it holds the folder's lock and made a call."""
+    log = out.parent / f"{out.name}.calls"
+    process = subprocess.Popen(mmat_command("build", *args), env={**env, "MMAT_TEST_CALL_LOG": str(log)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if log.exists() and log.stat().st_size:
+            return process
+        time.sleep(0.02)
+    raise AssertionError(f"the build never started: {process.communicate()[1][-2000:]}")
+
+
+def test_a_second_build_into_a_running_build_folder_is_refused_naming_the_holder(stub_env: dict[str, str],
+                                                                                   tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = start_build(out, stub_env, "--out", str(out), *SLOW_BUILD)
+    try:
+        second = run_mmat("build", "--out", str(out), *SLOW_BUILD, env={**stub_env, "MMAT_TEST_CALL_LOG": str(tmp_path / "2nd")})
+        assert first.poll() is None  # still running: the refusal did not wait for it
+    finally:
+        first.kill()
+        first.communicate()
+    assert second.returncode == 2
+    assert f"pid {first.pid}" in second.stderr and "in use by another mmat process" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert not (tmp_path / "2nd").exists()  # not one model call
+
+
+def test_a_build_killed_with_sigkill_leaves_no_stale_lock(stub_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = start_build(out, stub_env, "--out", str(out), *SLOW_BUILD)
+    os.kill(first.pid, signal.SIGKILL)
+    first.communicate()
+    again = run_mmat("build", "--resume", str(out), env=stub_env)
+    assert again.returncode == 0, again.stderr
+    assert len(read_jsonl(out / "rr.jsonl")) == json.loads((out / "run.json").read_text())["counts"]["kept"] > 0
+
+
+def test_export_into_a_run_being_built_is_refused_but_status_reads_it(stub_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = start_build(out, stub_env, "--out", str(out), *SLOW_BUILD)
+    try:
+        export = run_mmat("export", str(out), "--format", "rr", env=stub_env)
+        status = run_mmat("status", str(out), "--json", env=stub_env)
+    finally:
+        first.kill()
+        first.communicate()
+    assert export.returncode == 2 and f"pid {first.pid}" in export.stderr
+    assert status.returncode == 3 and json.loads(status.stdout)["complete"] is False
+
+
+# -- a folder mmat did not create --------------------------------------------------------------
+
+
+def test_a_build_into_a_folder_of_someone_elses_files_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "rr.jsonl").write_text("my own data\n")
+    (out / "notes.txt").write_text("keep me\n")
+    refused = mmat("build", "--out", str(out), "--limit", "1")
+    assert refused.returncode == 2
+    assert str(out) in refused.stderr and "notes.txt, rr.jsonl" in refused.stderr and "--force" in refused.stderr
+    assert (out / "rr.jsonl").read_text() == "my own data\n"
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "rr.jsonl"]
+
+
+def test_force_writes_into_a_foreign_folder_and_a_run_folder_is_reused_without_it(tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me\n")
+    assert mmat("build", "--out", str(out), "--limit", "1", "--force").returncode == 0
+    assert (out / "notes.txt").read_text() == "keep me\n"
+    again = mmat("build", "--out", str(out), "--limit", "1")
+    assert again.returncode == 0, again.stderr
+
+
+def test_out_naming_an_existing_file_is_a_one_line_error(tmp_path: Path) -> None:
+    target = tmp_path / "taken"
+    target.write_text("a file")
+    config = tmp_path / "mmat.yaml"
+    config.write_text(f"out: {target}\n")
+    result = mmat("build", "-c", str(config), "--limit", "1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"Error: {target} is a file, not a folder: give `out` (or --out) "
+                                                  "a folder path, new or empty"]
