@@ -219,7 +219,9 @@ class TransformersDetector(Detector):
                 result = processor.post_process_grounded_object_detection(
                     outputs, inputs["input_ids"], threshold=self.options.threshold,
                     text_threshold=self.options.text_threshold, target_sizes=target)[0]
-                names = [_closest(str(text), labels) for text in result.get("text_labels", result.get("labels", []))]
+                # Newer transformers put the phrases in text_labels (reading "labels" there warns).
+                phrases = result["text_labels"] if "text_labels" in result else result.get("labels", [])
+                names = [_closest(str(text), labels) for text in phrases]
             else:
                 inputs = processor(text=[labels], images=picture, return_tensors="pt").to(self.options.device)
                 outputs = model(**inputs)

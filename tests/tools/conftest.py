@@ -1,4 +1,5 @@
-"""Shared fixtures of the tool tests: real images on disk, a tool runner, a tiny OWL-ViT detector."""
+"""Shared fixtures of the tool tests: real images on disk, a tool runner, tiny OWL-ViT and Grounding DINO
+detectors built from configs (random weights, never downloaded)."""
 
 from __future__ import annotations
 
@@ -101,6 +102,52 @@ def tiny_owlvit(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                 tokenizer=tokenizer)
     processor.save_pretrained(folder)
     return folder
+
+
+#: The words the tiny Grounding DINO's WordPiece vocabulary knows (anything else is [UNK]).
+GROUNDING_WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", "person", "helmet", "flag", "cup", "coffee",
+                   "object", "table", "chart", "bar", "cat", "rocket", "tower", "sign", "text", "document"]
+
+
+def build_tiny_grounding_dino(folder: Path) -> Path:
+    """Save a randomly initialised Grounding DINO with a two-stage Swin backbone and a one-layer BERT,
+    and its processor (PIL image processor, WordPiece tokenizer over :data:`GROUNDING_WORDS`), to
+    ``folder``. Its boxes mean nothing; loading, the phrase prompt and post-processing run for real."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertTokenizerFast, GroundingDinoConfig, GroundingDinoForObjectDetection, GroundingDinoProcessor
+    from transformers.models.grounding_dino.image_processing_pil_grounding_dino import GroundingDinoImageProcessorPil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {word: index for index, word in enumerate(GROUNDING_WORDS)}
+    wordpiece = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wordpiece.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    tokenizer = BertTokenizerFast(tokenizer_object=wordpiece, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                  sep_token="[SEP]", mask_token="[MASK]", model_max_length=32)
+    config = GroundingDinoConfig(
+        backbone_config={"model_type": "swin", "embed_dim": 16, "depths": [1, 1], "num_heads": [1, 1], "window_size": 4,
+                         "image_size": 64, "out_features": ["stage1", "stage2"], "out_indices": [1, 2]},
+        text_config={"model_type": "bert", "vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 32,
+                     "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 32},
+        # GroupNorm(32, d_model) needs d_model divisible by 32; two decoder layers for the tied box heads.
+        d_model=32, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+        encoder_attention_heads=2, decoder_attention_heads=2, num_queries=10, num_feature_levels=2,
+        encoder_n_points=2, decoder_n_points=2, max_text_len=32,
+    )
+    torch.manual_seed(0)
+    GroundingDinoForObjectDetection(config).save_pretrained(folder)
+    GroundingDinoProcessor(image_processor=GroundingDinoImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 64}),
+                           tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_grounding_dino(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Grounding DINO saved to a temporary folder (see :func:`build_tiny_grounding_dino`)."""
+    return build_tiny_grounding_dino(tmp_path_factory.mktemp("tiny-grounding-dino"))
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The ``label_bbox`` operator: a tiny random OWL-ViT through transformers, and a detection server."""
+"""The ``label_bbox`` operator: tiny random OWL-ViT and Grounding DINO through transformers, and a detection server."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mmat_plugins.tools.detectors import Detection, detector_names, make_detector
+from mmat_plugins.tools.detectors import (
+    DEFAULT_DETECTOR_MODEL,
+    Detection,
+    detector_names,
+    make_detector,
+    weights_on_this_machine,
+)
 from mmat_plugins.tools.label_bbox import LabelBoxTool, normalise_boxes, question_objects
 
 from mmat_core.errors import ConfigError
@@ -86,9 +92,55 @@ def test_unknown_detector_names_the_registered_ones() -> None:
     assert detector_names() == ["http", "transformers"]
 
 
-def test_missing_detector_option_names_the_key() -> None:
-    with pytest.raises(ConfigError, match=r"label_bbox\.detector\.model: Field required"):
-        LabelBoxTool(detector="transformers")
+def test_default_detector_is_grounding_dino_tiny_downloaded_on_first_use() -> None:
+    detector = LabelBoxTool().detector
+    assert detector.name == "transformers"
+    assert detector.options.model == DEFAULT_DETECTOR_MODEL == "IDEA-Research/grounding-dino-tiny"
+    assert detector.options.local_files_only is False
+
+
+def test_core_default_detector_matches_the_plugins() -> None:
+    from mmat_core.recipes import DEFAULT_DETECTOR
+
+    assert DEFAULT_DETECTOR == DEFAULT_DETECTOR_MODEL
+
+
+def test_bad_detector_option_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"label_bbox\.detector\.threshold: .*options of detector 'transformers'"):
+        LabelBoxTool(detector={"name": "transformers", "threshold": 2})
+
+
+def test_grounding_dino_detector_boxes_the_scene_graph_objects_in_normalised_coordinates(
+        tiny_grounding_dino: Path, photos: dict[str, Path]) -> None:
+    tool = LabelBoxTool(detector={"name": "transformers", "model": str(tiny_grounding_dino), "threshold": 0.0,
+                                  "text_threshold": 0.0, "local_files_only": True})
+    call = run_tool(tool, photos["astronaut"], scratch=dict(GRAPH))
+    assert call.error is None, call.error
+    boxes = call.data["boxes"]
+    assert set(boxes) == {"person", "helmet"} and any(boxes.values())
+    for box in (b for name in boxes for b in boxes[name]):
+        assert len(box) == 4 and 0.0 <= box[0] < box[2] <= 1.0 and 0.0 <= box[1] < box[3] <= 1.0
+
+
+def test_grounding_dino_phrases_map_back_to_the_requested_labels(tiny_grounding_dino: Path,
+                                                                photos: dict[str, Path]) -> None:
+    detector = make_detector({"name": "transformers", "model": str(tiny_grounding_dino), "threshold": 0.0,
+                              "text_threshold": 0.0, "local_files_only": True})
+    detections = detector.detect_blocking(photos["coffee"].read_bytes(), ["cup", "table"])
+    assert len(detections) == 10  # one per query of the tiny model
+    assert {d.label for d in detections} <= {"cup", "table"}
+
+
+def test_weights_on_this_machine_reads_the_hub_cache_and_local_folders(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert not weights_on_this_machine("IDEA-Research/grounding-dino-tiny")
+    snapshot = tmp_path / "hub" / "models--IDEA-Research--grounding-dino-tiny" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    assert weights_on_this_machine("IDEA-Research/grounding-dino-tiny")
+    assert not weights_on_this_machine(str(tmp_path / "nowhere"))
+    assert weights_on_this_machine(str(snapshot))
 
 
 def test_a_third_party_detector_loads_from_a_module_path(photos: dict[str, Path]) -> None:

@@ -78,3 +78,64 @@ def test_a_missing_key_is_a_config_error_naming_the_variable(monkeypatch: pytest
 def test_html_in_snippets_is_removed(fake_servers: Any) -> None:
     hits = search(backend_for("brave", fake_servers), "paris", 1)
     assert "<strong>" not in hits[0].snippet and "Paris" in hits[0].snippet
+
+
+def web_backend(servers: Any, **options: Any) -> Any:
+    """The ``web`` backend with every provider pointed at its fake route."""
+    cls = get_plugin_manager().get("search", "web")
+    per = {name: {"endpoint": servers.url(route), "backoff_s": 0.01, **extra} for name, (route, extra) in PROVIDERS.items()}
+    return cls(cls.Options(options=per, **options))
+
+
+def test_web_uses_the_first_provider_whose_key_is_set(fake_servers: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for env in ("GOOGLE_API_KEY", "BING_API_KEY"):
+        monkeypatch.delenv(env)
+    backend = web_backend(fake_servers)
+    assert backend.provider == "brave"
+    assert search(backend, "tower in paris", 1)[0].title == "Eiffel Tower"
+    assert fake_servers.requests[-1].route == "/res/v1/web/search"
+
+
+def test_web_follows_the_providers_order(fake_servers: Any) -> None:
+    assert web_backend(fake_servers, providers=["tavily", "google"]).provider == "tavily"
+
+
+def test_web_without_any_key_names_every_key_it_looked_for_and_the_local_corpus(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for env in KEY_ENVS.values():
+        monkeypatch.delenv(env)
+    cls = get_plugin_manager().get("search", "web")
+    with pytest.raises(ConfigError) as info:
+        cls(cls.Options())
+    message = str(info.value)
+    assert message.startswith("search: RAG needs a web search key")
+    for env in (*KEY_ENVS.values(), "GOOGLE_CSE_ID"):
+        assert env in message
+    assert "--set search.name=local --set search.corpus=" in message
+
+
+def test_google_reads_its_engine_id_from_the_environment(fake_servers: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fakes.search_servers import ENGINE_ID
+
+    monkeypatch.setenv("GOOGLE_CSE_ID", ENGINE_ID)
+    cls = get_plugin_manager().get("search", "google")
+    backend = cls(cls.Options(endpoint=fake_servers.url("/customsearch/v1")))
+    assert search(backend, "tower in paris", 1)[0].title == "Eiffel Tower"
+    assert fake_servers.requests[-1].query["cx"] == ENGINE_ID
+
+
+def test_google_without_an_engine_id_says_where_to_give_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GOOGLE_CSE_ID", raising=False)
+    cls = get_plugin_manager().get("search", "google")
+    with pytest.raises(ConfigError, match="give engine_id or set the environment variable GOOGLE_CSE_ID"):
+        cls(cls.Options())
+
+
+def test_web_is_unavailable_when_google_lacks_its_engine_id_and_no_other_key_is_set(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for env in ("BING_API_KEY", "BRAVE_API_KEY", "TAVILY_API_KEY", "SERPAPI_API_KEY", "GOOGLE_CSE_ID"):
+        monkeypatch.delenv(env, raising=False)
+    cls = get_plugin_manager().get("search", "web")
+    assert cls.available_provider() is None
+    monkeypatch.setenv("GOOGLE_CSE_ID", "cx")
+    assert cls.available_provider() == "google"
