@@ -27,8 +27,16 @@ from pydantic import Field
 
 from mmat_core import prompts
 from mmat_core.components import ComponentOptions, Source
-from mmat_core.errors import ConfigError
-from mmat_core.images import ImageError, ImageStore, image_ref_from_bytes, image_ref_from_file, resolve_within
+from mmat_core.errors import ConfigError, MmatError
+from mmat_core.images import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_READ_TIMEOUT_S,
+    ImageError,
+    ImageStore,
+    image_ref_from_bytes,
+    image_ref_from_file,
+    resolve_within,
+)
 from mmat_core.models import ImageRef, Rejected, SourceSample
 from mmat_plugins.sources.readers import RowError
 
@@ -252,10 +260,15 @@ class ImageResolver:
     once is what keeps the source fast. Bytes are never kept.
     """
 
-    def __init__(self, root: Path | None, *, check: bool = True, cache_size: int = 4096) -> None:
+    def __init__(self, root: Path | None, *, check: bool = True, cache_size: int = 4096,
+                 max_bytes: int = DEFAULT_MAX_BYTES, timeout_s: float | None = DEFAULT_READ_TIMEOUT_S) -> None:
         self.root = root
         self.check = check
         self.cache_size = cache_size
+        #: Limits of each file read (see :func:`mmat_core.images.read_regular_file`); the source
+        #: takes them from the run's image store, which the pipeline builds from ``curation``.
+        self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
         self._cache: OrderedDict[str, ImageRef | ImageError] = OrderedDict()
 
     def from_path(self, relative: Any) -> ImageRef:
@@ -269,7 +282,8 @@ class ImageResolver:
             try:
                 if self.root is None:
                     raise ImageError("image_root_missing", "set image_root to the folder holding the images")
-                cached = image_ref_from_file(resolve_within(self.root, relative), check=self.check)
+                cached = image_ref_from_file(resolve_within(self.root, relative), check=self.check,
+                                             max_bytes=self.max_bytes, timeout_s=self.timeout_s)
             except ImageError as exc:
                 cached = exc
             if self.cache_size:
@@ -289,6 +303,8 @@ class ImageResolver:
         if not isinstance(data, (bytes, bytearray)):
             raise RowError("field_type", f"image bytes expected, got {type(data).__name__}")
         data = bytes(data)
+        if len(data) > self.max_bytes:
+            raise ImageError("image_too_large", f"{len(data)} embedded bytes > {self.max_bytes}")
         ref = image_ref_from_bytes(data, None, check=self.check)
         if store is not None and store.blob_dir is not None:
             suffix = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "WEBP": ".webp", "BMP": ".bmp"}.get(ref.format or "", "")
@@ -369,10 +385,36 @@ class RecordSource(Source):
         """The samples of one record; raise RowError or ImageError for a bad one."""
 
     def iter_rows(self) -> Iterator[SourceSample | Rejected]:
-        """Every QA pair as a SourceSample; every bad record as Rejected with its reason."""
+        """Every QA pair as a SourceSample; every bad record as Rejected with its reason.
+
+        A failure of any kind while turning one record into samples is that record's quarantine
+        reason (the class of failure, not a list of known instances: a row must never stop a run,
+        nor every resume of it). A reader that fails after its first record ends its source with
+        one ``read_failed`` entry (a generator cannot go on after raising); one that fails before
+        any record is a setup problem (a wrong Hub id, an unreadable file) and is raised.
+        """
         limit = self.options.limit
         produced = 0
-        for ref, subset, record in self.iter_records():
+        resolver = getattr(self, "images", None)
+        if isinstance(resolver, ImageResolver) and self.image_store is not None:
+            resolver.max_bytes, resolver.timeout_s = self.image_store.max_bytes, self.image_store.timeout_s
+        records = self.iter_records()
+        last_ref: str | None = None
+        last_subset: str | None = None
+        while True:
+            try:
+                ref, subset, record = next(records)
+            except StopIteration:
+                return
+            except MmatError:
+                raise
+            except Exception as exc:
+                if last_ref is None:
+                    raise
+                yield self.reject(f"{last_ref}+", last_subset, "read_failed",
+                                  f"the reader stopped after this row: {type(exc).__name__}: {str(exc)[:300]}")
+                return
+            last_ref, last_subset = ref, subset
             if isinstance(record, RowError):
                 yield self.reject(ref, subset, record.reason, record.detail)
                 continue
@@ -381,7 +423,12 @@ class RecordSource(Source):
             except (RowError, ImageError) as exc:
                 yield self.reject(ref, subset, exc.reason, exc.detail)
                 continue
-            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            except RecursionError:
+                yield self.reject(ref, subset, "json_too_deep", "a field nests deeper than can be processed")
+                continue
+            except MmatError:
+                raise  # a configuration problem is the user's to fix, not a row's fault
+            except Exception as exc:  # noqa: BLE001 - see the docstring
                 # Pydantic's ValidationError is a ValueError: a field of the wrong shape lands here.
                 yield self.reject(ref, subset, "malformed_row", f"{type(exc).__name__}: {str(exc)[:300]}")
                 continue

@@ -64,6 +64,12 @@ def iter_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any] | RowError]]:
             except ValueError as exc:
                 yield ref, RowError("invalid_json", str(exc))
                 continue
+            except RecursionError:
+                yield ref, RowError("json_too_deep", "the line nests arrays or objects deeper than the JSON parser allows")
+                continue
+            except Exception as exc:  # noqa: BLE001 - any failure of one line is that line's reason
+                yield ref, RowError("invalid_json", f"{type(exc).__name__}: {str(exc)[:200]}")
+                continue
             if not isinstance(value, dict):
                 yield ref, RowError("not_an_object", f"expected a JSON object, got {type(value).__name__}")
                 continue
@@ -129,6 +135,22 @@ def iter_json_items(path: Path) -> Iterator[tuple[str, Any | RowError]]:
                 # A value that ends exactly at the buffer's end may be cut short (a number).
                 if end >= len(buffer) and not eof:
                     raise ValueError("value reaches the end of the buffer")
+            except RecursionError:
+                # Too deep for the parser, but its end can still be found without recursion:
+                # quarantine this item alone and go on after it.
+                end = value_end(buffer, pos)
+                if end is None:
+                    if eof or len(buffer) - start > MAX_ITEM_CHARS:
+                        yield f"{name}#{key}", RowError("json_too_deep", f"item {index} nests too deep and never ends")
+                        return
+                    buffer, pos = buffer[start:], 0
+                    fill()
+                    continue
+                yield f"{name}#{key}", RowError(
+                    "json_too_deep", "the item nests arrays or objects deeper than the JSON parser allows")
+                pos = end
+                index += 1
+                continue
             except ValueError:
                 if eof or len(buffer) - start > MAX_ITEM_CHARS:
                     yield f"{name}#{key}", RowError("invalid_json", f"cannot parse the item after item {index}")
@@ -146,6 +168,34 @@ def iter_json_items(path: Path) -> Iterator[tuple[str, Any | RowError]]:
                 yield ref, RowError("invalid_utf8", "the record holds bytes that are not UTF-8")
                 continue
             yield ref, value
+
+
+def value_end(text: str, pos: int) -> int | None:
+    """The index just past the JSON array or object starting at ``text[pos]``, found with a loop
+    (no recursion, so any depth); None when the text ends first. Strings are skipped with their
+    escapes, so brackets inside them do not count. Only used to step over an item the parser
+    refused for its depth."""
+    depth = 0
+    index = pos
+    length = len(text)
+    while index < length:
+        char = text[index]
+        if char == '"':
+            index += 1
+            while index < length and text[index] != '"':
+                index += 2 if text[index] == "\\" else 1
+            if index >= length:
+                return None
+        elif char in "[{":
+            depth += 1
+        elif char in "]}":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+        elif depth == 0:
+            return None  # not an array or object
+        index += 1
+    return None
 
 
 def iter_datasets(path: str, *, name: str | None = None, split: str = "train",
