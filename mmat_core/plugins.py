@@ -18,6 +18,7 @@ Loading happens once, lazily, on the first lookup: never at import time.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib.metadata as importlib_metadata
 import os
@@ -230,10 +231,36 @@ class PluginManager:
         info.hooks = hooks
         self.plugins[name] = info
 
+    def available_names(self) -> list[str]:
+        """Every name an allow or block list may use: the ``mmat`` entry points (read from the
+        installed metadata, nothing imported), plugins registered in code, and ``builtins``."""
+        names = {ep.name for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP)} if self.use_entry_points else set()
+        names |= {name for name, _plugin, _info in self._pending} | set(self.plugins)
+        return sorted(names | {"builtins"})
+
+    def check_names(self) -> None:
+        """Refuse allow or block lists naming a plugin that is not installed (a misspelt name
+        would otherwise load nothing, or block nothing, without a word)."""
+        listed = [("allow list (--plugins / MMAT_PLUGINS)", name) for name in sorted(self.allow or ())]
+        listed += [("block list (-p no:NAME / MMAT_DISABLE_PLUGINS)", name) for name in sorted(self.block)]
+        if not listed:
+            return
+        available = self.available_names()
+        problems = []
+        for where, name in listed:
+            if name not in available:
+                guess = difflib.get_close_matches(name, available, n=1)
+                hint = f" Did you mean '{guess[0]}'?" if guess else ""
+                problems.append(f"unknown plugin '{name}' in the {where}.{hint}")
+        if problems:
+            raise PluginError(" ".join(problems) + f" Available: {', '.join(available)}")
+
     def load(self) -> PluginManager:
-        """Discover and activate plugins (idempotent)."""
+        """Discover and activate plugins (idempotent); unknown names in the allow or block list
+        are an error (:meth:`check_names`)."""
         if self._loaded:
             return self
+        self.check_names()
         # Entry points first, then plugins registered in code (see the discovery order above).
         pending, self._pending = self._discover() + self._pending, []
         for name, plugin, info in pending:

@@ -60,7 +60,12 @@ def is_secret_name(name: str) -> bool:
 
 
 def redact_secrets(data: Any) -> Any:
-    """A copy of ``data`` with every secret-looking key removed, at any depth."""
+    """A copy of ``data`` with every secret-looking key removed and every string scrubbed of
+    credentials (:func:`mmat_core.secrets.scrub`), at any depth."""
+    if isinstance(data, str):
+        from mmat_core.secrets import scrub
+
+        return scrub(data)
     if isinstance(data, dict):
         return {k: redact_secrets(v) for k, v in data.items() if not (isinstance(k, str) and is_secret_name(k))}
     if isinstance(data, list):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mmat_core.models import KEPT_STATUSES, Rejected, Trace
+from mmat_core.secrets import scrub
 
 try:  # orjson is optional: the fallback writes identical bytes, only slower.
     import orjson as _orjson
@@ -100,7 +101,7 @@ class AtomicFile:
 def write_json_atomic(path: Path, data: Any) -> Path:
     """Write one JSON document atomically (indented, for files people read)."""
     with AtomicFile(path) as out:
-        out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        out.write(scrub(json.dumps(data, indent=2, ensure_ascii=False)) + "\n")  # run.json never holds a key
     return path
 
 

@@ -54,6 +54,11 @@ class LazyGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # `mmat build --plugins a,b` and `mmat view -p no:x ...` mean the global options: move
+        # them before the subcommand (no subcommand has a --plugins or -p of its own).
+        return super().parse_args(ctx, hoist_plugin_options(args))
+
     def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
         name = args[0] if args else ""
         if name and name not in COMMANDS and not name.startswith("-"):
@@ -63,6 +68,15 @@ class LazyGroup(click.Group):
             hint = f" Did you mean '{guess[0]}'?" if guess else ""
             raise click.UsageError(f"Unknown command '{name}'.{hint} Available: {', '.join(sorted(COMMANDS))}", ctx)
         return super().resolve_command(ctx, args)
+
+
+#: Set by ``--debug`` (or MMAT_DEBUG=1): errors show their traceback.
+_debug = False
+
+
+def _set_debug(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    global _debug
+    _debug = _debug or bool(value)
 
 
 def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -76,6 +90,41 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
         state = f"  [not loaded: {info.error}]" if info.error else ""
         click.echo(f"  {info.name} {info.version} ({info.distribution}){state}")
     ctx.exit()
+
+
+def hoist_plugin_options(args: list[str]) -> list[str]:
+    """``args`` with every ``--plugins X`` / ``--plugins=X`` / ``-p no:X`` found after the
+    subcommand moved in front of it (arguments after ``--`` are left alone)."""
+    if not args or args[0].startswith("-"):
+        front_end = next((i for i, a in enumerate(args) if a in COMMANDS), len(args))
+    else:
+        front_end = 0
+    head, tail = args[:front_end], args[front_end:]
+    moved: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(tail):
+        arg = tail[index]
+        if arg == "--":
+            rest += tail[index:]
+            break
+        following = tail[index + 1] if index + 1 < len(tail) else None
+        if arg == "--plugins" and following is not None:
+            moved += [arg, following]
+            index += 2
+            continue
+        if arg.startswith("--plugins="):
+            moved.append(arg)
+        elif arg == "-p" and following is not None and following.startswith("no:"):
+            moved += [arg, following]
+            index += 2
+            continue
+        elif arg.startswith("-pno:"):
+            moved.append(arg)
+        else:
+            rest.append(arg)
+        index += 1
+    return head + moved + rest if moved else args
 
 
 def _plugin_args(allow: str | None, block: tuple[str, ...]) -> dict[str, Any]:
@@ -94,6 +143,8 @@ def _plugin_args(allow: str | None, block: tuple[str, ...]) -> dict[str, Any]:
               help="Do not load plugin NAME (repeatable). Env: MMAT_DISABLE_PLUGINS=a,b.")
 @click.option("--version", is_flag=True, expose_value=False, is_eager=False, callback=_version,
               help="Show the version and the loaded plugins, then exit.")
+@click.option("--debug", is_flag=True, is_eager=True, expose_value=False, callback=_set_debug,
+              help="Show the full traceback of an error (env: MMAT_DEBUG=1).")
 @click.pass_context
 def main(ctx: click.Context, plugins: str | None, block: tuple[str, ...]) -> None:
     """mmat: build multimodal agent-tuning data the MMAT-1M way.
@@ -103,13 +154,57 @@ def main(ctx: click.Context, plugins: str | None, block: tuple[str, ...]) -> Non
     """
     from mmat_core.plugins import PluginManager, set_plugin_manager
 
-    set_plugin_manager(PluginManager(**_plugin_args(plugins, block)))
+    manager = PluginManager(**_plugin_args(plugins, block))
+    manager.check_names()  # a misspelt --plugins or -p no:NAME stops here, before any work
+    set_plugin_manager(manager)
+
+
+#: Where to report a bug (printed under an unexpected traceback).
+REPORT_HINT = "This is a bug in mmat or a plugin: please report it with the traceback above and the output of `mmat --version`."
+
+
+def _print_error(message: str) -> None:
+    """One scrubbed ``Error:`` line on stderr (a key echoed in an error never reaches a terminal)."""
+    from mmat_core.secrets import scrub
+
+    click.echo(f"Error: {scrub(message)}", err=True)
+
+
+def _print_traceback(exc: BaseException) -> None:
+    import traceback
+
+    from mmat_core.secrets import scrub
+
+    click.echo(scrub("".join(traceback.format_exception(exc))).rstrip(), err=True)
+
+
+def _install_log_scrubber() -> None:
+    """Log records reach the terminal through one handler that scrubs credentials."""
+    import logging
+
+    from mmat_core.secrets import ScrubFilter
+
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setLevel(logging.WARNING)
+        root.addHandler(handler)
+    for handler in root.handlers:
+        handler.addFilter(ScrubFilter())
 
 
 def run() -> None:
-    """Entry point that turns mmat's own errors into one-line messages (no traceback)."""
+    """Entry point: every error a user can cause ends in one ``Error: ...`` line (exit 2), with
+    the traceback only under ``--debug``; an unexpected exception is a bug and prints its
+    traceback with a hint to report it (exit 1)."""
+    import os
+
     from mmat_core.errors import MmatError
 
+    global _debug
+    _debug = os.environ.get("MMAT_DEBUG", "") not in ("", "0")
+    _install_log_scrubber()
     try:
         main(standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -121,5 +216,19 @@ def run() -> None:
         click.echo("Aborted.", err=True)
         sys.exit(130)
     except MmatError as exc:
-        click.echo(f"Error: {exc}", err=True)
+        if _debug:
+            _print_traceback(exc)
+        _print_error(str(exc))
         sys.exit(2)
+    except OSError as exc:
+        # A file that cannot be read or written (permissions, a missing folder, a full disk):
+        # the user's to fix, so one line naming the file; the traceback under --debug.
+        if _debug:
+            _print_traceback(exc)
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        _print_error(f"{exc.strerror or exc}{where}" + ("" if _debug else "  (run with --debug for the traceback)"))
+        sys.exit(2)
+    except Exception as exc:  # anything else is a bug: show everything
+        _print_traceback(exc)
+        click.echo(REPORT_HINT, err=True)
+        sys.exit(1)

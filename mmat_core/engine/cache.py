@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from mmat_core.components import LLMRequest
+from mmat_core.secrets import scrub
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -516,8 +517,9 @@ class Cache:
         """Store a result (``document`` as a dict, or its canonical text from :func:`keyed`).
         Committed at once, or with the next batch when the cache gathers writes."""
         now = time.time()
-        row = (key, kind, purpose, sample_id, document if isinstance(document, str) else canonical(document),
-               canonical(value), now, now)
+        # Stored text never holds a credential (a reply or request echoing a key): mmat_core/secrets.py.
+        row = (key, kind, purpose, sample_id, scrub(document if isinstance(document, str) else canonical(document)),
+               scrub(canonical(value)), now, now)
         with self._lock:
             if self.commit_after_s <= 0:
                 self._db.execute(_INSERT, row)

@@ -54,8 +54,8 @@ class BatchFailed(LLMCallError):
 
 
 def scrub(text: str, *secrets: str | None) -> str:
-    """``text`` with every given secret replaced by ``***`` (error messages must never carry a key)."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text
+    """``text`` with the given secrets, every known key (whole or a long part of it) and anything
+    shaped like a credential replaced by ``***``: see :mod:`mmat_core.secrets`."""
+    from mmat_core.secrets import scrub as scrub_secrets
+
+    return scrub_secrets(text, *secrets)

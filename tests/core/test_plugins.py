@@ -172,3 +172,20 @@ def test_every_collection_hook_is_called_with_keyword_arguments_only() -> None:
     pm.load()
     assert callable(seen["register"])
     assert issubclass(Critic, object)
+
+
+def test_an_unknown_name_in_the_allow_list_is_an_error_with_a_suggestion() -> None:
+    with pytest.raises(PluginError, match=r"unknown plugin 'llmz' in the allow list.*Did you mean 'llms'\?.*Available: .*critics"):
+        PluginManager(allow=["llmz"]).load()
+
+
+def test_an_unknown_name_in_the_block_list_is_an_error_with_a_suggestion(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MMAT_DISABLE_PLUGINS", "critcs")
+    with pytest.raises(PluginError, match=r"unknown plugin 'critcs' in the block list.*Did you mean 'critics'\?"):
+        PluginManager().load()
+
+
+def test_the_allow_list_may_name_a_plugin_registered_in_code() -> None:
+    pm = PluginManager(allow=["llms", "mine"])
+    pm.register(object(), "mine")
+    assert "mine" in {info.name for info in pm.info()}
