@@ -168,7 +168,7 @@ class EngineClient:
         # A backend that re-asked for its schema reports the requests it sent in usage.calls.
         sent = max(1, response.usage.calls)
         self.requests_answered += sent
-        self.reasks += sent - 1 + (sent if request.context.get("repair") else 0)
+        self.reasks += sent if request.context.get("repair") else sent - 1
         # A copy with calls and cost set, built without pydantic's copy and per-field setattr
         # (every value is of its field's type already).
         usage = construct(Usage, **{**response.usage.__dict__, "calls": sent})
