@@ -35,6 +35,10 @@ _BATCH = 1000
 COUNT_CAP = 100_000
 #: Traces read (spread evenly over the run) for per-call latency percentiles.
 LATENCY_SAMPLE = 2000
+#: A run without stored figures (running, or made before ``mmat stats``) is counted whole up to
+#: this many traces; above it the comparison with the paper is estimated from this many spread
+#: evenly over the run (shares, which is what the comparison shows, need no more).
+PAPER_COMPARE_SAMPLE = 20_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -434,6 +438,37 @@ class Catalog:
             "latency": self._latency(store),
             "failures": [{"reason": r, "count": c} for r, c in failures],
             "quarantine_reasons": [{"reason": r, "count": c} for r, c in rejected],
+        }
+
+    def paper_comparison(self) -> dict[str, Any]:
+        """The run's figures beside the MMAT-1M paper's (what ``mmat stats --compare paper``
+        prints), cached per run version."""
+        return self._cached("paper", self._paper_comparison, min_age_s=30.0)
+
+    def _paper_comparison(self) -> dict[str, Any]:
+        from mmat_core import paper_figures
+        from mmat_core.stats import RunStats, compare_to_paper, stats_from_connection
+
+        manifest = self.dataset.manifest()
+        stored = (manifest or {}).get("stats") if self.dataset.complete() else None
+        total = int(self.dataset.connect().execute("SELECT COUNT(*) FROM samples WHERE seq > 0").fetchone()[0])
+        counted = total
+        if isinstance(stored, dict):
+            stats, origin = RunStats.model_validate(stored), "run.json"
+        elif total <= PAPER_COMPARE_SAMPLE:
+            stats, origin = stats_from_connection(self.dataset.connect()), "store"
+        else:
+            low, high = self.dataset.connect().execute("SELECT MIN(seq), MAX(seq) FROM samples WHERE seq > 0").fetchone()
+            step = max(1, (high - low + 1) // PAPER_COMPARE_SAMPLE)
+            stats = stats_from_connection(self.dataset.connect(), list(range(low, high + 1, step))[:PAPER_COMPARE_SAMPLE])
+            origin, counted = "estimate", stats.generated + stats.not_traces
+        return {
+            "origin": origin,
+            "counted": counted,
+            "total": total,
+            "citation": paper_figures.CITATION,
+            "stats": stats.model_dump(mode="json"),
+            "rows": [row.model_dump(mode="json") for row in compare_to_paper(stats)],
         }
 
     def _latency(self, store: sqlite3.Connection) -> dict[str, Any]:

@@ -9,6 +9,7 @@ Routes (all GET)::
     /api/sample/<seq>       one sample: trace, boxes, images, RR and ORR; previous/next under the same filters
     /api/image/<seq>/<i>    the bytes of image i of sample seq (only images a stored row refers to)
     /api/dashboard          the dashboard's figures
+    /api/paper              the run's figures beside the MMAT-1M paper's (as ``mmat stats --compare paper``)
 
 The server binds to 127.0.0.1 unless told otherwise, answers only requests whose Host header names
 it (a web page elsewhere cannot reach it through DNS rebinding), and sends a Content-Security-Policy
@@ -87,6 +88,8 @@ class _Handler(BaseHTTPRequestHandler):
                     self._send(found[0], found[1], cache=True)
             elif parts == ["api", "dashboard"]:
                 self._send_json(viewer.catalog.dashboard())
+            elif parts == ["api", "paper"]:
+                self._send_json(viewer.catalog.paper_comparison())
             else:
                 self._send_json({"error": f"no route {url.path}"}, HTTPStatus.NOT_FOUND)
         except (BrokenPipeError, ConnectionResetError):

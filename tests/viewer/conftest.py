@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mmat_plugins.llms.offline import _TEXT_TASKS as TEXT_TASKS
 from mmat_plugins.llms.offline import OfflineBackend
 
 from mmat_core import hookimpl
@@ -71,6 +72,18 @@ class BoxingOfflineBackend(OfflineBackend):
         if "face_detection" in chosen and "test_label_boxes" in ctx.get("tools", []):
             chosen.append("test_label_boxes")
         return chosen
+
+    def _rationale_step(self, ctx: dict[str, Any]) -> str:
+        # The offline backend's second step calls every configured operator the first did not;
+        # the viewer tests need samples that differ in the operators they called (filters,
+        # boxes, dashboard counts), so here the second step adds only a caption, and only for
+        # questions that are not about text.
+        if int(ctx.get("turn", 0)) == 1:
+            keep = {name for turn in ctx.get("history", []) for name, _ in turn["results"]}
+            if ctx.get("task_type") not in TEXT_TASKS:
+                keep.add("image_caption")
+            ctx = {**ctx, "tools": [t for t in ctx.get("tools", []) if t in keep]}
+        return super()._rationale_step(ctx)
 
 
 class RecheckCritic(Critic):

@@ -168,3 +168,53 @@ def test_served_on_every_interface_it_still_refuses_foreign_host_names() -> None
     probe.host, probe.port = "0.0.0.0", 8765
     assert probe.host_allowed("attacker.example:8765") is False
     assert probe.host_allowed("192.0.2.7:8765") and probe.host_allowed("localhost:8765")
+
+
+def test_paper_comparison_is_what_mmat_stats_compare_paper_gives(viewer: ViewerServer, built_run: BuiltRun) -> None:
+    from mmat_core.stats import compare_to_paper, run_stats
+
+    board = get(viewer, "/api/paper")
+    assert board["origin"] == "run.json"  # the build stored its figures
+    assert board["rows"] == [row.model_dump(mode="json") for row in compare_to_paper(run_stats(built_run.out))]
+    rows = {(r["section"], r["figure"]): r for r in board["rows"]}
+    assert rows["operators", "face_detection"]["build_count"] == 1
+    assert rows["operators", "face_detection"]["paper"] == pytest.approx(20_077 / 1_090_263)
+    assert rows["collections", "viewer_tiny"]["departs"]
+    assert "2507.21924" in board["citation"]
+
+
+def test_paper_comparison_counts_the_store_when_run_json_has_no_figures(built_run: BuiltRun, tmp_path: Any) -> None:
+    import json
+    import shutil
+
+    from mmat_core.stats import run_stats
+
+    copy = tmp_path / "run"
+    shutil.copytree(built_run.out, copy, ignore=shutil.ignore_patterns("viewer-index.sqlite*"))
+    manifest = json.loads((copy / "run.json").read_text(encoding="utf-8"))
+    del manifest["stats"]
+    (copy / "run.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with ViewerServer.open(copy, plugins=built_run.plugins).start() as server:
+        board = get(server, "/api/paper")
+    assert board["origin"] == "store" and board["counted"] == board["total"] == 6
+    assert board["stats"] == run_stats(copy).model_dump(mode="json")
+
+
+def test_paper_comparison_of_a_large_run_is_estimated_from_spread_samples(built_run: BuiltRun, monkeypatch: pytest.MonkeyPatch,
+                                                                          tmp_path: Any) -> None:
+    import json
+    import shutil
+
+    from mmat_core.viewer import catalog
+
+    copy = tmp_path / "run"
+    shutil.copytree(built_run.out, copy, ignore=shutil.ignore_patterns("viewer-index.sqlite*"))
+    manifest = json.loads((copy / "run.json").read_text(encoding="utf-8"))
+    manifest["complete"] = False  # as while a build runs: no stored figures yet
+    del manifest["stats"]
+    (copy / "run.json").write_text(json.dumps(manifest), encoding="utf-8")
+    monkeypatch.setattr(catalog, "PAPER_COMPARE_SAMPLE", 3)
+    with ViewerServer.open(copy, plugins=built_run.plugins).start() as server:
+        board = get(server, "/api/paper")
+    assert board["origin"] == "estimate" and board["counted"] == 3 and board["total"] == 6
+    assert board["stats"]["generated"] == 3

@@ -431,8 +431,8 @@ function exportCard(view) {
 async function showDashboard() {
   const app = $("app");
   if (!app.querySelector(".dashboard")) clear(app).append(el("p", { class: "muted" }, "Loading dashboard…"));
-  let d;
-  try { d = await api("/api/dashboard"); } catch (error) { return showError(error); }
+  let d, paper;
+  try { [d, paper] = await Promise.all([api("/api/dashboard"), api("/api/paper")]); } catch (error) { return showError(error); }
   if (state.view !== "dashboard") return;
   const kept = (d.statuses.kept || 0) + (d.statuses.reflected || 0) + (d.statuses.flagged || 0);
   const tiles = el("div", { class: "tiles" }, [
@@ -454,7 +454,59 @@ async function showDashboard() {
     chartCard("Failures by reason", d.failures.length || d.quarantine_reasons.length
       ? hbars([...d.failures.map((f) => ({ label: f.reason, value: f.count })), ...d.quarantine_reasons.map((f) => ({ label: "quarantine: " + f.reason, value: f.count }))])
       : el("p", { class: "muted" }, "No failure.")));
-  clear(app).append(el("div", { class: "dashboard" }, tiles, charts));
+  clear(app).append(el("div", { class: "dashboard" }, tiles, charts, paperCard(paper)));
+}
+
+const PAPER_SECTIONS = {
+  collections: "Collections: share of kept samples (paper: share of its dialogues, Table 1)",
+  "sub-datasets": "Sub-datasets: share of their collection",
+  steps: "Rationale steps per sample: share of kept samples",
+  operators: "Operator calls per kept sample",
+  reflections: "Reflections per kept sample",
+  quality: "Quality: share of scored kept samples",
+  cost: "Tokens and cost per kept sample",
+};
+
+function fmtFigure(unit, v) {
+  if (v === null || v === undefined) return "–";
+  if (unit === "share") return (100 * v).toFixed(1) + "%";
+  if (unit === "per_sample") return v.toFixed(3);
+  if (unit === "usd") return fmtCost(v);
+  return fmtInt(Math.round(v));
+}
+
+/** The build's figures beside the paper's, as `mmat stats --compare paper` prints them. */
+function paperCard(p) {
+  const origin = p.origin === "run.json" ? "from run.json" : p.origin === "store"
+    ? `counted from the ${fmtInt(p.total)} stored samples` : `estimated from ${fmtInt(p.counted)} of ${fmtInt(p.total)} samples spread over the run`;
+  const departing = p.rows.filter((r) => r.departs).length;
+  const body = [];
+  let section = null;
+  for (const r of p.rows) {
+    if (r.section !== section) {
+      section = r.section;
+      body.push(el("tr", { class: "paper-section" }, el("th", { colspan: 5 }, PAPER_SECTIONS[section] || section)));
+    }
+    const max = Math.max(1e-9, r.build || 0, r.paper || 0);
+    const diff = r.build !== null && r.paper !== null
+      ? (r.unit === "share" ? `${(100 * (r.build - r.paper)).toFixed(1)} pts` : (r.build - r.paper).toFixed(3)) : "";
+    const bars = r.unit === "share" || r.unit === "per_sample"
+      ? svg("svg", { viewBox: "0 0 100 14", class: "spark pair" },
+        svg("rect", { x: 0, y: 1, width: Math.max(r.build ? 1 : 0, 100 * (r.build || 0) / max), height: 5, class: "build" }),
+        svg("rect", { x: 0, y: 8, width: Math.max(r.paper ? 1 : 0, 100 * (r.paper || 0) / max), height: 5, class: "paper" }))
+      : "";
+    body.push(el("tr", { class: r.departs ? "departs" : null, dataset: { section: r.section, figure: r.figure } },
+      el("td", {}, r.label ? `${r.figure} (${r.label})` : r.figure, r.note ? el("div", { class: "muted small" }, r.note) : null),
+      el("td", { class: "num build" }, fmtFigure(r.unit, r.build)),
+      el("td", { class: "num paper" }, fmtFigure(r.unit, r.paper)),
+      el("td", { class: "num" }, diff, r.departs ? el("span", { class: "departs-mark", title: "departs from the paper" }, " ◀") : null),
+      el("td", {}, bars)));
+  }
+  return el("section", { class: "card chart paper-compare" }, el("h2", {}, "Beside the paper (MMAT-1M)"),
+    el("p", { class: "muted small" }, `${departing} figure(s) depart from the paper; the run's figures ${origin}. Paper: ${p.citation}.`),
+    el("table", { class: "paper-table" },
+      el("thead", {}, el("tr", {}, ["Figure", "This run", "Paper", "Difference", ""].map((h) => el("th", {}, h)))),
+      el("tbody", {}, body)));
 }
 
 function chartCard(title, ...body) { return el("section", { class: "card chart" }, el("h2", {}, title), body); }
