@@ -158,9 +158,10 @@ class RunStore:
         # The critics whose reflection was really spliced in (as run.json counts them).
         reflected_by = sorted(reflected_by_critics(trace))
         self._pending.append(
-            (seq, trace.id, trace.sample.source, trace.sample.subset, trace.status, trace.failure and scrub(trace.failure),
-             ",".join(tools), scrub(trace.sample.question), ",".join(reflected_by), trace.usage.cost_usd,
-             scrub(trace.model_dump_json()), dedup)  # no credential is ever stored (mmat_core/secrets.py)
+            # No credential is ever stored (mmat_core/secrets.py).
+            (seq, trace.id, trace.sample.source, trace.sample.subset, trace.status,
+             trace.failure and scrub(trace.failure), ",".join(tools), scrub(trace.sample.question),
+             ",".join(reflected_by), trace.usage.cost_usd, scrub(trace.model_dump_json()), dedup)
         )
 
     def take_pending(self) -> tuple[list[tuple[Any, ...]], list[tuple[int, str]]]:
@@ -235,7 +236,8 @@ class RunStore:
         """Record a quarantined row (once per row)."""
         self._db.execute(
             "INSERT OR IGNORE INTO rejected(source, subset, row, reason, detail, stage) VALUES (?,?,?,?,?,?)",
-            (rejected.source, rejected.subset, rejected.row, rejected.reason, rejected.detail and scrub(rejected.detail), rejected.stage),
+            (rejected.source, rejected.subset, rejected.row, rejected.reason,
+             rejected.detail and scrub(rejected.detail), rejected.stage),
         )
 
     def traces(self, *, status: str | None = None) -> Iterator[Trace]:
