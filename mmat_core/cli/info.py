@@ -43,7 +43,7 @@ def validate(file: Path, schema_name: str | None, max_errors: int) -> None:
         click.echo(f"{file}: {problem}", err=True)
     if len(problems) > max_errors:
         click.echo(f"... and {len(problems) - max_errors} more", err=True)
-    bad_lines = len({p.line for p in problems})
+    bad_lines = len({p.record if p.record is not None else p.line for p in problems})
     click.echo(f"{file}: {bad_lines} of {count} record(s) invalid against {name}", err=True)
     sys.exit(1)
 

@@ -21,7 +21,11 @@ def test_checked_in_schemas_match_the_models() -> None:
 
 
 def good_record() -> dict:
-    return {"id": "a", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "images": []}
+    """The smallest RR record valid in shape and in structure (validate checks both)."""
+    turns = [("system", "s"), ("user", "q Please start your reasoning."), ("assistant", "<THOUGHT>t</THOUGHT><SIGNAL>end</SIGNAL>"),
+             ("user", "Based on the above information, please summarize and give the answer to the initial question: q"),
+             ("assistant", "a")]
+    return {"id": "a", "messages": [{"role": r, "content": c} for r, c in turns], "images": []}
 
 
 def test_validate_reports_every_bad_line_with_number_and_field(tmp_path: Path) -> None:
@@ -33,7 +37,7 @@ def test_validate_reports_every_bad_line_with_number_and_field(tmp_path: Path) -
     path = tmp_path / "rr.jsonl"
     path.write_text("\n".join(lines) + "\n")
     name, count, problems = validate_file(path)
-    assert name == "rr_record" and count == 3
+    assert name == "rr_record" and count == 4  # the line that is not JSON is a record too
     assert [(p.line, p.field) for p in problems] == [(2, "messages.0.role"), (3, ""), (4, "")]
     assert "'robot' is not one of" in problems[0].message and "not valid JSON" in problems[1].message
     assert "'id' is a required property" in problems[2].message
