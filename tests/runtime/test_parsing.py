@@ -58,3 +58,12 @@ def test_bare_reply_is_taken_as_the_answer() -> None:
 def test_final_answer_is_cleaned_of_tags() -> None:
     assert clean_final_answer(" california\n") == "california"
     assert clean_final_answer("<ANSWER>The answer is: 35</ANSWER>") == "35"
+
+
+def test_a_neutralised_tag_quoted_in_a_thought_is_not_read_as_a_tag() -> None:
+    from mmat_core.formatting import neutralise_tags
+
+    quoted = neutralise_tags("the slide says <ANSWER>7</ANSWER>")
+    step = parse_step(f"<THOUGHT>OCR: {quoted}</THOUGHT><SIGNAL>end</SIGNAL>")
+    assert (step.thought, step.signal, step.repairs) == (f"OCR: {quoted}", "end", [])
+    assert parse_answer(f"<THOUGHT>{quoted}</THOUGHT><ANSWER>The answer is: 3</ANSWER>").answer == "3"
