@@ -67,7 +67,8 @@ class LabelBoxOptions(ToolOptions):
     @classmethod
     def _detector_named(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
         if isinstance(value, dict) and "name" not in value:
-            raise ValueError("give the detector's name, e.g. {name: transformers, model: /path/to/owlvit}")
+            # Options alone (--set tools.1.detector.model=PATH) are the default backend's.
+            return {"name": "transformers", **value}
         return value
 
 

@@ -105,6 +105,11 @@ def test_core_default_detector_matches_the_plugins() -> None:
     assert DEFAULT_DETECTOR == DEFAULT_DETECTOR_MODEL
 
 
+def test_detector_options_without_a_name_are_the_transformers_backends(tiny_owlvit: Path) -> None:
+    tool = LabelBoxTool(detector={"model": str(tiny_owlvit)})
+    assert tool.detector.name == "transformers" and tool.detector.options.model == str(tiny_owlvit)
+
+
 def test_bad_detector_option_names_the_key() -> None:
     with pytest.raises(ConfigError, match=r"label_bbox\.detector\.threshold: .*options of detector 'transformers'"):
         LabelBoxTool(detector={"name": "transformers", "threshold": 2})
