@@ -22,6 +22,20 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Switches that turn off the telemetry of libraries mmat may load, set (unless the user set them)
+#: before those libraries load: onnxruntime (the ``[ocr]`` extra) reads ORT_DISABLE_TELEMETRY in
+#: native code, where a Python-level guard cannot see its traffic; Hugging Face Hub and Ray have
+#: their own switches.
+TELEMETRY_OFF = {"ORT_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def silence_telemetry() -> None:
+    """Set :data:`TELEMETRY_OFF` in the environment (a value the user set is kept), so libraries
+    loaded later in this process, or in its children, send no telemetry."""
+    for name, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(name, value)
+
+
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 ENV_VAR = "MMAT_NETWORK_GUARD"
 

@@ -202,8 +202,11 @@ def run() -> None:
 
     from mmat_core.errors import MmatError
 
+    from mmat_core.netguard import silence_telemetry
+
     global _debug
     _debug = os.environ.get("MMAT_DEBUG", "") not in ("", "0")
+    silence_telemetry()  # before any plugin loads a library that phones home (onnxruntime, ...)
     _install_log_scrubber()
     try:
         main(standalone_mode=False)

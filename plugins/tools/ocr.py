@@ -27,6 +27,19 @@ class OCROptions(ToolOptions):
     row_tolerance: int = Field(12, ge=1, description="pixels of vertical offset still read as the same text line")
 
 
+def load_onnxruntime_quietly() -> None:
+    """Import onnxruntime with its telemetry off: ORT_DISABLE_TELEMETRY must be in the
+    environment before the native library loads (its events are sent from native threads that no
+    Python-level guard sees), and ``disable_telemetry_events()`` covers a process where it was
+    loaded earlier. Checked at the system-call level by tests/scale/test_network.py."""
+    from mmat_core.netguard import silence_telemetry
+
+    silence_telemetry()
+    import onnxruntime
+
+    onnxruntime.disable_telemetry_events()
+
+
 def reading_order(lines: list[dict[str, Any]], tolerance: int) -> list[dict[str, Any]]:
     """Sort recognised lines top to bottom, then left to right; lines whose tops differ by less
     than ``tolerance`` pixels count as one row."""
@@ -58,6 +71,7 @@ class OCRTool(Tool):
         """This thread's rapidocr engine, created on first use (onnxruntime is imported only here)."""
         engine = getattr(self._local, "engine", None)
         if engine is None:
+            load_onnxruntime_quietly()
             from rapidocr_onnxruntime import RapidOCR
 
             threads = self.options.threads or -1
@@ -94,6 +108,8 @@ class OCRTool(Tool):
     def prepare(self) -> None:
         """Import OpenCV and rapidocr in the engine's thread, not in a race between workers."""
         import cv2  # noqa: F401
+
+        load_onnxruntime_quietly()
         import rapidocr_onnxruntime  # noqa: F401
 
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolOutput:
