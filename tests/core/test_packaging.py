@@ -34,7 +34,7 @@ def test_every_package_is_listed_in_pyproject() -> None:
     assert not missing, f"add {sorted(missing)} to [tool.setuptools] packages in pyproject.toml"
 
 
-def test_wheel_contains_sample_data_and_viewer_assets(tmp_path: Path) -> None:
+def test_wheel_contains_sample_data_viewer_assets_and_recipes(tmp_path: Path) -> None:
     pytest.importorskip("setuptools")
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
@@ -45,6 +45,7 @@ def test_wheel_contains_sample_data_and_viewer_assets(tmp_path: Path) -> None:
     assert "mmat_plugins/sources/sample_data/samples.jsonl" in names
     assert any(n.startswith("mmat_plugins/sources/sample_data/images/") for n in names)
     assert "mmat_core/viewer/static/index.html" in names
+    assert {"mmat_core/recipes/paper.yaml", "mmat_core/recipes/sample.yaml"} <= set(names)
     assert "mmat_schemas/trace.schema.json" in names
     assert any(n.startswith("mmat_schemas/exports/") and n.endswith(".schema.json") for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
