@@ -364,6 +364,72 @@ def _import_row(seq: int, number: int, obj: dict[str, Any], kind: str, text: str
             "", 0.0, text)
 
 
+# -- images ----------------------------------------------------------------------------------------
+
+#: The largest image file the viewer serves.
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+#: How long one image read may take in all (a stalled network mount must not hold a request).
+IMAGE_READ_TIMEOUT_S = 10.0
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _allowed_path(dataset: Dataset, name: str) -> Path | None:
+    """Where a row's image path may be read from, or None when it may not.
+
+    A run's traces were written by ``mmat build`` on this machine and name the dataset's own
+    files wherever they are, so their paths are served as stored (still only regular files, capped).
+    Anything else (a JSONL file)
+    may come from anywhere: its paths, relative or absolute, must resolve (symlinks followed)
+    to a place under the file's folder."""
+    path = Path(name)
+    if dataset.kind == "run":
+        return path  # as the build read it (a relative path: from where the viewer was started, as before)
+    if not path.is_absolute():
+        path = dataset.root / path
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return None
+    root = dataset.root
+    return resolved if resolved == root or root in resolved.parents else None
+
+
+def _read(path: Path) -> bytes | None:
+    """A regular file's bytes under the size cap and deadline, else None."""
+    from mmat_core.images import ImageError, read_regular_file
+
+    try:
+        return read_regular_file(path, MAX_IMAGE_BYTES, IMAGE_READ_TIMEOUT_S)
+    except (ImageError, OSError):
+        return None
+
+
+def _trace_image(dataset: Dataset, ref: dict[str, Any]) -> bytes | None:
+    """The bytes of a Trace's ImageRef: its path, else the blob of that hash in the ``images/``
+    folder beside the data; only bytes that still hash to the reference are served."""
+    from mmat_core.images import sha256_bytes
+
+    digest = ref.get("sha256")
+    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+        return None  # a "hash" like ../../x must never become part of a path
+    candidates: list[Path] = []
+    if isinstance(ref.get("path"), str) and ref["path"]:
+        allowed = _allowed_path(dataset, ref["path"])
+        if allowed is not None:
+            candidates.append(allowed)
+    blobs = dataset.root / "images" / digest[:2]
+    if blobs.is_dir():
+        for blob in sorted(blobs.glob(f"{digest}*")):
+            allowed = _allowed_path(dataset, str(blob))
+            if allowed is not None:
+                candidates.append(allowed)
+    for candidate in candidates:
+        data = _read(candidate)
+        if data is not None and sha256_bytes(data) == digest:
+            return data
+    return None
+
+
 # -- one sample as the page draws it -----------------------------------------------------------
 
 
@@ -465,11 +531,12 @@ def image_bytes(dataset: Dataset, seq: int, index: int) -> tuple[bytes, str] | N
     """The bytes and content type of image ``index`` of the sample at ``seq``.
 
     Only images a stored row refers to are ever served: the request names a row and a position,
-    never a path, so nothing else on the disk can be reached through the viewer.
+    never a path. A row itself may be hostile (an exported file from anywhere), so what it names is
+    checked too (:func:`_allowed_path`): in a JSONL file only regular files under the file's
+    folder, or blobs of the ``images/`` folder beside it named by a 64-hex-digit SHA-256; every
+    read goes through :func:`~mmat_core.images.read_regular_file` (no FIFO, device or directory,
+    at most :data:`MAX_IMAGE_BYTES`, under :data:`IMAGE_READ_TIMEOUT_S`).
     """
-    from mmat_core.images import ImageError, ImageStore
-    from mmat_core.models import ImageRef
-
     row = dataset.connect().execute("SELECT trace FROM samples WHERE seq=?", (seq,)).fetchone()
     if row is None:
         return None
@@ -477,22 +544,17 @@ def image_bytes(dataset: Dataset, seq: int, index: int) -> tuple[bytes, str] | N
     data: bytes | None = None
     if row_kind(obj) == "trace":
         images = (obj.get("sample") or {}).get("images") or []
-        if not 0 <= index < len(images):
+        if not 0 <= index < len(images) or not isinstance(images[index], dict):
             return None
-        try:
-            data = ImageStore(dataset.root / "images").load(ImageRef.model_validate(images[index]))
-        except (ImageError, OSError, ValueError):
-            return None
+        data = _trace_image(dataset, images[index])
     else:
         paths = obj.get("images") or []
         if not 0 <= index < len(paths) or not isinstance(paths[index], str):
             return None
-        path = Path(paths[index])
-        path = path if path.is_absolute() else dataset.root / path
-        try:
-            data = path.read_bytes()
-        except OSError:
-            return None
+        path = _allowed_path(dataset, paths[index])
+        data = _read(path) if path is not None else None
+    if data is None:
+        return None
     kind = next((ctype for magic, ctype in _IMAGE_TYPES if data.startswith(magic)), None)
     if kind is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         kind = "image/webp"

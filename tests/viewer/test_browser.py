@@ -155,3 +155,13 @@ def test_dashboard_draws_every_chart(page: Any, viewer: ViewerServer) -> None:
         assert expected.upper() in (t.upper() for t in titles)
     assert page.locator(".chart svg rect.bar").count() > 5
     assert page.locator("table.latency tbody tr").count() >= 2
+
+
+def test_dashboard_shows_the_run_beside_the_paper(page: Any, viewer: ViewerServer) -> None:
+    page.goto(viewer.url + "#/dashboard")
+    page.wait_for_selector("table.paper-table")
+    row = page.locator('table.paper-table tr[data-section="collections"][data-figure="visual_cot"]')
+    expect(row).to_contain_text("48.1%")  # the paper's share of Visual CoT dialogues
+    expect(row).to_have_class("departs")  # this run holds none of it
+    assert page.locator("table.paper-table tr.departs").count() >= 1
+    assert page.errors == []
