@@ -191,7 +191,14 @@ class PipelineConfig(BaseModel):
 def _read_file(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError("file not found", file=str(path))
-    text = path.read_text(encoding="utf-8")
+    if not path.is_file():
+        raise ConfigError("not a regular file; give the path of a .yaml, .yml, .toml or .json file", file=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.start}); save the file as UTF-8", file=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
     try:
         if path.suffix.lower() == ".toml":
             if sys.version_info >= (3, 11):
@@ -240,21 +247,76 @@ def _allowed_for(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return sorted(getattr(current, "model_fields", {}) or [])
 
 
-def validation_error(exc: ValidationError, model: type[BaseModel], file: str | None, prefix: str = "") -> ConfigError:
-    """Turn a pydantic error into a ConfigError naming the key and what is allowed."""
+def _problems(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> list[str]:
+    """One line per pydantic error, naming the dotted key; an unknown key gets the closest
+    allowed one ("did you mean") and the full list."""
+    import difflib
+
     messages = []
-    first_key = None
     for err in exc.errors():
         key = prefix + _loc(tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))))
-        first_key = first_key or key
         if err["type"] == "extra_forbidden":
             allowed = _allowed_for(model, err["loc"])
-            messages.append(f"{key}: unknown key; allowed: {', '.join(allowed)}")
+            given = str(err["loc"][-1]) if err["loc"] else ""
+            guess = difflib.get_close_matches(given, allowed, n=1)
+            hint = f"; did you mean '{guess[0]}'?" if guess else ""
+            messages.append(f"{key}: unknown key; allowed: {', '.join(allowed)}{hint}")
         elif err["type"] == "literal_error":
             messages.append(f"{key}: {err['msg']}")
         else:
             messages.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
-    return ConfigError("; ".join(messages), file=file)
+    return messages
+
+
+def problems_error(problems: list[str], file: str | None) -> ConfigError:
+    """One ConfigError listing every problem (one per line when there are several), so a user
+    fixes them all in one go; ``.problems`` keeps the list."""
+    message = problems[0] if len(problems) == 1 else f"{len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems)
+    error = ConfigError(message, file=file)
+    error.problems = problems  # type: ignore[attr-defined]
+    return error
+
+
+def validation_error(exc: ValidationError, model: type[BaseModel], file: str | None, prefix: str = "") -> ConfigError:
+    """Turn a pydantic error into a ConfigError naming each key and what is allowed."""
+    return problems_error(_problems(exc, model, prefix), file)
+
+
+def _component_problems(data: dict[str, Any]) -> list[str]:
+    """Option errors of every component named in ``data`` (the raw config), checked against its
+    plugin's ``Options``, so they come together with the top-level errors rather than one
+    component at a time. A name no plugin provides is left to the pipeline, which reports it with
+    its suggestions (a plugin registered in code may provide it there)."""
+    from mmat_core.plugins import get_plugin_manager
+
+    family_of = {"source": "source", "llm": "llm", "search": "search", "executor": "executor", "tools": "tool",
+                 "critics": "critic", "formatters": "formatter"}
+    problems: list[str] = []
+    try:
+        manager = get_plugin_manager()
+        manager.load()
+    except Exception:  # plugin trouble is reported where plugins are used
+        return problems
+    for key, family in family_of.items():
+        value = data.get(key)
+        items = value if isinstance(value, list) else [value]
+        for index, item in enumerate(items):
+            if isinstance(item, str):
+                name, options = item, {}
+            elif isinstance(item, dict) and isinstance(item.get("name"), str):
+                name, options = item["name"], {k: v for k, v in item.items() if k != "name"}
+            else:
+                continue
+            if name not in manager.registry(family):
+                continue
+            where = f"{key}[{index}]." if isinstance(value, list) else f"{key}."
+            try:
+                manager.get(family, name).Options(**options)
+            except ValidationError as exc:
+                problems += _problems(exc, manager.get(family, name).Options, where)
+            except Exception:  # an Options model that fails otherwise is the pipeline's to report
+                continue
+    return problems
 
 
 _INDEX = re.compile(r"^(\w+)\[(\d+)\]$")
@@ -325,7 +387,14 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         data = merge(load_recipe(recipe), data)
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)
+    # Every problem at once: the top level's and each component's options.
+    problems: list[str] = []
+    config: PipelineConfig | None = None
     try:
-        return PipelineConfig.model_validate(data)
+        config = PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        raise validation_error(exc, PipelineConfig, str(path) if path else None) from None
+        problems = _problems(exc, PipelineConfig)
+    problems += _component_problems(data)
+    if problems or config is None:
+        raise problems_error(problems, str(path) if path else None)
+    return config

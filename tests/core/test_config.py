@@ -109,3 +109,29 @@ def test_a_pipeline_given_other_sources_in_code_has_no_search_unless_asked(tmp_p
     assert Pipeline(source={"name": "jsonl", "path": str(data)}).search is None
     assert Pipeline(source={"name": "jsonl", "path": str(data)}, search="local").search.name == "local"
     assert Pipeline().search is not None  # the bundled sample keeps its corpus
+
+
+def test_every_problem_is_reported_at_once_with_suggestions(tmp_path: Path) -> None:
+    config = write(tmp_path / "build.yaml", "sorce: sample\ncuration:\n  limt: 3\nllm:\n  name: offline\n  modle: x\n"
+                                            "tools:\n  - name: ocr\n    max_sid: 3\n")
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(config)
+    message = str(excinfo.value)
+    assert message.startswith(f"{config}: 4 problems:")
+    assert "sorce: unknown key; allowed: " in message and "did you mean 'source'?" in message
+    assert "curation.limt: unknown key" in message and "did you mean 'limit'?" in message
+    assert "llm.modle: unknown key; allowed: model; did you mean 'model'?" in message
+    assert "tools[0].max_sid: unknown key" in message and "did you mean 'max_side'?" in message
+    assert len(excinfo.value.problems) == 4  # type: ignore[attr-defined]
+
+
+def test_a_config_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "build.yaml"
+    config.write_bytes(b"llm: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"build.yaml: not UTF-8 text"):
+        load_config(config)
+
+
+def test_a_config_path_that_is_a_folder_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"not a regular file"):
+        load_config(tmp_path)
