@@ -184,15 +184,24 @@ class Dataset:
         self.store_path = store_path
         self.run_json = run_json
         self.temp_dir = temp_dir
+        #: Folders besides :attr:`root` whose images a JSONL file's rows may name (``--image-root``).
+        self.image_roots: list[Path] = []
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._format_lock = threading.Lock()
         self._tool_infos: dict[str, Any] = {}
 
     @classmethod
-    def open(cls, target: Path, plugins: PluginManager | None = None) -> Dataset:
+    def open(cls, target: Path, plugins: PluginManager | None = None, image_roots: list[Path] | None = None) -> Dataset:
         """Open a run directory (``run.sqlite`` inside) or a JSONL file. ``plugins`` describes the
-        run's tools for the RR system prompt (default: the process's plugin manager)."""
+        run's tools for the RR system prompt (default: the process's plugin manager);
+        ``image_roots`` are further folders a JSONL file's image paths may point into."""
+        dataset = cls._open(target, plugins)
+        dataset.image_roots = [Path(root).expanduser().resolve() for root in image_roots or ()]
+        return dataset
+
+    @classmethod
+    def _open(cls, target: Path, plugins: PluginManager | None) -> Dataset:
         target = target.expanduser()
         if target.is_dir():
             store = target / STORE_FILE
@@ -380,7 +389,7 @@ def _allowed_path(dataset: Dataset, name: str) -> Path | None:
     files wherever they are, so their paths are served as stored (still only regular files, capped).
     Anything else (a JSONL file)
     may come from anywhere: its paths, relative or absolute, must resolve (symlinks followed)
-    to a place under the file's folder."""
+    to a place under the file's folder or under one of the ``--image-root`` folders."""
     path = Path(name)
     if dataset.kind == "run":
         return path  # as the build read it (a relative path: from where the viewer was started, as before)
@@ -390,8 +399,10 @@ def _allowed_path(dataset: Dataset, name: str) -> Path | None:
         resolved = path.resolve()
     except (OSError, RuntimeError):  # a symlink loop
         return None
-    root = dataset.root
-    return resolved if resolved == root or root in resolved.parents else None
+    for root in (dataset.root, *dataset.image_roots):
+        if resolved == root or root in resolved.parents:
+            return resolved
+    return None
 
 
 def _read(path: Path) -> bytes | None:

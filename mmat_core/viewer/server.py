@@ -141,9 +141,10 @@ class ViewerServer:
 
     @classmethod
     def open(cls, target: Path, *, host: str = "127.0.0.1", port: int = 0, index_dir: Path | None = None,
+             image_roots: list[Path] | None = None,
              verbose: bool = False, plugins: PluginManager | None = None, poll_s: float = 1.0) -> ViewerServer:
         """Open a run directory or JSONL file and bind the server (not yet serving)."""
-        dataset = Dataset.open(target, plugins)
+        dataset = Dataset.open(target, plugins, image_roots)
         try:
             catalog = Catalog(dataset, index_dir)
             return cls(dataset, catalog, host=host, port=port, verbose=verbose, poll_s=poll_s)

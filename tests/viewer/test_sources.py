@@ -52,7 +52,19 @@ def test_rr_jsonl_reads_face_boxes_back_from_the_observation(built_run: BuiltRun
         row = get(server, "/api/samples", tool="face_detection")["rows"][0]
         view = get(server, f"/api/sample/{row['seq']}")
         assert [b["units"] for b in view["boxes"] if b["tool"] == "face_detection"] == ["px"]
-        assert httpx.get(f"{server.url}api/image/{row['seq']}/0").headers["content-type"] == "image/jpeg"
+
+
+def test_jsonl_images_outside_its_folder_are_served_only_from_a_named_image_root(built_run: BuiltRun) -> None:
+    # rr.jsonl lies in the run folder; the dataset's images lie one folder up.
+    with ViewerServer.open(built_run.out / "rr.jsonl").start() as server:
+        assert server.wait_indexed()
+        seq = get(server, "/api/samples", tool="face_detection")["rows"][0]["seq"]
+        assert httpx.get(f"{server.url}api/image/{seq}/0").status_code == 404
+    with ViewerServer.open(built_run.out / "rr.jsonl", image_roots=[built_run.out.parent]).start() as server:
+        assert server.wait_indexed()
+        response = httpx.get(f"{server.url}api/image/{seq}/0")
+        assert response.headers["content-type"] == "image/jpeg"
+        assert response.content == (built_run.out.parent / "astronaut.jpg").read_bytes()
 
 
 def test_orr_jsonl_lists_the_operator_outputs_of_each_record(built_run: BuiltRun) -> None:
