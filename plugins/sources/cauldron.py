@@ -6,7 +6,9 @@ their bytes embedded) and ``texts`` (a list of ``{user, assistant, source}``, on
 through ``datasets`` in streaming mode with image decoding off: each image's bytes are hashed,
 checked and written once to the run's image store (``image_store``, set by the pipeline), and
 dropped. Multiple-choice turns (``Choices:`` followed by ``A. ..`` lines) are answered
-``Answer: B``; the letter becomes the answer and the options the sample's choices.
+``Answer: B``; the letter becomes the answer and the options the sample's choices (an answer
+given as an option's text stays that text). Later turns of a row carry the earlier ones as
+context (``later_turns``).
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ from typing import ClassVar
 from pydantic import Field
 
 from mmat_core.errors import ConfigError
-from mmat_core.models import SourceSample
+from mmat_core.models import Rejected, SourceSample
 from mmat_plugins.sources.common import (
     ImageResolver,
     QuotaOptions,
     Record,
     RecordItem,
     RecordSource,
-    letter_answer,
+    option_answers,
     row_key,
     parse_choices,
     strip_answer_prefix,
@@ -96,8 +98,8 @@ class CauldronSource(RecordSource):
             for ref, record in rows:
                 yield f"{subset}[{row_key(ref)}]", subset, record
 
-    def normalise(self, ref: str, subset: str | None, record: Record) -> list[SourceSample]:
-        """One sample per turn, sharing the row's images."""
+    def normalise(self, ref: str, subset: str | None, record: Record) -> list[SourceSample | Rejected]:
+        """One sample per turn, sharing the row's images; later turns as ``later_turns`` says."""
         texts = record.get("texts")
         if not isinstance(texts, list) or not texts:
             raise RowError("missing_field" if not texts else "field_type", "texts")
@@ -108,7 +110,8 @@ class CauldronSource(RecordSource):
             raise RowError("no_image", "the row embeds no image")
         images = [self.images.from_bytes(item, self.image_store) for item in raw_images]
         row = row_key(ref)
-        samples = []
+        samples: list[SourceSample | Rejected] = []
+        earlier: list[tuple[str, str]] = []
         for turn, text in enumerate(texts):
             if not isinstance(text, dict):
                 raise RowError("field_type", f"texts[{turn}] is not an object")
@@ -120,10 +123,16 @@ class CauldronSource(RecordSource):
             question = strip_instruction(question.strip())
             answer = strip_answer_prefix(reply)
             choices = parse_choices(question)
-            letter = letter_answer(answer, choices)
-            answers = [letter] if letter else [answer]
-            task = "multiple_choice" if letter else TASK_TYPES.get(subset or "", "vqa")
-            samples.append(self.sample(subset=subset, row=row, turn=turn, question=question, answers=answers, images=images,
-                                       task_type=task, choices=choices if letter else None,
-                                       tags=["math"] if TASK_TYPES.get(subset or "") == "math" else None))
+            picked = option_answers(answer, choices)
+            answers, by_letter = picked if picked else ([answer], False)
+            task = "multiple_choice" if picked else TASK_TYPES.get(subset or "", "vqa")
+            asked = self.later_turn(ref, subset, turn, question, earlier)
+            earlier.append((question, answer))
+            if isinstance(asked, Rejected):
+                samples.append(asked)
+                continue
+            samples.append(self.sample(subset=subset, row=row, turn=turn, question=asked, answers=answers, images=images,
+                                       task_type=task, choices=choices if picked else None, letter_constraint=by_letter,
+                                       tags=["math"] if TASK_TYPES.get(subset or "") == "math" else None,
+                                       meta={"context_turns": turn} if turn else None))
         return samples

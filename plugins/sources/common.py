@@ -77,6 +77,18 @@ class SourceOptions(ComponentOptions):
     )
     licence: str | None = Field(None, description="override the licence carried into provenance")
     image_cache: int = Field(4096, ge=0, description="image references remembered by path (dialogues share images)")
+    later_turns: Literal["context", "skip"] = Field(
+        "context", description="a dialogue's turns after the first: context (earlier Q/A pairs go before the question, "
+        "see docs/sources.md) or skip (quarantined as later_turn_skipped)"
+    )
+
+
+class SingleSetOptions(SourceOptions):
+    """Options of collections without sub-datasets (TabMWP, InfoSeek): the paper's count, a cap, a share."""
+
+    mix: Literal["all", "paper"] = Field("all", description="paper: the paper's question count as the quota; all: every row")
+    quota: int | None = Field(None, ge=0, description="most questions kept (after curation)")
+    ratio: float | None = Field(None, gt=0, le=1, description="share of questions kept (seeded)")
 
 
 class QuotaOptions(SourceOptions):
@@ -169,6 +181,23 @@ def letter_answer(answer: str, choices: Sequence[str] | None) -> str | None:
     return None
 
 
+def option_answers(answer: str, choices: Sequence[str] | None) -> tuple[list[str], bool] | None:
+    """The accepted answers of a multiple-choice turn, and whether its label is an option letter;
+    None when the answer names no option.
+
+    The dataset's answer stays first, unchanged (MMAT-SPEC: "the answer is kept unchanged"): a
+    label given as a letter (``B``, ``(B)``, ``Answer: B``) is the letter, and the constraint asks
+    for a letter; a label given as the option's text (``atlas``) stays the text, its letter is
+    only an accepted variant, and the constraint does not ask for a letter."""
+    letter = letter_answer(answer, choices)
+    if letter is None:
+        return None
+    text = answer.strip()
+    if _LETTER_ANSWER.match(text):
+        return ([letter, text] if text != letter and not _ANSWER_PREFIX.match(text) else [letter]), True
+    return [text, letter], False
+
+
 def strip_answer_prefix(answer: str) -> str:
     """``Answer: 42`` -> ``42`` (The Cauldron writes answers this way)."""
     return _ANSWER_PREFIX.sub("", answer, count=1).strip() if answer[:7].lower() == "answer:" else answer.strip()
@@ -215,6 +244,23 @@ def row_key(ref: str) -> str:
         if mark in ref:
             return ref.rsplit(mark, 1)[1].rstrip("]")
     return ref
+
+
+#: How earlier turns of a dialogue are written before a later turn's question (``later_turns: context``).
+CONTEXT_HEADER = "Earlier in this conversation about the image:"
+CONTEXT_QUESTION = "Now answer this follow-up question: "
+
+
+def with_context(question: str, earlier: Sequence[tuple[str, str]]) -> str:
+    """A later turn's question with the dialogue's earlier (question, answer) pairs before it, so
+    that "And in 2019?" keeps what it refers to. The first turn (no earlier pairs) is unchanged."""
+    if not earlier:
+        return question
+    lines = [CONTEXT_HEADER]
+    for asked, answered in earlier:
+        lines.append(f"Q: {asked.strip()}")
+        lines.append(f"A: {answered.strip()}")
+    return "\n".join(lines) + "\n\n" + CONTEXT_QUESTION + question.strip()
 
 
 def dialogue_turns(turns: Any, *, role_key: str = "from", content_key: str = "value",
@@ -363,6 +409,12 @@ class RecordSource(Source):
         if getattr(opts, "mix", "all") == "paper":
             for subset, count in self.paper_mix.items():
                 plan[subset if self.subsets else None] = SubsetPlan(quota=count)
+        if not self.subsets:  # one set: `quota` and `ratio` apply to the whole source
+            whole = plan.get(None, SubsetPlan())
+            quota, ratio = getattr(opts, "quota", None), getattr(opts, "ratio", None)
+            if quota is not None or ratio is not None:
+                plan[None] = SubsetPlan(quota=quota if quota is not None else whole.quota,
+                                        ratio=ratio if ratio is not None else whole.ratio)
         for subset, count in (getattr(opts, "quotas", None) or {}).items():
             plan[subset] = SubsetPlan(quota=count, ratio=plan.get(subset, SubsetPlan()).ratio)
         for subset, ratio in (getattr(opts, "ratios", None) or {}).items():
@@ -381,8 +433,9 @@ class RecordSource(Source):
         """Yield ``(row_ref, subset, record_or_RowError)`` one at a time."""
 
     @abstractmethod
-    def normalise(self, ref: str, subset: str | None, record: Record) -> list[SourceSample]:
-        """The samples of one record; raise RowError or ImageError for a bad one."""
+    def normalise(self, ref: str, subset: str | None, record: Record) -> list[SourceSample | Rejected]:
+        """The samples of one record (a turn the options skip as Rejected); raise RowError or
+        ImageError for a bad one."""
 
     def iter_rows(self) -> Iterator[SourceSample | Rejected]:
         """Every QA pair as a SourceSample; every bad record as Rejected with its reason.
@@ -433,6 +486,9 @@ class RecordSource(Source):
                 yield self.reject(ref, subset, "malformed_row", f"{type(exc).__name__}: {str(exc)[:300]}")
                 continue
             for sample in samples:
+                if isinstance(sample, Rejected):  # a turn the options skip (later_turns: skip)
+                    yield sample
+                    continue
                 if limit is not None and produced >= limit:
                     return
                 produced += 1
@@ -441,6 +497,17 @@ class RecordSource(Source):
     def reject(self, ref: str, subset: str | None, reason: str, detail: str = "") -> Rejected:
         """A quarantine entry for one row."""
         return Rejected(source=self.name, subset=subset, row=ref, reason=reason, detail=detail)
+
+    def later_turn(self, ref: str, subset: str | None, turn: int, question: str,
+                   earlier: Sequence[tuple[str, str]]) -> str | Rejected:
+        """The question of turn ``turn`` of a dialogue as ``later_turns`` says: with the earlier
+        (question, answer) pairs before it (``context``), or a ``later_turn_skipped`` entry (``skip``)."""
+        if turn == 0 or not earlier:
+            return question
+        if self.options.later_turns == "skip":
+            return self.reject(f"{ref} turn {turn}", subset, "later_turn_skipped",
+                               f"turn {turn} of a {turn + 1}+ turn dialogue (later_turns: skip)")
+        return with_context(question, earlier)
 
     def sample(
         self,
@@ -457,9 +524,14 @@ class RecordSource(Source):
         tags: list[str] | None = None,
         meta: dict[str, Any] | None = None,
         dialogue: str | None = None,
+        letter_constraint: bool | None = None,
     ) -> SourceSample:
         """Build one sample: checks the question, picks the constraint, fixes the stable id
-        ``source/subset/row/turn`` (the subset part is left out when the source has none)."""
+        ``source/subset/row/turn`` (the subset part is left out when the source has none).
+
+        ``letter_constraint`` says whether the answer is an option letter (default: whenever there
+        are ``choices``); a multiple-choice question whose label is the option's text (TabMWP)
+        passes False, so the constraint does not ask for a letter the label is not."""
         if question is None:
             raise RowError("missing_field", "question")
         if not isinstance(question, str):
@@ -479,7 +551,8 @@ class RecordSource(Source):
             question=question,
             answers=accepted,
             choices=choices,
-            constraint=choose_constraint(accepted[0], bool(choices), self.options.constraint),
+            constraint=choose_constraint(accepted[0], bool(choices) if letter_constraint is None else letter_constraint,
+                                         self.options.constraint),
             task_type=task_type,
             images=images,
             licence=self.licence_text,

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from mmat_core.errors import ConfigError
-from mmat_core.models import ImageRef, SourceSample
+from mmat_core.models import ImageRef, Rejected, SourceSample
 from mmat_plugins.sources.common import (
     ImageResolver,
     Record,
@@ -26,7 +26,7 @@ from mmat_plugins.sources.common import (
     RecordSource,
     SourceOptions,
     dialogue_turns,
-    letter_answer,
+    option_answers,
     local_root,
     parse_choices,
     strip_image_tokens,
@@ -116,18 +116,20 @@ class MappedSource(RecordSource):
             question = strip_instruction(question)
             choices = parse_choices(question)
         answers: Any = answer
-        letter = None
+        picked = None
+        by_letter = False
         if choices and isinstance(answer, str):
-            letter = letter_answer(answer, choices)
-            if letter and letter != answer:
-                answers = [letter, answer]
-            if letter and isinstance(question, str) and "\nA." not in question and "\n(A)" not in question:
+            picked = option_answers(answer, choices)
+            if picked:
+                answers, by_letter = picked
+            if picked and isinstance(question, str) and "\nA." not in question and "\n(A)" not in question:
                 question = question.strip() + "\n" + "\n".join(f"{chr(65 + i)}. {c}" for i, c in enumerate(choices))
         task = lookup(record, fields.task_type) if fields.task_type else None
-        task = task if isinstance(task, str) else ("multiple_choice" if letter else self.options.task_type)
+        task = task if isinstance(task, str) else ("multiple_choice" if picked else self.options.task_type)
         images = self.images_of(lookup(record, fields.image))
         return [self.sample(subset=subset, row=str(row_id), turn=0, question=question, answers=answers, images=images,
-                            task_type=task, choices=choices if letter else None, answer_key=fields.answer)]
+                            task_type=task, choices=choices if picked else None, answer_key=fields.answer,
+                            letter_constraint=by_letter)]
 
 
 def _file_records(path: Path) -> Iterator[tuple[str, Any]]:
@@ -314,15 +316,22 @@ class DialogueSource(RecordSource):
             raise RowError("no_image", f"row has no {' or '.join(self.image_keys)}")
         paths = value if isinstance(value, list) else [value]
         images = [self.images.from_path(p) for p in paths]
-        samples = []
+        samples: list[SourceSample | Rejected] = []
+        earlier: list[tuple[str, str]] = []
         for turn, (question, answer) in enumerate(self.turns(record)):
             question = strip_instruction(strip_image_tokens(question))
             choices = parse_choices(question)
-            letter = letter_answer(answer.strip(), choices)
-            answers = [letter, answer.strip()] if letter and letter != answer.strip() else [answer]
-            samples.append(self.sample(subset=subset, row=str(row_id), turn=turn, question=question, answers=answers,
-                                       images=images, task_type="multiple_choice" if letter else self.options.task_type,
-                                       choices=choices if letter else None))
+            picked = option_answers(answer, choices)
+            answers, by_letter = picked if picked else ([answer], False)
+            asked = self.later_turn(ref, subset, turn, question, earlier)
+            earlier.append((question, answer))
+            if isinstance(asked, Rejected):
+                samples.append(asked)
+                continue
+            samples.append(self.sample(subset=subset, row=str(row_id), turn=turn, question=asked, answers=answers,
+                                       images=images, task_type="multiple_choice" if picked else self.options.task_type,
+                                       choices=choices if picked else None, letter_constraint=by_letter,
+                                       meta={"context_turns": turn} if turn else None))
         return samples
 
 

@@ -13,21 +13,35 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from mmat_core.errors import ConfigError
 from mmat_core.images import ImageError
 from mmat_core.models import ImageRef, SourceSample
-from mmat_plugins.sources.common import ImageResolver, Record, RecordItem, RecordSource, SourceOptions, answers_field, text_field
+from mmat_plugins.sources.common import (
+    ImageResolver,
+    Record,
+    RecordItem,
+    RecordSource,
+    SingleSetOptions,
+    SubsetPlan,
+    answers_field,
+    text_field,
+)
 from mmat_plugins.sources.readers import iter_jsonl
 
+#: InfoSeek questions in MMAT-1M (MMAT-SPEC.md, stage 1): a part of the train split.
 PAPER_COUNT = 131_400
+#: ``mix: paper`` draws a seeded share this much above PAPER_COUNT / rows, then caps at
+#: PAPER_COUNT: the quota is filled from the whole file, not from its first lines, even after
+#: curation quarantines some rows.
+PAPER_DRAW_MARGIN = 1.1
 _SUFFIXES = (".jpg", ".JPEG", ".jpeg", ".png")
 
 
-class InfoSeekOptions(SourceOptions):
+class InfoSeekOptions(SingleSetOptions):
     """Options of the ``infoseek`` source."""
 
     path: str = Field(description="local folder holding infoseek_<split>.jsonl")
@@ -44,6 +58,7 @@ class InfoSeekSource(RecordSource):
     description = "InfoSeek (open-vision-language/infoseek): knowledge questions over OVEN entity images"
     licence = "Apache-2.0 (InfoSeek repository; no separate data licence found; OVEN images keep their terms)"
     Options = InfoSeekOptions
+    paper_mix: ClassVar[dict[str, int]] = {"infoseek": PAPER_COUNT}
 
     def validate(self) -> None:
         """The annotation file (and the image map, when named) must exist."""
@@ -60,6 +75,18 @@ class InfoSeekSource(RecordSource):
         self.images = ImageResolver(Path(opts.image_root or opts.path).expanduser(), check=opts.check_images,
                                     cache_size=opts.image_cache)
         self._paths: dict[str, str] | None = None
+
+    def curation_plan(self) -> dict[str | None, SubsetPlan]:
+        """``mix: paper``: at most :data:`PAPER_COUNT` questions, drawn (seeded) from the whole
+        file; ``quota`` and ``ratio`` override either part."""
+        plan = super().curation_plan()
+        opts = self.options
+        if opts.mix == "paper" and opts.ratio is None:
+            quota = plan[None].quota or PAPER_COUNT
+            rows = count_lines(self.file)
+            share = min(1.0, PAPER_DRAW_MARGIN * quota / rows) if rows else 1.0
+            plan[None] = SubsetPlan(quota=quota, ratio=share if share < 1.0 else None)
+        return plan
 
     def image_paths(self) -> dict[str, str]:
         """image_id -> relative path from the map file (read once, on first use: ids and paths only)."""
@@ -107,3 +134,14 @@ class InfoSeekSource(RecordSource):
         return [self.sample(subset=None, row=f"{self.options.split}/{data_id}", turn=0, question=record.get("question"),
                             answers=answers, images=[image], task_type="knowledge",
                             meta={"image_id": image_id, "answer_eval": evaluation, "data_split": record.get("data_split")})]
+
+
+def count_lines(path: Path) -> int:
+    """Lines of a file (a last line without a newline counts), read 1 MiB at a time (the train file is a few hundred MB)."""
+    lines = 0
+    last = b"\n"
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return lines + (last != b"\n")

@@ -23,7 +23,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from mmat_core.errors import ConfigError
-from mmat_core.models import SourceSample
+from mmat_core.models import Rejected, SourceSample
 from mmat_plugins.sources.common import (
     ImageResolver,
     QuotaOptions,
@@ -32,7 +32,7 @@ from mmat_plugins.sources.common import (
     RecordSource,
     check_names,
     dialogue_turns,
-    letter_answer,
+    option_answers,
     parse_choices,
     strip_image_tokens,
     strip_instruction,
@@ -110,8 +110,8 @@ class LlavaCoTSource(RecordSource):
         """The sub-dataset of an image path, by its first folder."""
         return self.folders.get(image_path.split("/", 1)[0].lower(), "other")
 
-    def normalise(self, ref: str, subset: str | None, record: Record) -> list[SourceSample]:
-        """One sample per human/gpt pair of the row."""
+    def normalise(self, ref: str, subset: str | None, record: Record) -> list[SourceSample | Rejected]:
+        """One sample per human/gpt pair of the row; later pairs as ``later_turns`` says."""
         image_path = record.get("image")
         if image_path is None or image_path == "":
             raise RowError("no_image", "row has no image (skipped by the official loader too)")
@@ -119,7 +119,8 @@ class LlavaCoTSource(RecordSource):
         if not isinstance(row_id, (str, int)) or isinstance(row_id, bool):
             raise RowError("missing_field", "id") if row_id is None else RowError("field_type", "id must be a string")
         image = self.images.from_path(image_path)
-        samples = []
+        samples: list[SourceSample | Rejected] = []
+        earlier: list[tuple[str, str]] = []
         for turn, (question, reply) in enumerate(dialogue_turns(record.get("conversations"))):
             conclusion = _CONCLUSION.search(reply)
             if conclusion is None:
@@ -127,10 +128,17 @@ class LlavaCoTSource(RecordSource):
             answer = conclusion.group(1).strip()
             question = strip_instruction(strip_image_tokens(question))
             choices = parse_choices(question)
-            letter = letter_answer(answer, choices)
-            answers = [letter, answer] if letter and letter != answer else [answer]
-            task = "multiple_choice" if letter else TASK_TYPES.get(subset or "", "vqa")
-            samples.append(self.sample(subset=subset, row=str(row_id), turn=turn, question=question, answers=answers,
-                                       images=[image], task_type=task, choices=choices if letter else None,
-                                       tags=["math"] if TASK_TYPES.get(subset or "") == "math" else None))
+            picked = option_answers(answer, choices)
+            answers, by_letter = picked if picked else ([answer], False)
+            task = "multiple_choice" if picked else TASK_TYPES.get(subset or "", "vqa")
+            asked = self.later_turn(ref, subset, turn, question, earlier)
+            earlier.append((question, answer))
+            if isinstance(asked, Rejected):
+                samples.append(asked)
+                continue
+            samples.append(self.sample(subset=subset, row=str(row_id), turn=turn, question=asked, answers=answers,
+                                       images=[image], task_type=task, choices=choices if picked else None,
+                                       letter_constraint=by_letter,
+                                       tags=["math"] if TASK_TYPES.get(subset or "") == "math" else None,
+                                       meta={"context_turns": turn} if turn else None))
         return samples

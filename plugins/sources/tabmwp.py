@@ -16,20 +16,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from mmat_core.errors import ConfigError
 from mmat_core.models import SourceSample
-from mmat_plugins.sources.common import ImageResolver, Record, RecordItem, RecordSource, SourceOptions, answers_field
+from mmat_plugins.sources.common import ImageResolver, Record, RecordItem, RecordSource, SingleSetOptions, answers_field
 from mmat_plugins.sources.readers import RowError, iter_json_items
 
 #: Problems in the train split; the paper used all of them.
 PAPER_COUNT = 23_059
 
 
-class TabMWPOptions(SourceOptions):
+class TabMWPOptions(SingleSetOptions):
     """Options of the ``tabmwp`` source."""
 
     path: str = Field(description="local folder data/tabmwp of a clone of lupantech/PromptPG")
@@ -39,13 +39,16 @@ class TabMWPOptions(SourceOptions):
 
 
 class TabMWPSource(RecordSource):
-    """TabMWP, one sample per problem; multiple-choice answers become option letters."""
+    """TabMWP, one sample per problem; the answer as the dataset gives it, the options of a
+    multiple-choice problem in the question in TabMWP's own ``Options: (A) .. (B) ..`` form."""
 
     name = "tabmwp"
     version = "1"
     description = "TabMWP (lupantech/PromptPG data/tabmwp): table maths word problems, tables as images"
     licence = "CC BY-NC-SA 4.0"
     Options = TabMWPOptions
+    #: ``mix: paper``: the paper's count, which is the whole train split.
+    paper_mix: ClassVar[dict[str, int]] = {"tabmwp": PAPER_COUNT}
 
     def validate(self) -> None:
         """The problems file must exist locally."""
@@ -65,26 +68,31 @@ class TabMWPSource(RecordSource):
             yield ref, None, record
 
     def normalise(self, ref: str, subset: str | None, record: Record) -> list[SourceSample]:
-        """The question (with lettered options for multiple choice), the answer, the table image."""
+        """The question (with the options of a multiple-choice problem), the answer unchanged, the
+        table image. The option letter is never the answer: TabMWP's label is the option's text
+        (``atlas``), which is what the final turn states; scoring still accepts the letter through
+        ``choices``."""
         pid = ref.rsplit("#", 1)[-1]
         answer = answers_field(record.get("answer"), "answer")[0]
         question = record.get("question")
         choices = record.get("choices")
-        answers = [answer]
         if choices is not None:
             if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
                 raise RowError("field_type", "choices must be a list of strings or null")
             if answer not in choices:
                 raise RowError("answer_not_in_choices", f"{answer!r} is not one of {choices}")
-            letter = chr(65 + choices.index(answer))
-            answers = [letter, answer]
             if isinstance(question, str):
-                question = question.strip() + "\n" + "\n".join(f"{chr(65 + i)}. {c}" for i, c in enumerate(choices))
+                question = question.strip() + "\n" + options_text(choices)
         image = self.images.from_path(f"tables/{pid}.png")
         meta = {"split": self.options.split, "unit": record.get("unit"), "ques_type": record.get("ques_type"),
                 "ans_type": record.get("ans_type"), "grade": record.get("grade")}
         if self.options.with_table_text:
             meta.update(table_title=record.get("table_title"), table=record.get("table"))
-        return [self.sample(subset=None, row=f"{self.options.split}/{pid}", turn=0, question=question, answers=answers,
+        return [self.sample(subset=None, row=f"{self.options.split}/{pid}", turn=0, question=question, answers=[answer],
                             images=[image], task_type="multiple_choice" if choices else "math",
-                            choices=choices, tags=["math", "table"], meta=meta)]
+                            choices=choices, tags=["math", "table"], meta=meta, letter_constraint=False)]
+
+
+def options_text(choices: list[str]) -> str:
+    """TabMWP's own way of listing options in a prompt (PromptPG): ``Options: (A) atlas (B) novel``."""
+    return "Options: " + " ".join(f"({chr(65 + i)}) {c}" for i, c in enumerate(choices))

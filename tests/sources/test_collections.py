@@ -95,7 +95,9 @@ def test_llava_cot_yields_one_sample_per_turn_with_the_conclusion_as_answer(tmp_
     rows = list(LlavaCoTSource(path=str(fixtures.llava_cot(tmp_path)), subset="chartqa").iter_rows())
     assert [(s.id, s.question, s.answers) for s in samples(rows)] == [
         ("llava_cot/chartqa/chartqa_1/0", "How many units were sold in 2021?", ["25"]),
-        ("llava_cot/chartqa/chartqa_1/1", "Which year sold the fewest units?", ["2019"]),
+        ("llava_cot/chartqa/chartqa_1/1", "Earlier in this conversation about the image:\n"
+         "Q: How many units were sold in 2021?\nA: 25\n\n"
+         "Now answer this follow-up question: Which year sold the fewest units?", ["2019"]),
     ]
     assert {s.task_type for s in samples(rows)} == {"chart"}
     assert samples(rows)[0].images == samples(rows)[1].images
@@ -177,9 +179,10 @@ def test_tabmwp_streams_the_problem_dict_with_table_images(tmp_path: Path) -> No
     assert free.constraint == WORD
     assert free.licence == "CC BY-NC-SA 4.0"
     assert free.meta["table"].startswith("Day | Pizzas")
-    assert choice.question == "Which book costs more?\nA. atlas\nB. novel"
-    assert choice.answers == ["A", "atlas"]
-    assert choice.constraint == LETTER
+    assert choice.question == "Which book costs more?\nOptions: (A) atlas (B) novel"
+    assert choice.answers == ["atlas"]
+    assert choice.choices == ["atlas", "novel"]
+    assert choice.constraint == WORD
 
 
 def test_tabmwp_without_a_local_copy_says_where_to_get_it(tmp_path: Path) -> None:

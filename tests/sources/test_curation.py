@@ -95,7 +95,8 @@ def test_image_checks_reject_small_large_and_unlisted_formats() -> None:
 def test_rejections_are_counted_per_sub_dataset_and_reason() -> None:
     curator = Curator(CurationSettings())
     upstream = Rejected(source="s", subset="a", row="f:1", reason="image_missing")
-    list(curator([upstream, make(1, image="a" * 64), make(1, image="a" * 64)]))
+    # Two rows (different ids) with the same image and question: the second is a duplicate.
+    list(curator([upstream, make(1, image="a" * 64, question="Same?"), make(2, image="a" * 64, question="Same?")]))
     assert curator.rejected == {("s/a", "image_missing"): 1, ("s/a", "duplicate"): 1}
 
 

@@ -44,13 +44,23 @@ def test_jsonl_unknown_field_mapping_key_is_refused(folder: Path) -> None:
         Pipeline(source={"name": "jsonl", "path": str(folder / "qa.jsonl"), "fields": {"questoin": "q"}})
 
 
-def test_jsonl_choices_field_makes_a_multiple_choice_sample(folder: Path) -> None:
+def test_jsonl_choices_field_keeps_a_text_answer_unchanged_and_accepts_its_letter(folder: Path) -> None:
     fixtures.write_jsonl(folder / "qa.jsonl", [
         {"id": "m1", "question": "What is shown?", "choices": ["a cat", "an astronaut"], "answer": "an astronaut", "image": "img/a.jpg"},
     ])
     (sample,) = only_samples(JsonlSource(path=str(folder / "qa.jsonl")))
     assert sample.question == "What is shown?\nA. a cat\nB. an astronaut"
-    assert sample.answers == ["B", "an astronaut"]
+    assert sample.answers == ["an astronaut", "B"]
+    assert sample.choices == ["a cat", "an astronaut"]
+    assert sample.constraint == "\nAnswer the question using a single word or phrase."
+
+
+def test_jsonl_choices_field_with_a_letter_answer_asks_for_the_letter(folder: Path) -> None:
+    fixtures.write_jsonl(folder / "qa.jsonl", [
+        {"id": "m1", "question": "What is shown?", "choices": ["a cat", "an astronaut"], "answer": "B", "image": "img/a.jpg"},
+    ])
+    (sample,) = only_samples(JsonlSource(path=str(folder / "qa.jsonl")))
+    assert sample.answers == ["B"]
     assert sample.constraint == "\nAnswer with the option's letter from the given choices directly."
 
 
