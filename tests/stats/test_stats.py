@@ -213,3 +213,14 @@ def test_paper_sub_datasets_match_the_source_plugins_paper_mix() -> None:
 
     for module, name in ((visual_cot, "visual_cot"), (llava_cot, "llava_cot"), (cauldron, "cauldron")):
         assert {k: n for k, (_, n) in paper.COLLECTIONS[name].subsets.items()} == module.PAPER_MIX
+
+
+def test_a_run_without_run_json_yet_is_counted_and_left_without_one(sample_run: SampleRun, tmp_path: Path) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(sample_run.out, copy)
+    (copy / "run.json").unlink()  # as while a build is still running
+    result = mmat("stats", str(copy), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["stats"] == run_stats(sample_run.out).model_dump(mode="json")
+    assert "run.json does not exist yet" in result.stderr
+    assert not (copy / "run.json").exists()
