@@ -158,7 +158,7 @@ def _tool_call(name: str, result: str) -> ToolCall:
 
 
 def _images(paths: list[Any], image_root: Path | None, hash_images: bool) -> list[ImageRef]:
-    from mmat_core.images import sha256_bytes
+    from mmat_core.images import ImageError, read_regular_file, sha256_bytes
 
     refs = []
     for item in paths:
@@ -166,7 +166,11 @@ def _images(paths: list[Any], image_root: Path | None, hash_images: bool) -> lis
             raise ImportProblem("bad_images", f"images must be strings, got {item!r}")
         candidate = Path(item) if image_root is None or Path(item).is_absolute() else image_root / item
         if hash_images and candidate.is_file():
-            refs.append(ImageRef(sha256=sha256_bytes(candidate.read_bytes()), path=item))
+            try:  # the one safe reader: regular files only, size-capped (see read_regular_file)
+                data = read_regular_file(candidate)
+            except ImageError as exc:
+                raise ImportProblem(exc.reason, exc.detail) from None
+            refs.append(ImageRef(sha256=sha256_bytes(data), path=item))
         elif _HEX64.fullmatch(item) and not candidate.exists():
             refs.append(ImageRef(sha256=item))  # mmat writes the hash when an image had no path
         else:

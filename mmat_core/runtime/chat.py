@@ -39,8 +39,10 @@ class ChatModel(Protocol):
 
 def data_url(path: Path) -> str:
     """The image as a ``data:`` URL, the form every OpenAI-compatible server accepts."""
+    from mmat_core.images import read_regular_file  # regular files only, size-capped
+
     mime = mimetypes.guess_type(path.name)[0] or "image/png"
-    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+    return f"data:{mime};base64,{base64.b64encode(read_regular_file(path)).decode('ascii')}"
 
 
 def _first_user(messages: Sequence[ChatTurn]) -> int:
@@ -134,8 +136,12 @@ class TransformersChatModel:
         self._device = device
 
     def _generate(self, messages: Sequence[ChatTurn], images: Sequence[Path]) -> str:
+        import io
+
         import torch
         from PIL import Image
+
+        from mmat_core.images import read_regular_file
 
         with self._lock:
             if self._model is None:
@@ -147,7 +153,7 @@ class TransformersChatModel:
                 content.append({"type": "text", "text": message["content"]})
                 chat.append({"role": message["role"], "content": content})
             text = self._processor.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
-            pictures = [Image.open(p).convert("RGB") for p in images]
+            pictures = [Image.open(io.BytesIO(read_regular_file(p))).convert("RGB") for p in images]
             inputs = self._processor(text=[text], images=pictures or None, return_tensors="pt", add_special_tokens=False)
             inputs = {k: v.to(self._device) for k, v in inputs.items()}
             with torch.inference_mode():

@@ -191,7 +191,7 @@ def image_bytes(image: Mapping[str, Any], ctx: FormatContext, image_root: str | 
     Looks at the recorded path (relative paths against ``image_root`` or the context's image root),
     then at the run's content-addressed blob folder. A recorded hash is checked.
     """
-    from mmat_core.images import sha256_bytes
+    from mmat_core.images import ImageError, read_regular_file, sha256_bytes
 
     path = image.get("path")
     sha = image.get("sha256") or ""
@@ -206,7 +206,10 @@ def image_bytes(image: Mapping[str, Any], ctx: FormatContext, image_root: str | 
         candidates.extend(sorted((Path(run_dir) / "images" / sha[:2]).glob(f"{sha}*")))
     for candidate in candidates:
         if candidate.is_file():
-            data = candidate.read_bytes()
+            try:  # the one safe reader: regular files only, size-capped (see read_regular_file)
+                data = read_regular_file(candidate)
+            except ImageError as exc:
+                raise SkipTrace(exc.reason, exc.detail) from None
             if sha and sha256_bytes(data) != sha:
                 raise SkipTrace("image_changed", f"{candidate} no longer matches its recorded hash")
             mime = _mime(image.get("format"), candidate.name)

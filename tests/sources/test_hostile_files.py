@@ -251,3 +251,28 @@ def test_curation_max_image_bytes_reaches_the_source_reader_in_a_build(tmp_path:
     pipeline.run_local(tmp_path / "run")
     quarantine = [json.loads(line) for line in (tmp_path / "run" / "quarantine.jsonl").read_text().splitlines()]
     assert [q["reason"] for q in quarantine] == ["image_too_large"]
+
+
+# ---- the other readers of image bytes ------------------------------------------------------------
+
+
+def test_an_export_skips_an_image_over_the_size_cap_without_reading_it(tmp_path: Path) -> None:
+    from mmat_core.components import FormatContext
+    from mmat_core.writers import SkipTrace
+    from mmat_plugins.formatters.base import image_bytes
+
+    with (tmp_path / "huge.png").open("wb") as fh:
+        fh.truncate(60 * 1024 * 1024)  # sparse: 60 MiB on paper, nothing on disk
+    with pytest.raises(SkipTrace) as caught:
+        image_bytes({"path": str(tmp_path / "huge.png"), "sha256": ""}, FormatContext())
+    assert caught.value.reason == "image_too_large"
+
+
+@pytest.mark.timeout(60)
+def test_the_runtime_refuses_a_fifo_as_an_image(tmp_path: Path) -> None:
+    from mmat_core.runtime.chat import data_url
+
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(ImageError) as caught:
+        data_url(tmp_path / "pipe.png")
+    assert caught.value.reason == "image_not_a_file"
