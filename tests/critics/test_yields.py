@@ -42,7 +42,7 @@ def scripted_run(judge: Judge, tmp_path: Path) -> RunResult:
               question="fewest visitors")
     config = PipelineConfig.model_validate({
         "llm_engine": {"prices": {"judge-1": JUDGE_PRICE}},
-        "engine": {"concurrency": 4},
+        "engine": {"concurrency": 4, "final_answer": "model"},  # the scripted answers are what answer_match checks
     })
     pipeline = Pipeline(
         source={"name": "sample", "subsets": ["chart", "table"]}, llm=judge.backend(), tools=[], search=False,
