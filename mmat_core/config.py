@@ -376,10 +376,10 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[last] = value
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
-                recipe: str | None = None) -> PipelineConfig:
-    """Start from a shipped recipe (optional), lay a config file on it (optional), apply overrides
-    (dotted keys), validate: recipe < file < overrides (see docs/recipes.md)."""
+def config_data(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                recipe: str | None = None) -> dict[str, Any]:
+    """The raw configuration before validation: a shipped recipe (optional), a config file laid on
+    it (optional), then the overrides (dotted keys): recipe < file < overrides (docs/recipes.md)."""
     data: dict[str, Any] = _read_file(Path(path)) if path else {}
     if recipe:
         from mmat_core.recipes import load_recipe, merge
@@ -387,6 +387,13 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         data = merge(load_recipe(recipe), data)
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                recipe: str | None = None) -> PipelineConfig:
+    """Read the configuration (see :func:`config_data`) and validate it."""
+    data = config_data(path, overrides, recipe)
     # Every problem at once: the top level's and each component's options.
     problems: list[str] = []
     config: PipelineConfig | None = None

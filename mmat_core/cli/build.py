@@ -92,12 +92,13 @@ def build(config_file: Path | None, out: Path | None, dry_run: bool, force: bool
         base = {} if config_file else stored_config(resume_dir)
         overrides = {**base, **overrides, "out": str(resume_dir)}
     recipe: str | None = flags.pop("recipe", None)
-    config = load_config(config_file, overrides, recipe=recipe)
     if recipe:
-        from mmat_core.recipes import preflight
+        from mmat_core.recipes import load_checked
 
         # Everything the recipe still lacks, in one message, before any model call or folder.
-        preflight(config, file=str(config_file) if config_file else None)
+        config = load_checked(config_file, overrides, recipe)
+    else:
+        config = load_config(config_file, overrides)
     pipeline = Pipeline.from_config(config, config_file=str(config_file) if config_file else None)
     if dry_run:
         _dry_run(pipeline)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from mmat_core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from mmat_core.config import ComponentSpec, PipelineConfig
+    from mmat_core.config import PipelineConfig
     from mmat_core.plugins import PluginManager
 
 RECIPES_DIR = Path(__file__).resolve().parent
@@ -142,15 +142,23 @@ def default_search(plugins: PluginManager | None = None) -> dict[str, Any] | Non
 # ---- what a build lacks, in one message --------------------------------------------------------
 
 
-def _components(config: PipelineConfig) -> list[tuple[str, str, ComponentSpec]]:
-    sources = config.sources
-    found = [(f"source[{i}]" if len(sources) > 1 else "source", "source", spec) for i, spec in enumerate(sources)]
-    found.append(("llm", "llm", config.llm))
-    found += [(f"tools[{i}]", "tool", spec) for i, spec in enumerate(config.tools)]
-    if config.search is not None:
-        found.append(("search", "search", config.search))
-    found += [(f"critics[{i}]", "critic", spec) for i, spec in enumerate(config.critics)]
-    found += [(f"formatters[{i}]", "formatter", spec) for i, spec in enumerate(config.formatters)]
+#: Config key -> plugin family of its components (the executor is left out: it checks nothing).
+_FAMILIES = {"source": "source", "llm": "llm", "tools": "tool", "search": "search", "critics": "critic",
+             "formatters": "formatter"}
+
+
+def _components(data: dict[str, Any]) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(config key, family, name, options) of every component named in a raw configuration."""
+    found = []
+    for head, family in _FAMILIES.items():
+        value = data.get(head)
+        items = value if isinstance(value, list) else ([] if value is None else [value])
+        for index, item in enumerate(items):
+            key = f"{head}[{index}]" if isinstance(value, list) and (head != "source" or len(items) > 1) else head
+            if isinstance(item, str):
+                found.append((key, family, item, {}))
+            elif isinstance(item, dict) and isinstance(item.get("name"), str):
+                found.append((key, family, item["name"], {k: v for k, v in item.items() if k != "name"}))
     return found
 
 
@@ -170,10 +178,10 @@ def _option_problem(key: str, cls: Any, exc: Any) -> list[str]:
     return problems
 
 
-def _detector_problem(key: str, spec: ComponentSpec) -> str | None:
+def _detector_problem(key: str, options: dict[str, Any]) -> str | None:
     import os
 
-    detector = spec.options.get("detector", "transformers")
+    detector = options.get("detector", "transformers")
     detector = {"name": detector} if isinstance(detector, str) else dict(detector)
     if detector.get("name", "transformers") != "transformers":
         return None
@@ -205,41 +213,72 @@ def _construction_problem(key: str, family: str, name: str, exc: ConfigError) ->
     return f"{where}: {message}{hint}"
 
 
-def preflight(config: PipelineConfig, *, plugins: PluginManager | None = None, file: str | None = None) -> None:
-    """Check that every component of ``config`` can be built, collecting *all* problems (missing
-    API keys, search keys, detector weights, dataset paths) into one ConfigError that says how to
-    supply each. Builds the components and throws them away: nothing is read, called or written."""
+def component_problems(data: dict[str, Any], plugins: PluginManager | None = None) -> list[str]:
+    """Every problem of the components a raw configuration names (unknown names, bad or missing
+    options, missing API keys, search keys, detector weights, dataset paths), each with how to
+    supply it. Builds each component and throws it away: nothing is read, called or written."""
     from pydantic import ValidationError
 
     from mmat_core.plugins import get_plugin_manager
 
     manager = plugins or get_plugin_manager()
     problems: list[str] = []
-    for key, family, spec in _components(config):
+    for key, family, name, options in _components(data):
         try:
-            cls = manager.get(family, spec.name)
+            cls = manager.get(family, name)
         except ConfigError as exc:
             problems.append(f"{key}.name: {exc}")
             continue
         try:
-            options = cls.Options(**spec.options)
+            parsed = cls.Options(**options)
         except ValidationError as exc:
             problems.extend(_option_problem(key, cls, exc))
             continue
         try:
-            component = cls(options)
+            cls(parsed)
         except ConfigError as exc:
-            problems.append(_construction_problem(key, family, spec.name, exc))
+            problems.append(_construction_problem(key, family, name, exc))
             continue
-        if family == "tool" and spec.name == "label_bbox":
-            problem = _detector_problem(key, spec)
+        if family == "tool" and name == "label_bbox":
+            problem = _detector_problem(key, options)
             if problem:
                 problems.append(problem)
-        del component
+    return problems
+
+
+def _problems_error(problems: list[str], file: str | None) -> ConfigError:
+    listing = "\n".join(f"  - {problem}" for problem in problems)
+    return ConfigError(f"this build cannot start; it lacks {len(problems)} thing(s), each with how to supply it:\n"
+                       f"{listing}\nNothing was run and nothing was written.", file=file)
+
+
+def preflight(config: PipelineConfig, *, plugins: PluginManager | None = None, file: str | None = None) -> None:
+    """Raise one ConfigError listing every problem of ``config``'s components (see :func:`component_problems`)."""
+    problems = component_problems(config.model_dump(mode="json"), plugins)
     if problems:
-        listing = "\n".join(f"  - {problem}" for problem in problems)
-        raise ConfigError(f"this build cannot start; it lacks {len(problems)} thing(s), each with how to supply it:\n"
-                          f"{listing}\nNothing was run and nothing was written.", file=file)
+        raise _problems_error(problems, file)
+
+
+def _problem_key(problem: str) -> str:
+    return problem.split(":", 1)[0].split(" ", 1)[0]
+
+
+def load_checked(path: str | Path | None, overrides: dict[str, Any] | None, recipe: str) -> PipelineConfig:
+    """``load_config`` for a recipe build, with everything the build lacks (the configuration's own
+    errors and what its components need: keys, weights, paths) in one message."""
+    from mmat_core.config import config_data, load_config
+
+    file = str(path) if path else None
+    mine = component_problems(config_data(path, overrides, recipe))
+    try:
+        config = load_config(path, overrides, recipe)
+    except ConfigError as exc:
+        theirs = list(getattr(exc, "problems", None) or [str(exc)])
+        covered = {_problem_key(problem) for problem in mine}
+        raise _problems_error([p for p in theirs if _problem_key(p) not in covered] + mine, file) from None
+    if mine:
+        raise _problems_error(mine, file)
+    return config
 
 
 # ---- how a build departs from the paper ----------------------------------------------------------

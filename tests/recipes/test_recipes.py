@@ -11,9 +11,11 @@ import pytest
 
 from mmat_core.config import PipelineConfig, load_config
 from mmat_core.errors import ConfigError
-from mmat_core.recipes import load_recipe, paper_departures, preflight, recipe_description, recipe_names
+from mmat_core.recipes import load_checked, load_recipe, paper_departures, preflight, recipe_description, recipe_names
 
 MMAT = [sys.executable, "-c", "from mmat_core.cli import run; run()"]
+#: The two paths the paper recipe cannot default (TabMWP and InfoSeek are local folders only).
+PATHS = {"source[3].path": "/data/tabmwp", "source[4].path": "/data/infoseek"}
 WEB_KEYS = ("GOOGLE_API_KEY", "GOOGLE_CSE_ID", "BING_API_KEY", "BRAVE_API_KEY", "TAVILY_API_KEY", "SERPAPI_API_KEY")
 
 
@@ -48,7 +50,7 @@ def test_mmat_recipes_show_prints_a_plain_config_that_builds_the_same(tmp_path: 
     assert result.returncode == 0, result.stderr
     copy = tmp_path / "my.yaml"
     copy.write_text(result.stdout)
-    assert load_config(copy).fingerprint() == load_config(None, recipe="paper").fingerprint()
+    assert load_config(copy, PATHS).fingerprint() == load_config(None, PATHS, recipe="paper").fingerprint()
 
 
 def test_unknown_recipe_suggests_the_closest() -> None:
@@ -61,7 +63,7 @@ def test_sample_recipe_equals_the_default_build() -> None:
 
 
 def test_paper_recipe_is_the_papers_method() -> None:
-    config = load_config(None, recipe="paper")
+    config = load_config(None, PATHS, recipe="paper")
     assert [s.name for s in config.sources] == ["visual_cot", "llava_cot", "cauldron", "tabmwp", "infoseek"]
     assert all(s.options.get("mix") == "paper" for s in config.sources if s.name != "tabmwp")
     assert [t.name for t in config.tools] == ["image_caption", "label_bbox", "ocr", "face_detection"]
@@ -75,7 +77,7 @@ def test_paper_recipe_is_the_papers_method() -> None:
 def test_config_file_overrides_the_recipe_and_set_overrides_both(tmp_path: Path) -> None:
     file = tmp_path / "over.yaml"
     file.write_text("engine: {max_turns: 5, final_answer: model}\nllm: {model: gpt-4o-mini}\n")
-    config = load_config(file, {"engine.max_turns": 7}, recipe="paper")
+    config = load_config(file, {**PATHS, "engine.max_turns": 7}, recipe="paper")
     assert config.engine.max_turns == 7 and config.engine.final_answer == "model"
     assert config.llm.name == "openai" and config.llm.options == {"model": "gpt-4o-mini"}  # mappings merge
     assert [c.name for c in config.critics] == ["general", "math", "quality"]  # untouched keys stay the recipe's
@@ -84,12 +86,13 @@ def test_config_file_overrides_the_recipe_and_set_overrides_both(tmp_path: Path)
 
 def test_preflight_lists_everything_the_paper_recipe_lacks_in_one_message() -> None:
     with pytest.raises(ConfigError) as info:
-        preflight(load_config(None, recipe="paper"))
+        load_checked(None, None, "paper")
     message = str(info.value)
     assert message.startswith("this build cannot start")
     for needed in ("source[0].image_root", "source[1].image_root", "--set source[3].path=", "--set source[4].path=",
                    "OPENAI_API_KEY", "GOOGLE_API_KEY + GOOGLE_CSE_ID", "--set search.name=local"):
         assert needed in message, needed
+    assert message.count("source[3].path") == 2  # listed once (with its --set), not again as a bare "Field required"
 
 
 def test_preflight_names_missing_detector_weights_when_downloads_are_off(tmp_path: Path,
