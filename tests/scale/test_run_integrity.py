@@ -99,14 +99,14 @@ def test_status_and_resume_agree_on_a_run_with_repeated_ids(tmp_path: Path) -> N
 SLOW_BUILD = [*STUB_BUILD, "--set", "source.count=60", "--set", "llm.delay_s=0.05", "--set", "engine.concurrency=2"]
 
 
-def start_build(out: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
-    """A `mmat build` running in the background, once it holds the folder's lock and made a call."""
+def start_build(out: Path, env: dict[str, str], *args: str, calls: int = 1) -> subprocess.Popen[str]:
+    """A `mmat build` running in the background, once it holds the folder's lock and made ``calls`` calls."""
     log = out.parent / f"{out.name}.calls"
     process = subprocess.Popen(mmat_command("build", *args), env={**env, "MMAT_TEST_CALL_LOG": str(log)},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while process.poll() is None and time.monotonic() < deadline:
-        if log.exists() and log.stat().st_size:
+        if log.exists() and log.read_text().count("\n") >= calls:
             return process
         time.sleep(0.02)
     raise AssertionError(f"the build never started: {process.communicate()[1][-2000:]}")
@@ -185,3 +185,67 @@ def test_out_naming_an_existing_file_is_a_one_line_error(tmp_path: Path) -> None
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"Error: {target} is a file, not a folder: give `out` (or --out) "
                                                   "a folder path, new or empty"]
+
+
+# -- what a person sees ------------------------------------------------------------------------
+
+
+def test_the_live_line_shows_kept_dropped_and_quarantined() -> None:
+    import io
+
+    from mmat_core.engine.progress import LiveProgress
+
+    stream = io.StringIO()
+    display = LiveProgress(stream=stream, live=False, plain_every_s=3600)
+    display({"event": "started", "snapshot": lambda: {"calls_made": 12, "reasks": 4}})
+    for done, status in enumerate(["kept", "dropped", "failed", "reflected"], 1):
+        display({"done": done, "status": status, "rejected": 2})
+    line = display.line()
+    assert "samples 4: kept 2, dropped 2, quarantined 2" in line and "calls 12 (4 re-asks)" in line
+
+
+def test_ctrl_c_prints_how_to_resume_and_the_run_resumes(stub_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    build = start_build(out, stub_env, "--out", str(out), *SLOW_BUILD, calls=30)  # some samples finished
+    build.send_signal(signal.SIGINT)
+    _, stderr = build.communicate(timeout=120)
+    assert build.returncode == 130
+    assert f"Resume with: mmat build --resume {out}" in stderr and "Traceback" not in stderr
+    again = run_mmat("build", "--resume", str(out), env=stub_env)
+    assert again.returncode == 0, again.stderr
+    counts = json.loads((out / "run.json").read_text())["counts"]
+    assert counts["skipped_finished"] > 0 and counts["finished"] == len(read_jsonl(out / "rr.jsonl")) + counts.get(
+        "status_dropped", 0) + counts.get("status_failed", 0)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """A real 300 KB filesystem (tmpfs), and a way to grow it; skipped where mounting is not allowed."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root or CAP_SYS_ADMIN): {made.stderr.strip()}")
+
+    def grow() -> None:
+        subprocess.run(["mount", "-o", "remount,size=16m", str(mount)], check=True)
+
+    try:
+        yield mount, grow
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_one_error_line_saying_what_to_do_and_the_rerun_resumes(small_disk: Any) -> None:
+    mount, grow = small_disk
+    out = mount / "run"
+    full = mmat("build", "--out", str(out))
+    assert full.returncode == 2
+    lines = full.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: the disk is full (")
+    assert str(out) in lines[0] and "MB free" in lines[0] and f"mmat build --resume {out}" in lines[0]
+    grow()
+    again = mmat("build", "--resume", str(out))
+    assert again.returncode == 0, again.stderr
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["counts"]["kept"] == len(read_jsonl(out / "rr.jsonl")) > 0
