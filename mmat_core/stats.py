@@ -34,9 +34,9 @@ from typing import Any, Literal, TypedDict
 from pydantic import BaseModel, ConfigDict, Field
 
 from mmat_core import paper_figures as paper
-from mmat_core.engine.reflection import attempt_of_notes
 from mmat_core.errors import MmatError
 from mmat_core.models import KEPT_STATUSES
+from mmat_core.trace_queries import attempt_of_notes
 
 #: The run.json key holding the figures.
 MANIFEST_KEY = "stats"

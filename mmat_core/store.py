@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mmat_core.engine.reflection import reflected_by as reflected_by_critics
 from mmat_core.models import Rejected, Trace
 from mmat_core.secrets import scrub
+from mmat_core.trace_queries import reflected_by as reflected_by_critics
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples (

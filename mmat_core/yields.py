@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from mmat_core.engine.reflection import attempt_of_notes
 from mmat_core.models import Rejected, StageCounts, Trace
+from mmat_core.trace_queries import attempt_of_notes
 
 
 def yield_keys(source: str, subset: str | None) -> list[str]:
@@ -40,7 +40,7 @@ def failure_reason(failure: str | None) -> str | None:
 
 
 def _current_verdicts(data: Mapping[str, Any], attempt: int) -> list[Mapping[str, Any]]:
-    """The verdicts on the trace's current rationale (as in ``engine.reflection.current_verdicts``,
+    """The verdicts on the trace's current rationale (as in ``trace_queries.current_verdicts``,
     read from the trace's JSON so the export pass needs no validated Trace)."""
     return [v for v in data.get("verdicts") or () if int((v.get("data") or {}).get("attempt", 0)) == attempt]
 

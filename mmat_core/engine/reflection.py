@@ -34,7 +34,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,14 @@ from mmat_core.engine.construct import construct
 from mmat_core.engine.errors import LLMCallError
 from mmat_core.errors import MmatError
 from mmat_core.models import ModelCall, Step, Trace, Verdict
+from mmat_core.trace_queries import (  # re-exported: they were first defined here
+    REGENERATED_NOTE,
+    attempt_of,
+    attempt_of_notes,
+    current_verdicts,
+    reflected_by,
+    reflection_count,
+)
 
 from mmat_core.engine.rationale import StepParseError, TextLimits, check_model_text
 
@@ -157,36 +165,6 @@ def supplied_thought(verdict: Verdict) -> str | None:
     if isinstance(supplied, str) and supplied.strip() and supplied.strip().lower() not in ("null", "none"):
         return supplied.strip()
     return None
-
-
-def reflection_count(trace: Trace) -> int:
-    """How many reflections the trace holds."""
-    return sum(1 for step in trace.steps if step.kind == "reflection")
-
-
-REGENERATED_NOTE = "regenerated (attempt {attempt}) after {failure}"
-
-
-def attempt_of_notes(notes: Iterable[str]) -> int:
-    """How many regenerations a trace's notes record (0 for the first rationale)."""
-    prefix = REGENERATED_NOTE.split("{", 1)[0]
-    return sum(1 for note in notes if note.startswith(prefix))
-
-
-def attempt_of(trace: Trace) -> int:
-    """How many times the trace's rationale was regenerated (0 for the first one)."""
-    return attempt_of_notes(trace.notes)
-
-
-def current_verdicts(trace: Trace) -> list[Verdict]:
-    """The verdicts on the trace's current rationale (earlier attempts' verdicts left out)."""
-    attempt = attempt_of(trace)
-    return [v for v in trace.verdicts if int(v.data.get("attempt", 0)) == attempt]
-
-
-def reflected_by(trace: Trace) -> list[str]:
-    """Critics whose finding put a reflection into the current rationale, in order, unique."""
-    return list(dict.fromkeys(v.critic for v in current_verdicts(trace) if v.data.get("spliced")))
 
 
 class CriticError(MmatError):
