@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mmat_core.engine.gcpolicy import DEFAULT_THRESHOLD as DEFAULT_GC_THRESHOLD
-from mmat_core.engine.settings import LLMEngineSettings
+# The engine's own sections are defined beside the engine (which must not import this module);
+# they are re-exported here, where the configuration is assembled.
+from mmat_core.engine.settings import EngineSettings, LLMEngineSettings, ReflectionSettings
 from mmat_core.errors import ConfigError
 
 
@@ -36,36 +37,6 @@ def _spec(value: Any) -> Any:
     return {"name": value} if isinstance(value, str) else value
 
 
-class EngineSettings(BaseModel):
-    """How the rationale loop runs."""
-
-    model_config = ConfigDict(extra="forbid")
-    max_turns: int = Field(8, ge=1, le=64, description="turn cap of the rationale loop")
-    repair_attempts: int = Field(2, ge=0, le=10, description="re-asks of a malformed step")
-    concurrency: int = Field(32, ge=1, description="samples in flight at once")
-    tool_workers: int = Field(2, ge=1, description="worker threads for CPU-bound tools")
-    rag_top_k: int = Field(3, ge=1, le=50)
-    temperature: float | None = None
-    max_tokens: int | None = Field(1024, ge=1)
-    cache_path: str | None = Field(None, description="shared cache file; default: cache.sqlite in the run directory")
-    gc_threshold: int | None = Field(
-        DEFAULT_GC_THRESHOLD, ge=0, description="allocations between Python's generation-0 garbage collections during a run "
-        "(Python's default is 700; 0 or null leaves the collector as it is): see mmat_core/engine/gcpolicy.py"
-    )
-    final_answer: Literal["label", "model"] = Field(
-        "label", description="the final assistant turn (and ORR's <ANSWER>): label = the dataset's label, no model call "
-        "(the paper); model = the generator states the answer and answer_match verifies it (docs/formats.md)"
-    )
-    max_thought_chars: int = Field(16_000, ge=1, description="longer thoughts are re-asked (thought_too_long)")
-    max_rag_query_chars: int = Field(500, ge=1, description="longer RAG queries are re-asked (rag_query_too_long)")
-    max_question_chars: int = Field(
-        20_000, ge=1, description="longer questions fail before any model call (question_too_long)"
-    )
-    max_tool_result_chars: int = Field(
-        20_000, ge=1, description="a longer operator or RAG result becomes an error observation (result_too_long)"
-    )
-
-
 class CurationSettings(BaseModel):
     """Stage-1 curation: sampling, dedup and image checks."""
 
@@ -80,22 +51,6 @@ class CurationSettings(BaseModel):
     formats: list[str] | None = Field(None, description="allowed PIL formats, e.g. [PNG, JPEG]")
     max_image_bytes: int = Field(50 * 1024 * 1024, ge=1, description="image files larger than this are quarantined unread")
     image_read_timeout_s: float = Field(30.0, gt=0, description="seconds one image file may take to read before its row is quarantined")
-
-
-class ReflectionSettings(BaseModel):
-    """Stage-3 reflection policy."""
-
-    model_config = ConfigDict(extra="forbid")
-    max_rounds: int = Field(1, ge=0, le=5, description="reflection rounds per critic before a sample counts as failing")
-    recheck: bool = Field(True, description="after a reflection, ask the same critic again to confirm the fix")
-    on_failure: Literal["keep_flagged", "drop", "regenerate"] = Field(
-        "drop", description="what happens to a sample that still fails: drop it, keep it flagged, or regenerate it"
-    )
-    regenerate_attempts: int = Field(1, ge=1, le=5, description="fresh rationales tried when on_failure is regenerate")
-    after_regenerate: Literal["keep_flagged", "drop"] = Field(
-        "drop", description="what happens when every regeneration still fails"
-    )
-    quality_threshold: float = Field(0.6, ge=0, le=1, description="quality critic's keep threshold unless it sets its own")
 
 
 class ResumeSettings(BaseModel):

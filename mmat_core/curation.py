@@ -29,17 +29,11 @@ from typing import Any
 
 from mmat_core.config import CurationSettings
 from mmat_core.models import Rejected, SourceSample
+from mmat_core.text_checks import find_control_character  # re-exported: first defined here
 
 _SPACE = re.compile(r"\s+")
 _PUNCT = re.compile(r"[^\w\s]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _blake2b = hashlib.blake2b
-
-
-def find_control_character(text: str) -> re.Match[str] | None:
-    """The first control character in ``text`` (newlines and tabs are allowed), or None. The one
-    check for questions, answers and model text (the rationale loop re-asks such a reply)."""
-    return _CONTROL.search(text)
 
 
 _ASCII_PUNCT = str.maketrans("", "", "".join(chr(c) for c in range(128) if not (chr(c).isalnum() or chr(c).isspace() or chr(c) == "_")))
@@ -126,7 +120,7 @@ class Curator:
         # Control characters (NUL, escape sequences, bell...) have no place in training text and
         # can corrupt terminals and tokenizers downstream; newlines and tabs are fine.
         for name, text in (("question", sample.question), ("answer", sample.answer)):
-            bad = _CONTROL.search(text)
+            bad = find_control_character(text)
             if bad:
                 return self._reject(sample, "control_characters", f"{name} holds U+{ord(bad.group()):04X} at {bad.start()}")
         for image in sample.images:

@@ -27,8 +27,7 @@ from typing import Any, Literal
 
 from mmat_core import prompts
 from mmat_core.components import ContentPart, LLMClient, LLMRequest, Message, SearchBackend, ToolContext
-from mmat_core.config import EngineSettings
-from mmat_core.curation import find_control_character
+from mmat_core.engine.settings import EngineSettings
 from mmat_core.engine.construct import construct
 from mmat_core.engine.errors import LLMCallError
 from mmat_core.errors import MmatError
@@ -36,6 +35,7 @@ from mmat_core.engine.schemacheck import schema_errors
 from mmat_core.engine.tools import RESULT_TOO_LONG, ToolRunner
 from mmat_core.formatting import find_format_tag
 from mmat_core.models import ModelCall, SourceSample, Step, Trace
+from mmat_core.text_checks import find_control_character
 
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)
 _LEAK_PHRASES = re.compile(

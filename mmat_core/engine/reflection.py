@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmat_core import prompts
 from mmat_core.components import ContentPart, Critic, CriticContext, LLMClient, LLMRequest, LLMResponse, Message
-from mmat_core.config import ReflectionSettings
+from mmat_core.engine.settings import ReflectionSettings
 from mmat_core.engine.construct import construct
 from mmat_core.engine.errors import LLMCallError
 from mmat_core.errors import MmatError

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sys
 import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -29,23 +28,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mmat_core.engine.errors import CallTimeout, LLMCallError, Overloaded, PermanentError, RateLimited
 from mmat_core.engine.limits import AdmissionGate, CircuitBreaker, LatencyWatch, RateBucket
+from mmat_core.engine.timeouts import with_timeout
 
 T = TypeVar("T")
 
 #: The reasons a call can wait, as shown in "binding" summaries.
 WAIT_REASONS = ("concurrency", "rpm", "tpm", "breaker", "backoff")
-
-
-if sys.version_info >= (3, 11):
-    async def _with_timeout(awaitable: Awaitable[T], seconds: float) -> T:
-        """``await awaitable`` cancelled after ``seconds`` (asyncio.TimeoutError). Unlike
-        ``asyncio.wait_for`` before 3.12 it runs the call in the caller's task instead of a new one."""
-        async with asyncio.timeout(seconds):
-            return await awaitable
-else:  # pragma: no cover - Python 3.10
-    async def _with_timeout(awaitable: Awaitable[T], seconds: float) -> T:
-        """``await awaitable`` cancelled after ``seconds`` (asyncio.TimeoutError)."""
-        return await asyncio.wait_for(awaitable, timeout=seconds)
 
 
 class _Resumed:
@@ -83,7 +71,7 @@ async def _call_with_timeout(coro: Awaitable[T], seconds: float) -> T:
     finishes without ever waiting (an in-process backend) needs no timer, and setting one up and
     cancelling it was a few percent of such a run. Otherwise the rest runs under the timeout."""
     if type(coro) is not types.CoroutineType:  # another awaitable: as before
-        return await _with_timeout(coro, seconds)
+        return await with_timeout(coro, seconds)
     try:
         first = coro.send(None)
     except StopIteration as done:
@@ -91,7 +79,7 @@ async def _call_with_timeout(coro: Awaitable[T], seconds: float) -> T:
     except BaseException:
         coro.close()
         raise
-    return await _with_timeout(_Resumed(coro, first), seconds)  # type: ignore[arg-type]
+    return await with_timeout(_Resumed(coro, first), seconds)  # type: ignore[arg-type]
 
 
 class SchedulerSettings(BaseModel):

@@ -24,9 +24,9 @@ from typing import Any
 
 from mmat_core.components import LLMClient, SearchBackend, Tool, ToolContext, ToolInfo
 from mmat_core.engine.cache import Cache, keyed, tool_key_document
-from mmat_core.engine.scheduler import _with_timeout
 from mmat_core.engine.schemacheck import schema_errors
-from mmat_core.config import EngineSettings
+from mmat_core.engine.settings import EngineSettings
+from mmat_core.engine.timeouts import with_timeout
 from mmat_core.errors import ToolArgumentError
 from mmat_core.formatting import neutralise_tags
 from mmat_core.images import ImageStore
@@ -212,7 +212,7 @@ class ToolRunner:
         scratch_before = dict(ctx.scratch)
         try:
             # In this task (asyncio.wait_for made a task per call before Python 3.12).
-            output = await _with_timeout(tool.run(args, ctx), timeout)
+            output = await with_timeout(tool.run(args, ctx), timeout)
         except asyncio.TimeoutError:
             return self._error(name, tool.version, args, f"timed out after {timeout:g}s", started)
         except Exception as exc:  # a tool's failure is an observation, not a crash
