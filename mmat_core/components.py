@@ -33,7 +33,9 @@ from mmat_core.models import (
 )
 
 if TYPE_CHECKING:
+    from mmat_core.engine.settings import ReflectionSettings
     from mmat_core.images import ImageStore
+    from mmat_core.pipeline import Pipeline, RunResult
 
 T = TypeVar("T")
 
@@ -73,6 +75,14 @@ class Component:
 # Stage 1: sources
 
 
+@dataclass(frozen=True)
+class SubsetPlan:
+    """How many dialogues of one sub-dataset curation keeps: a cap and/or a seeded share."""
+
+    quota: int | None = None
+    ratio: float | None = None
+
+
 class Source(Component):
     """A dataset source: streams :class:`SourceSample` objects (or :class:`Rejected` rows).
 
@@ -85,10 +95,20 @@ class Source(Component):
     licence: ClassVar[str | None] = None
     #: Names of the sub-datasets a user can select with ``subset=`` / ``subsets=``.
     subsets: ClassVar[tuple[str, ...]] = ()
+    #: The run's image store, set by the pipeline before :meth:`iter_rows` (None outside a run).
+    #: A source that finds image bytes embedded in its rows writes them here, so the Trace can
+    #: refer to a file by its content hash.
+    image_store: ImageStore | None = None
 
     @abstractmethod
     def iter_rows(self) -> Iterator[SourceSample | Rejected]:
         """Yield one SourceSample per QA pair, or a Rejected row with its reason."""
+
+    def curation_plan(self) -> dict[str | None, SubsetPlan]:
+        """Quotas and seeded shares for the curator, by sub-dataset (key None: the whole source).
+
+        The default plans nothing: every row the source yields goes on to curation unchanged."""
+        return {}
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,7 +194,10 @@ class LLMBackend(Component):
 
     @abstractmethod
     async def complete(self, request: LLMRequest, images: ImageStore) -> LLMResponse:
-        """Answer one request. Raise :class:`mmat_core.llm_errors.LLMCallError` subclasses on failure."""
+        """Answer one request. On failure raise a :class:`mmat_core.LLMCallError` subclass
+        (:class:`~mmat_core.RateLimited`, :class:`~mmat_core.Overloaded`,
+        :class:`~mmat_core.CallTimeout`, :class:`~mmat_core.MalformedResponse` are retried by the
+        scheduler; :class:`~mmat_core.PermanentError` is not)."""
 
     async def aclose(self) -> None:
         """Release connections. Called once at the end of a run."""
@@ -237,6 +260,9 @@ class Tool(Component):
     args_schema: ClassVar[dict[str, Any]] = {"type": "object", "properties": {}, "additionalProperties": False}
     #: Seconds before a call is abandoned and reported as an error observation.
     timeout_s: ClassVar[float] = 60.0
+    #: Tools this one waits for when the generator calls both in one step (label_bbox reuses the
+    #: objects image_caption found, so it runs after it). Names of tools not called are ignored.
+    runs_after: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def result_label(cls) -> str:
@@ -281,6 +307,9 @@ class CriticContext:
     llm: LLMClient | None
     images: ImageStore
     round: int = 0
+    #: The run's ``reflection`` settings (the quality critic takes its default threshold from
+    #: them); None when a critic runs outside a build (``mmat critique`` on a file, a test).
+    settings: ReflectionSettings | None = None
 
 
 class Critic(Component):
@@ -344,6 +373,13 @@ class Formatter(Component):
     family = "formatter"
     #: File name written in the output directory when the config does not name one.
     default_file: ClassVar[str] = ""
+    #: True when :meth:`open`'s writer also accepts a Trace as its JSON dict (as the run store
+    #: holds it): the export then skips pydantic validation of every row. Such a formatter must
+    #: produce the same bytes for a Trace and for its dict.
+    accepts_dicts: ClassVar[bool] = False
+    #: True when the output is plain lines with no side files, so an export in several processes
+    #: may write part files and join them (byte-identical to a one-process export).
+    parallel_safe: ClassVar[bool] = False
 
     @abstractmethod
     def open(self, out_dir: Path, ctx: FormatContext) -> TraceWriter:
@@ -412,8 +448,8 @@ class Executor(Component):
     family = "executor"
 
     @abstractmethod
-    def execute(self, pipeline: Any, out_dir: Path) -> Any:
-        """Run ``pipeline`` into ``out_dir`` and return its :class:`mmat_core.pipeline.RunResult`."""
+    def execute(self, pipeline: Pipeline, out_dir: Path) -> RunResult:
+        """Run ``pipeline`` into ``out_dir`` and return its :class:`mmat_core.RunResult`."""
 
 
 FAMILY_BASES: dict[str, type[Component]] = {

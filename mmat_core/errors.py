@@ -61,3 +61,13 @@ class DiskFullError(MmatError, OSError):
 
 class LowYieldError(MmatError):
     """A build kept fewer samples than ``--min-yield`` asks for (the outputs are still written)."""
+
+
+class RowError(MmatError):
+    """A source row that cannot become a sample; ``reason`` is the quarantine reason
+    (``missing_field``, ``invalid_json``, ...) and ``detail`` says which field or byte."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from mmat_core import hookimpl
-from mmat_core.components import Executor
+from mmat_core import Executor, hookimpl
 from mmat_plugins.executors.ray_executor import RayExecutor
+
+if TYPE_CHECKING:
+    from mmat_core import Pipeline, RunResult
 
 
 class LocalExecutor(Executor):
@@ -19,7 +21,7 @@ class LocalExecutor(Executor):
     version = "1"
     description = "in-process asyncio executor (the default)"
 
-    def execute(self, pipeline: Any, out_dir: Path) -> Any:
+    def execute(self, pipeline: Pipeline, out_dir: Path) -> RunResult:
         """Run ``pipeline`` into ``out_dir``."""
         return pipeline.run_local(out_dir)
 

@@ -24,12 +24,15 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from mmat_core.components import ComponentOptions, Executor
 from mmat_core.errors import ConfigError, MmatError
+
+if TYPE_CHECKING:
+    from mmat_core.pipeline import Pipeline, RunResult
 
 #: Option names (anywhere under ``engine``, ``llm`` and ``llm_engine``) that are limits shared by the whole run.
 RATE_LIMIT_KEYS = frozenset({
@@ -191,7 +194,7 @@ class RayExecutor(Executor):
             return int(self.options.workers)
         return max(1, int(ray.cluster_resources().get("CPU", 1) // self.options.cpus_per_worker))
 
-    def execute(self, pipeline: Any, out_dir: Path) -> Any:
+    def execute(self, pipeline: Pipeline, out_dir: Path) -> RunResult:
         """Run ``pipeline`` into ``out_dir`` on Ray and return its RunResult."""
         from mmat_core.pipeline import LocalRun, RunResult
         from mmat_core.resume import prepare_resume

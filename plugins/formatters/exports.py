@@ -11,11 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from mmat_core import ExportOptions, FinishingWriter, RecordFunction, ViewFormatter
 from mmat_plugins.formatters.base import (
-    ExportOptions,
-    FinishingWriter,
-    RecordFunction,
-    ViewFormatter,
     data_url,
     ensure,
     export_images,

@@ -14,11 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from mmat_core import ExportOptions, RecordFunction, ViewFormatter, checked_record_function
 from mmat_plugins.formatters.base import (
-    ExportOptions,
-    RecordFunction,
-    ViewFormatter,
-    checked,
     export_images,
     image_bytes,
     view_system,
@@ -141,7 +138,7 @@ class HFDatasetWriter:
         self.root = out_dir / formatter.folder_name()
         self.features = features(formatter.options.view)
         self.schema = self.features.arrow_schema
-        self.make = checked(formatter.record_function(ctx))
+        self.make = checked_record_function(formatter.record_function(ctx))
         self.ratio = formatter.val_ratio()
         self.salt = formatter.options.split_salt
         splits = SPLITS if self.ratio > 0 else SPLITS[:1]

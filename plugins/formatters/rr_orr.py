@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from mmat_plugins.formatters.base import PAPER_VAL_RATIO, RecordFunction, ViewFormatter, ViewOptions, view_system
+from mmat_core import PAPER_VAL_RATIO, RecordFunction, ViewFormatter, ViewOptions
+from mmat_plugins.formatters.base import view_system
 from pydantic import Field
 
 from mmat_core.components import FormatContext

@@ -21,10 +21,10 @@ from pydantic import Field
 
 from mmat_core.errors import ConfigError
 from mmat_core.models import Rejected, SourceSample
-from mmat_plugins.sources.common import (
+from mmat_core.authoring.sources import (
     ImageResolver,
     QuotaOptions,
-    Record,
+    SourceRecord,
     RecordItem,
     RecordSource,
     option_answers,
@@ -98,7 +98,7 @@ class CauldronSource(RecordSource):
             for ref, record in rows:
                 yield f"{subset}[{row_key(ref)}]", subset, record
 
-    def normalise(self, ref: str, subset: str | None, record: Record) -> list[SourceSample | Rejected]:
+    def normalise(self, ref: str, subset: str | None, record: SourceRecord) -> list[SourceSample | Rejected]:
         """One sample per turn, sharing the row's images; later turns as ``later_turns`` says."""
         texts = record.get("texts")
         if not isinstance(texts, list) or not texts:

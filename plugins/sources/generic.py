@@ -19,9 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mmat_core.errors import ConfigError
 from mmat_core.models import ImageRef, Rejected, SourceSample
-from mmat_plugins.sources.common import (
+from mmat_core.authoring.sources import (
     ImageResolver,
-    Record,
+    SourceRecord,
     RecordItem,
     RecordSource,
     SourceOptions,
@@ -48,7 +48,7 @@ class FieldMap(BaseModel):
     task_type: str | None = Field(None, description="task type, per row")
 
 
-def lookup(record: Record, key: str | None) -> Any:
+def lookup(record: SourceRecord, key: str | None) -> Any:
     """The value at ``key`` (dotted for nested objects); None when absent."""
     if key is None:
         return None
@@ -98,7 +98,7 @@ class MappedSource(RecordSource):
                 refs.append(self.images.from_path(item))
         return refs
 
-    def normalise(self, ref: str, subset: str | None, record: Record) -> list[SourceSample]:
+    def normalise(self, ref: str, subset: str | None, record: SourceRecord) -> list[SourceSample]:
         """One sample from one record through the field mapping."""
         fields = self.options.fields
         row_id = lookup(record, fields.id)
@@ -296,7 +296,7 @@ class DialogueSource(RecordSource):
         for ref, record in _file_records(self.file):
             yield ref, self.options.subset, record
 
-    def turns(self, record: Record) -> list[tuple[str, str]]:
+    def turns(self, record: SourceRecord) -> list[tuple[str, str]]:
         """The (question, answer) pairs of a row."""
         for key in self.conversation_keys:
             if key in record:
@@ -306,7 +306,7 @@ class DialogueSource(RecordSource):
                 return dialogue_turns(turns)
         raise RowError("missing_field", " or ".join(self.conversation_keys))
 
-    def normalise(self, ref: str, subset: str | None, record: Record) -> list[SourceSample]:
+    def normalise(self, ref: str, subset: str | None, record: SourceRecord) -> list[SourceSample]:
         """One sample per pair, all sharing the row's images."""
         row_id = record.get(self.options.id_key)
         if row_id is None or isinstance(row_id, (dict, list, bool)):

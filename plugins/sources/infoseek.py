@@ -20,9 +20,9 @@ from pydantic import Field
 from mmat_core.errors import ConfigError
 from mmat_core.images import ImageError
 from mmat_core.models import ImageRef, SourceSample
-from mmat_plugins.sources.common import (
+from mmat_core.authoring.sources import (
     ImageResolver,
-    Record,
+    SourceRecord,
     RecordItem,
     RecordSource,
     SingleSetOptions,
@@ -120,7 +120,7 @@ class InfoSeekSource(RecordSource):
                 last = exc
         raise last or ImageError("image_missing", image_id)
 
-    def normalise(self, ref: str, subset: str | None, record: Record) -> list[SourceSample]:
+    def normalise(self, ref: str, subset: str | None, record: SourceRecord) -> list[SourceSample]:
         """The question, the answers (canonical first, then accepted variants) and the image."""
         data_id = text_field(record, "data_id")
         image_id = text_field(record, "image_id")

@@ -24,10 +24,10 @@ from pydantic import Field
 
 from mmat_core.errors import ConfigError
 from mmat_core.models import Rejected, SourceSample
-from mmat_plugins.sources.common import (
+from mmat_core.authoring.sources import (
     ImageResolver,
     QuotaOptions,
-    Record,
+    SourceRecord,
     RecordItem,
     RecordSource,
     check_names,
@@ -110,7 +110,7 @@ class LlavaCoTSource(RecordSource):
         """The sub-dataset of an image path, by its first folder."""
         return self.folders.get(image_path.split("/", 1)[0].lower(), "other")
 
-    def normalise(self, ref: str, subset: str | None, record: Record) -> list[SourceSample | Rejected]:
+    def normalise(self, ref: str, subset: str | None, record: SourceRecord) -> list[SourceSample | Rejected]:
         """One sample per human/gpt pair of the row; later pairs as ``later_turns`` says."""
         image_path = record.get("image")
         if image_path is None or image_path == "":

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mmat_core.errors import MmatError
+from mmat_core.errors import RowError
 
 #: Read size of the streaming JSON reader; a record may be larger (the buffer grows as needed).
 CHUNK_CHARS = 1 << 20
@@ -29,15 +29,6 @@ CHUNK_CHARS = 1 << 20
 MAX_ITEM_CHARS = 256 << 20
 _WHITESPACE = re.compile(r"[\s,]*")
 _SURROGATE = re.compile("[\udc80-\udcff]")
-
-
-class RowError(MmatError):
-    """A row that cannot become a sample; ``reason`` is the quarantine reason."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
 def looks_local(path: str) -> bool:

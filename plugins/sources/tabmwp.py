@@ -22,7 +22,7 @@ from pydantic import Field
 
 from mmat_core.errors import ConfigError
 from mmat_core.models import SourceSample
-from mmat_plugins.sources.common import ImageResolver, Record, RecordItem, RecordSource, SingleSetOptions, answers_field
+from mmat_core.authoring.sources import ImageResolver, SourceRecord, RecordItem, RecordSource, SingleSetOptions, answers_field
 from mmat_plugins.sources.readers import RowError, iter_json_items
 
 #: Problems in the train split; the paper used all of them.
@@ -67,7 +67,7 @@ class TabMWPSource(RecordSource):
                 record = RowError("not_an_object", f"expected a problem record, got {type(record).__name__}")
             yield ref, None, record
 
-    def normalise(self, ref: str, subset: str | None, record: Record) -> list[SourceSample]:
+    def normalise(self, ref: str, subset: str | None, record: SourceRecord) -> list[SourceSample]:
         """The question (with the options of a multiple-choice problem), the answer unchanged, the
         table image. The option letter is never the answer: TabMWP's label is the option's text
         (``atlas``), which is what the final turn states; scoring still accepts the letter through

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from mmat_core.errors import ConfigError
 from mmat_core.models import SourceSample
-from mmat_plugins.sources.common import ImageResolver, QuotaOptions, Record, RecordItem, RecordSource, text_field
+from mmat_core.authoring.sources import ImageResolver, QuotaOptions, SourceRecord, RecordItem, RecordSource, text_field
 from mmat_plugins.sources.readers import RowError, iter_datasets, iter_jsonl, looks_local
 
 HUB_ID = "deepcs233/Visual-CoT"
@@ -80,7 +80,7 @@ class VisualCoTSource(RecordSource):
                 for ref, record in iter_datasets("json", builder="json", data_files=f"hf://datasets/{self.options.path}/{file_name}"):
                     yield ref, subset, record
 
-    def normalise(self, ref: str, subset: str | None, record: Record) -> list[SourceSample]:
+    def normalise(self, ref: str, subset: str | None, record: SourceRecord) -> list[SourceSample]:
         """One sample: the question, the answer, the image and its box."""
         assert subset is not None
         folder = IMAGE_FOLDER.get(subset, subset)

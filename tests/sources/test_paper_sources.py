@@ -12,7 +12,7 @@ from typing import Any
 from mmat_core.models import Rejected, SourceSample
 from mmat_core.pipeline import Pipeline
 from mmat_plugins.sources.cauldron import CauldronSource
-from mmat_plugins.sources.common import CONTEXT_HEADER, CONTEXT_QUESTION
+from mmat_core.authoring.sources import CONTEXT_HEADER, CONTEXT_QUESTION
 from mmat_plugins.sources.generic import LlavaSource
 from mmat_plugins.sources.infoseek import PAPER_COUNT, InfoSeekSource
 from mmat_plugins.sources.llava_cot import LlavaCoTSource

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mmat_plugins.sources import readers
-from mmat_plugins.sources.common import choose_constraint, letter_answer, parse_choices
+from mmat_core.authoring.sources import choose_constraint, letter_answer, parse_choices
 from mmat_plugins.sources.readers import RowError, iter_json_items
 
 

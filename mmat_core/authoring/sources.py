@@ -1,12 +1,13 @@
-"""What every built-in source shares: options, turning raw records into SourceSample objects,
-resolving and checking images, picking response-style constraints and validating sub-dataset names.
+"""Helpers for writing a source: options, turning raw records into SourceSample objects, resolving
+and checking images, response-style constraints and sub-dataset names.
 
-A source subclasses :class:`RecordSource` and writes two methods:
+Every built-in source is written with them, and so can a third party's (all are importable from
+:mod:`mmat_core`). A source subclasses :class:`RecordSource` and writes two methods:
 
-* ``iter_records()`` yields ``(row_ref, subset, record)`` from a streaming reader
-  (:mod:`mmat_plugins.sources.readers`); a record that could not be read arrives as a RowError;
+* ``iter_records()`` yields ``(row_ref, subset, record)`` from a streaming reader; a record that
+  could not be read arrives as a :class:`~mmat_core.errors.RowError` in place of the record;
 * ``normalise(row_ref, subset, record)`` returns the samples of one record (one per QA pair),
-  raising :class:`RowError` (or :class:`ImageError`) for a bad row.
+  raising :class:`~mmat_core.errors.RowError` (or :class:`~mmat_core.images.ImageError`) for a bad row.
 
 :meth:`RecordSource.iter_rows` joins the two and turns every failure into a
 :class:`~mmat_core.models.Rejected` row with a reason, so no bad row ever stops a run.
@@ -19,15 +20,14 @@ import re
 from abc import abstractmethod
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from mmat_core import prompts
-from mmat_core.components import ComponentOptions, Source
-from mmat_core.errors import ConfigError, MmatError
+from mmat_core.components import ComponentOptions, Source, SubsetPlan
+from mmat_core.errors import ConfigError, MmatError, RowError
 from mmat_core.images import (
     DEFAULT_MAX_BYTES,
     DEFAULT_READ_TIMEOUT_S,
@@ -38,11 +38,10 @@ from mmat_core.images import (
     resolve_within,
 )
 from mmat_core.models import ImageRef, Rejected, SourceSample
-from mmat_plugins.sources.readers import RowError
 
 ConstraintMode = Literal["auto", "none", "short", "word_or_phrase", "option_letter"]
-Record = Mapping[str, Any]
-RecordItem = tuple[str, str | None, "Record | RowError"]
+SourceRecord = Mapping[str, Any]
+RecordItem = tuple[str, str | None, "SourceRecord | RowError"]
 
 #: Suffixes as SourceSample.constraint stores them: separator first, then the exact text.
 CONSTRAINT_SUFFIX = {key: "\n" + text for key, text in prompts.RESPONSE_CONSTRAINTS.items()}
@@ -203,7 +202,7 @@ def strip_answer_prefix(answer: str) -> str:
     return _ANSWER_PREFIX.sub("", answer, count=1).strip() if answer[:7].lower() == "answer:" else answer.strip()
 
 
-def text_field(record: Record, key: str, *, required: bool = True) -> str | None:
+def text_field(record: SourceRecord, key: str, *, required: bool = True) -> str | None:
     """A string field, or RowError naming the field when it is missing or not a string."""
     value = record.get(key)
     if value is None:
@@ -362,22 +361,12 @@ class ImageResolver:
 # ---- the base class --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SubsetPlan:
-    """How many dialogues of one sub-dataset curation keeps: a cap and/or a seeded share."""
-
-    quota: int | None = None
-    ratio: float | None = None
-
-
 class RecordSource(Source):
     """A source built from a streaming reader and a per-record normaliser (see the module doc)."""
 
     Options: ClassVar[type[ComponentOptions]] = SourceOptions
     #: The paper's dialogue count per sub-dataset (``mix: paper``); empty when the paper gives none.
     paper_mix: ClassVar[dict[str, int]] = {}
-    #: Set by the pipeline before ``iter_rows`` (the run's image store); embedded image bytes go there.
-    image_store: ImageStore | None = None
 
     def __init__(self, options: ComponentOptions | None = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
@@ -387,6 +376,8 @@ class RecordSource(Source):
     # -- configuration -----------------------------------------------------------------------
 
     def _select_subsets(self) -> tuple[str, ...]:
+        # ``getattr`` on the options: which keys exist depends on the Options model the source
+        # picked (SourceOptions, SingleSetOptions or QuotaOptions).
         opts = self.options
         named = [*([opts.subset] if getattr(opts, "subset", None) else []), *(getattr(opts, "subsets", None) or [])]
         if self.subsets:
@@ -433,7 +424,7 @@ class RecordSource(Source):
         """Yield ``(row_ref, subset, record_or_RowError)`` one at a time."""
 
     @abstractmethod
-    def normalise(self, ref: str, subset: str | None, record: Record) -> list[SourceSample | Rejected]:
+    def normalise(self, ref: str, subset: str | None, record: SourceRecord) -> list[SourceSample | Rejected]:
         """The samples of one record (a turn the options skip as Rejected); raise RowError or
         ImageError for a bad one."""
 
@@ -448,6 +439,8 @@ class RecordSource(Source):
         """
         limit = self.options.limit
         produced = 0
+        # A subclass that reads image files keeps its resolver as ``self.images`` (by convention,
+        # not a declared attribute: a text-only source has none).
         resolver = getattr(self, "images", None)
         if isinstance(resolver, ImageResolver) and self.image_store is not None:
             resolver.max_bytes, resolver.timeout_s = self.image_store.max_bytes, self.image_store.timeout_s
