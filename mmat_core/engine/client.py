@@ -23,7 +23,7 @@ from typing import Any
 from mmat_core.components import LLMBackend, LLMRequest, LLMResponse
 from mmat_core.engine.batch import JOURNAL_FILE, BatchJournal, BatchRunner
 from mmat_core.engine.cache import Cache, model_keyed
-from mmat_core.engine.construct import construct
+from mmat_core.construct import construct
 from mmat_core.engine.prices import PriceTable
 from mmat_core.engine.scheduler import Scheduler
 from mmat_core.engine.settings import LLMEngineSettings

@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 from mmat_core import prompts
 from mmat_core.components import ContentPart, LLMClient, LLMRequest, Message, SearchBackend, ToolContext
+from mmat_core.construct import construct
 from mmat_core.engine.settings import EngineSettings
-from mmat_core.engine.construct import construct
 from mmat_core.engine.errors import LLMCallError
 from mmat_core.errors import MmatError
 from mmat_core.engine.schemacheck import schema_errors

@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mmat_core import prompts
-from mmat_core.components import ContentPart, Critic, CriticContext, LLMClient, LLMRequest, LLMResponse, Message
+from mmat_core.components import Critic, CriticContext, LLMClient, LLMRequest, LLMResponse, Message
+from mmat_core.dialogue import dialogue_messages  # re-exported: first defined here
 from mmat_core.engine.settings import ReflectionSettings
-from mmat_core.engine.construct import construct
 from mmat_core.engine.errors import LLMCallError
 from mmat_core.errors import MmatError
 from mmat_core.models import ModelCall, Step, Trace, Verdict
@@ -105,27 +105,6 @@ def recheck_thought(trace: Trace, round_: int) -> str:
     """A varied, deterministic "let me re-check" sentence for this sample and round."""
     digest = hashlib.sha256(f"{trace.id}:{round_}".encode()).digest()
     return RECHECK_THOUGHTS[digest[0] % len(RECHECK_THOUGHTS)]
-
-
-def dialogue_messages(trace: Trace, *, with_images: bool = False) -> list[Message]:
-    """The dialogue so far as plain chat messages: the first turn, then every step in RR tags with
-    the user turn that followed it. No system prompt, no final question, no answer. With
-    ``with_images`` the sample's images lead the first turn (for VLM judges)."""
-    from mmat_core.formatting import rr_step_text
-
-    first = prompts.first_turn(trace.sample.question, trace.sample.constraint)
-    if with_images and trace.sample.images:
-        parts = [ContentPart(type="image", image=image) for image in trace.sample.images]
-        parts.append(ContentPart(type="text", text=first))
-        messages = [Message(role="user", content=parts)]
-    else:
-        messages = [Message(role="user", content=first)]
-    for step in trace.steps:
-        # Built without validation: both values are strings of the right kind.
-        messages.append(construct(Message, role="assistant", content=rr_step_text(step)))
-        if step.signal != "end":
-            messages.append(construct(Message, role="user", content=step.observation))
-    return messages
 
 
 def splice(trace: Trace, corrected: str, round_: int) -> None:

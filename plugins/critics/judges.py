@@ -21,8 +21,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from mmat_core.components import ComponentOptions, Critic, CriticContext, LLMRequest, Message
-from mmat_core.engine.construct import construct
-from mmat_core.engine.reflection import dialogue_messages
+from mmat_core.construct import construct
+from mmat_core.dialogue import dialogue_messages
 from mmat_core.errors import MmatError
 from mmat_core.models import ModelCall, Trace, Usage, Verdict
 

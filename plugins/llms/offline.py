@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from mmat_core.components import ComponentOptions, LLMBackend, LLMRequest, LLMResponse
-from mmat_core.engine.construct import construct
+from mmat_core.construct import construct
 from mmat_core.images import ImageStore
 from mmat_core.models import Usage
 

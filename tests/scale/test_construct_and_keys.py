@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mmat_core.components import LLMRequest, Message
 from mmat_core.engine.cache import model_key_document
-from mmat_core.engine.construct import construct
+from mmat_core.construct import construct
 from mmat_core.models import ModelCall, Step, Usage
 
 

@@ -1,10 +1,13 @@
-"""A faster ``model_construct`` for the engine's hot path.
+"""A faster ``model_construct`` for hot paths (the engine's, a backend's, a critic's).
 
 Pydantic's ``model_construct`` walks every field's aliases on each call; the engine builds a few
 such records per model call (a response, its usage, the ModelCall, the request). :func:`construct`
 does the same for models without aliases or post-init hooks from a per-class plan computed once:
 the result has the same ``__dict__`` (in field order), ``model_fields_set``, extra and private
 slots as ``model_construct`` gives. Other models go through ``model_construct`` itself.
+
+A plain pydantic helper at the bottom of the layers, so plugins use it without importing the
+engine (docs/architecture.md, "Layers").
 """
 
 from __future__ import annotations
