@@ -25,8 +25,8 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Container, Iterable, Iterator, Sequence
-from typing import Any
 
+from mmat_core.components import Source
 from mmat_core.config import CurationSettings
 from mmat_core.models import Rejected, SourceSample
 from mmat_core.text_checks import find_control_character  # re-exported: first defined here
@@ -60,12 +60,12 @@ def subset_key(source: str, subset: str | None) -> str:
 class Curator:
     """Filters a stream of samples; rejected rows come out as :class:`Rejected` with a reason.
 
-    ``sources`` are the pipeline's sources: each may offer ``curation_plan()``, a mapping from
-    sub-dataset (None for the whole source) to an object with ``quota`` (most dialogues kept) and
-    ``ratio`` (share of dialogues kept by the seeded draw).
+    ``sources`` are the pipeline's sources: each one's :meth:`~mmat_core.components.Source.curation_plan`
+    maps a sub-dataset (None for the whole source) to a :class:`~mmat_core.components.SubsetPlan`
+    with ``quota`` (most dialogues kept) and ``ratio`` (share of dialogues kept by the seeded draw).
     """
 
-    def __init__(self, settings: CurationSettings, sources: Sequence[Any] = (), *,
+    def __init__(self, settings: CurationSettings, sources: Sequence[Source] = (), *,
                  trusted: Container[str] | None = None, seen: Iterable[int] | None = None,
                  record_keys: bool = False) -> None:
         self.settings = settings
@@ -93,8 +93,7 @@ class Curator:
         self.quotas: dict[str, int] = {}
         self.ratios: dict[str, float] = {}
         for source in sources:
-            plan = getattr(source, "curation_plan", None)
-            for subset, entry in (plan() if callable(plan) else {}).items():
+            for subset, entry in source.curation_plan().items():
                 key = subset_key(source.name, subset)
                 if entry.quota is not None:
                     self.quotas[key] = entry.quota

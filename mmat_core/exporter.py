@@ -150,7 +150,7 @@ class _Feed:
 
     def __init__(self, formatter: Formatter, writer: Any) -> None:
         self.writer = writer
-        self.dicts = bool(getattr(formatter, "accepts_dicts", False))
+        self.dicts = formatter.accepts_dicts
 
     def write(self, item: tuple[Any, Any]) -> None:
         self.writer.write(item[0] if self.dicts else item[1])
@@ -238,13 +238,13 @@ def export_run(run_dir: str | Path, formats: Sequence[str | dict[str, Any] | For
     store = open_store(run_dir)
     try:
         ctx = run_format_context(store, run_dir, plugins)
-        parallel = (workers > 1 and all(getattr(f, "parallel_safe", False) for f in formatters)
+        parallel = (workers > 1 and all(f.parallel_safe for f in formatters)
                     and store.count() >= PARALLEL_MIN_TRACES)
         if parallel:
             bounds = store.seq_bounds()
         else:
-            models = any(not getattr(f, "accepts_dicts", False) for f in formatters)
-            dicts = any(getattr(f, "accepts_dicts", False) for f in formatters)
+            models = any(not f.accepts_dicts for f in formatters)
+            dicts = any(f.accepts_dicts for f in formatters)
             result = write_formats(formatters, iter_stored(store, models=models, dicts=dicts, status=status), out, ctx)
     finally:
         store.close()

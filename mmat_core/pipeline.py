@@ -344,7 +344,7 @@ class LocalRun:
                             timeout_s=cfg.curation.image_read_timeout_s)
         # Sources that read embedded image bytes (The Cauldron's parquet) write them here.
         for source in p.sources:
-            source.image_store = images  # type: ignore[attr-defined]
+            source.image_store = images
         # Limits, prices and batch mode come from the llm_engine section (docs/llms.md).
         client = build_client(p.llm, cfg.llm_engine, images, cache, self.work_dir)
         if self.progress:
@@ -528,7 +528,7 @@ class LocalRun:
         store.set_meta(FORMAT_CONTEXT_KEY, context_to_meta(ctx))
         ctx.run_info = {"out_dir": str(self.out_dir), "run_dir": str(self.out_dir)}
         workers = min(4, os.cpu_count() or 1)
-        if (workers > 1 and self.publish and all(getattr(f, "parallel_safe", False) for f in self.p.formatters)
+        if (workers > 1 and self.publish and all(f.parallel_safe for f in self.p.formatters)
                 and store.count() >= exporter.PARALLEL_MIN_TRACES):
             usage = self.usage.model_copy()
             try:
@@ -546,7 +546,7 @@ class LocalRun:
             # Each stored trace is parsed once into its JSON dict (for formatters that take
             # dicts: every built-in) and once into a Trace (the yield tally and the others),
             # rather than dumped back to a dict once per formatter.
-            dicts = [bool(getattr(f, "accepts_dicts", False)) for f, _ in writers]
+            dicts = [f.accepts_dicts for f, _ in writers]
             # A validated Trace only when some formatter wants one: yields and usage are counted
             # from the stored JSON itself.
             for data, trace in iter_stored(store, models=not all(dicts), dicts=True, full=True):

@@ -70,6 +70,11 @@ def argument_hint(tool: Tool | type[Tool]) -> str:
     return "; ".join(parts)
 
 
+def _runs_after(tool: Tool | None) -> set[str]:
+    """The tools ``tool`` waits for (none for a name that is not an enabled tool)."""
+    return set(tool.runs_after) if tool is not None else set()
+
+
 def plan_batches(names: Sequence[str], tools: dict[str, Tool]) -> list[list[str]]:
     """Group a step's operators into batches that may run concurrently.
 
@@ -81,8 +86,7 @@ def plan_batches(names: Sequence[str], tools: dict[str, Tool]) -> list[list[str]
     batches: list[list[str]] = []
     done: set[str] = set()
     while remaining:
-        ready = [n for n in remaining
-                 if not (set(getattr(tools.get(n), "runs_after", ()) or ()) & (set(remaining) - {n}) - done)]
+        ready = [n for n in remaining if not (_runs_after(tools.get(n)) & (set(remaining) - {n}) - done)]
         if not ready:  # a cycle between third-party tools: run the rest together rather than hang
             ready = list(remaining)
         batches.append(ready)
@@ -173,7 +177,7 @@ class ToolRunner:
         image = ctx.image
         # Options change results (OCR's max_side, a detector's model), the timeout does not.
         options = tool.options.model_dump(mode="json", exclude={"timeout_s"})
-        extra = {"options": options, "context": getattr(tool, "cache_extra", lambda _ctx: None)(ctx)}
+        extra = {"options": options, "context": tool.cache_extra(ctx)}
         return tool_key_document(tool.name, tool.version, image.sha256 if image else None, args, extra)
 
     def _finish(self, call: ToolCall) -> ToolCall:
