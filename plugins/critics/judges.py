@@ -260,8 +260,9 @@ class QualityCritic(JudgeCritic):
         """The keep threshold: the option, else the run's ``reflection.quality_threshold``."""
         if self.options.threshold is not None:
             return self.options.threshold
-        settings = getattr(ctx, "settings", None)
-        return float(getattr(settings, "quality_threshold", self.default_threshold))
+        if ctx is None or ctx.settings is None:
+            return self.default_threshold
+        return float(ctx.settings.quality_threshold)
 
     def verdict(self, data: dict[str, Any], trace: Trace, ctx: CriticContext) -> Verdict:
         """Pass at or above the threshold, reject below it."""
