@@ -175,29 +175,15 @@ def read_bench(path: Path) -> tuple[list[SourceSample], list[Rejected]]:
 
 
 def metric_scorer() -> tuple[Callable[[str, SourceSample], tuple[str, float]], str]:
-    """The scoring function and where it comes from: the ``answer_match`` metrics of the critics
-    plugin when installed, else a normalised exact match (said so in the summary)."""
-    try:
-        from mmat_plugins.critics.metrics import score_answer
-    except ImportError:
-        import re
-        import string
-
-        def normalise(text: str) -> str:
-            text = text.lower().translate(str.maketrans("", "", string.punctuation))
-            return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
-
-        def exact(prediction: str, sample: SourceSample) -> tuple[str, float]:
-            hit = any(normalise(prediction) == normalise(answer) for answer in sample.answers)
-            return "exact", 1.0 if hit else 0.0
-
-        return exact, "local normalised exact match (mmat_plugins.critics.metrics not installed)"
+    """The scoring function and where it comes from: the ``answer_match`` metrics
+    (:func:`mmat_core.metrics.score_answer`), so a benchmark is scored as the critic scores data."""
+    from mmat_core.metrics import score_answer
 
     def scored(prediction: str, sample: SourceSample) -> tuple[str, float]:
         result = score_answer(prediction, sample)
         return result.metric, float(result.score)
 
-    return scored, "mmat_plugins.critics.metrics.score_answer (answer_match)"
+    return scored, "mmat_core.metrics.score_answer (answer_match)"
 
 
 def _prediction(result: AgentResult, sample: SourceSample, mode: str, scorer: Callable[[str, SourceSample], tuple[str, float]]) -> Prediction:

@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 
 from mmat_core.components import ComponentOptions, Critic, CriticContext
 from mmat_core.models import Trace, Verdict
-from mmat_plugins.critics.metrics import (
+from mmat_core.metrics import (
     METRIC_ALIASES,
     MetricSettings,
     canonical_metric,
