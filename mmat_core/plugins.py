@@ -9,9 +9,12 @@ Discovery order (also in docs/plugins/load-order.md):
 3. The block list (``-p no:NAME`` or ``MMAT_DISABLE_PLUGINS=a,b``) drops the named ones, also
    before import.
 4. Plugins registered in code (``manager.register(obj, name)``) come after entry points.
-5. Each plugin's collection hooks run into a staging area; only when all its hooks succeeded are
+5. A hook implementation whose name is no hook of mmat's (``register_tool`` for
+   ``register_tools``) is reported: a warning naming the plugin, the hook and the closest real
+   hook, or an error with ``MMAT_STRICT_PLUGINS=1``.
+6. Each plugin's collection hooks run into a staging area; only when all its hooks succeeded are
    its components committed, so a failing plugin leaves nothing half-registered.
-6. A name claimed twice in one family is an error naming both plugins.
+7. A name claimed twice in one family is an error naming both plugins.
 
 Loading happens once, lazily, on the first lookup: never at import time.
 """
@@ -177,6 +180,42 @@ class PluginManager:
             raise PluginError(text + " (MMAT_STRICT_PLUGINS=1)") from exc
         warnings.warn(text, PluginWarning, stacklevel=3)
 
+    def unknown_hooks(self, plugin: Any) -> list[str]:
+        """Names of the hooks ``plugin`` implements that mmat does not specify.
+
+        The rule of pluggy's ``check_pending()`` (an implementation with no specification that is
+        not marked ``optionalhook``), applied to one plugin: ``check_pending`` stops at the first
+        offender of any plugin, while the report must name this plugin and each of its hooks."""
+        unknown = []
+        for caller in self.pm.get_hookcallers(plugin) or ():
+            if caller.has_spec():
+                continue
+            if any(impl.plugin is plugin and not impl.optionalhook for impl in caller.get_hookimpls()):
+                unknown.append(caller.name)
+        return sorted(unknown)
+
+    def _report_unknown_hooks(self, name: str, plugin: Any, info: PluginInfo) -> None:
+        """Warn about (or, in strict mode, refuse) hook implementations nothing will ever call:
+        a misspelt ``register_tool`` would otherwise be ignored without a word."""
+        unknown = self.unknown_hooks(plugin)
+        if not unknown:
+            return
+        specified = sorted(hook for hook, caller in vars(self.pm.hook).items()
+                           if not hook.startswith("_") and caller.has_spec())
+        problems = []
+        for hook in unknown:
+            guess = difflib.get_close_matches(hook, specified, n=1)
+            hint = f" Did you mean '{guess[0]}'?" if guess else ""
+            problems.append(f"'{hook}' is not an mmat hook.{hint}")
+        text = (f"mmat: plugin '{name}' ({info.distribution} {info.version}) implements an unknown hook, "
+                f"which is never called: {' '.join(problems)} Hooks: {', '.join(specified)}")
+        if self.strict:
+            self.pm.unregister(plugin)
+            info.error = text
+            self.plugins[name] = info
+            raise PluginError(text + " (MMAT_STRICT_PLUGINS=1)")
+        warnings.warn(text, PluginWarning, stacklevel=4)
+
     def _activate(self, name: str, plugin: Any, info: PluginInfo) -> None:
         """Run the plugin's collection hooks into a staging area, then commit all or nothing."""
         try:
@@ -184,6 +223,7 @@ class PluginManager:
         except Exception as exc:
             self._fail(info, f"registration failed: {type(exc).__name__}: {exc}", exc)
             return
+        self._report_unknown_hooks(name, plugin, info)
         staged: list[tuple[str, type[Component]]] = []
         hooks: list[str] = []
         try:

@@ -189,3 +189,67 @@ def test_the_allow_list_may_name_a_plugin_registered_in_code() -> None:
     pm = PluginManager(allow=["llms", "mine"])
     pm.register(object(), "mine")
     assert "mine" in {info.name for info in pm.info()}
+
+
+class Misspelt:
+    """A plugin with one real hook and one misspelt one (``register_tool``)."""
+
+    @staticmethod
+    @hookimpl
+    def register_tool(register: Callable) -> None:  # pragma: no cover - never called: that is the defect
+        register(EchoTool)
+
+    @staticmethod
+    @hookimpl
+    def register_critics(register: Callable) -> None:
+        pass
+
+
+def test_a_misspelt_hook_in_code_warns_naming_plugin_hook_and_the_closest_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MMAT_STRICT_PLUGINS", raising=False)
+    pm = PluginManager(entry_points=False)
+    pm.register(Misspelt, "misspelt")
+    with pytest.warns(PluginWarning, match=r"plugin 'misspelt'.*'register_tool' is not an mmat hook\. "
+                                           r"Did you mean 'register_tools'\?"):
+        pm.load()
+    assert pm.plugins["misspelt"].hooks == ["register_critics"]  # its real hook still counts
+
+
+def test_a_misspelt_hook_is_an_error_in_strict_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MMAT_STRICT_PLUGINS", "1")
+    pm = PluginManager(entry_points=False)
+    pm.register(Misspelt, "misspelt")
+    with pytest.raises(PluginError, match=r"'misspelt'.*'register_tool'.*'register_tools'.*MMAT_STRICT_PLUGINS=1"):
+        pm.load()
+    assert "misspelt" not in dict(pm.pm.list_name_plugin())  # nothing of it stays registered
+
+
+def test_a_misspelt_hook_in_an_installed_distribution_warns_with_its_version(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_distribution(tmp_path, "typo-plugin", """
+        from mmat_core import hookimpl
+
+        @hookimpl
+        def register_formatter(register):
+            pass
+    """)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("MMAT_STRICT_PLUGINS", raising=False)
+    with pytest.warns(PluginWarning, match=r"'typo-plugin' \(typo-plugin 1\.2\.3\).*'register_formatter'.*"
+                                           r"Did you mean 'register_formatters'\?"):
+        PluginManager().load()
+
+
+def test_an_optional_hook_of_another_version_is_not_reported() -> None:
+    class Newer:
+        @staticmethod
+        @hookimpl(optionalhook=True)
+        def register_widgets(register: Callable) -> None:  # pragma: no cover - a hook this mmat lacks
+            pass
+
+    pm = PluginManager(entry_points=False)
+    pm.register(Newer, "newer")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PluginWarning)
+        pm.load()
+    assert "newer" in pm.plugins
