@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from mmat_core.store import RunStore
-from mmat_core.viewer.catalog import Catalog, Filters
-from mmat_core.viewer.dataset import Dataset
+from mmat_plugins.viewer.catalog import Catalog, Filters
+from mmat_plugins.viewer.dataset import Dataset
 
 TARGET_MS = 100.0
 WORDS = ["harbour", "lantern", "orchid", "granite", "violet", "saffron", "meadow", "copper", "falcon", "quartz"]
@@ -112,7 +112,7 @@ def main() -> None:
             "rare_word_search_ms": timed(lambda: catalog.page(Filters(q="zephyr"))),
             "common_word_search_ms": timed(lambda: catalog.page(Filters(q="harbour"))),
             "search_and_status_ms": timed(lambda: catalog.page(Filters(q="lantern", status="dropped"))),
-            "sample_view_ms": timed(lambda: __import__("mmat_core.viewer.dataset", fromlist=["x"]).sample_view(dataset, deep)),
+            "sample_view_ms": timed(lambda: __import__("mmat_plugins.viewer.dataset", fromlist=["x"]).sample_view(dataset, deep)),
             "dashboard_ms": timed(lambda: catalog._dashboard(), repeat=1),
         }
         print(f"viewer paging on {rows:,} samples (catalog built at {rows / build_s:,.0f} samples/s, {build_s:.1f} s)")

@@ -1,9 +1,10 @@
 """The hook specifications of mmat (pluggy project name ``mmat``).
 
-Every hook is a *collection* hook: mmat calls it once per plugin with a ``register`` callback, and
+Most hooks are *collection* hooks: mmat calls each once per plugin with a ``register`` callback, and
 the plugin hands over component classes. The classes are imported by the plugin module, but heavy
 libraries (torch, transformers, onnxruntime, ray, datasets) are imported only inside a component's
 methods, so loading plugins stays cheap. Hooks are always called with keyword arguments.
+The one other hook, ``register_commands(cli)``, lets a plugin add subcommands to ``mmat``.
 
 A plugin implements any subset of these hooks::
 
@@ -22,6 +23,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    import click
+
     from mmat_core.components import (
         Critic,
         Executor,
@@ -77,6 +80,18 @@ def register_trainers(register: Callable[[type[Trainer]], None]) -> None:
 @hookspec
 def register_executors(register: Callable[[type[Executor]], None]) -> None:
     """Register executors that run a pipeline (in process, on Ray, ...): :class:`mmat_core.components.Executor` classes."""
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add subcommands to the ``mmat`` command line: ``cli`` is a click group, and every command
+    the plugin adds to it (``@cli.command()``, ``@cli.group()`` or ``cli.add_command(cmd)``)
+    becomes ``mmat NAME``.
+
+    Unlike the collection hooks, this one runs only when a command that is not a core one is asked
+    for, or when ``mmat --help`` lists the commands, so import heavy libraries inside the command
+    function. A name taken by a core command or by another plugin is an error naming both.
+    """
 
 
 #: Hook name -> component family it fills. The registry and the docs are built from this table.

@@ -1,16 +1,23 @@
 """The ``mmat`` command line: thin click commands over the programmatic API.
 
-Subcommands live in their own modules and are imported only when run, so ``mmat --help`` does not
-import the engine, any plugin or any heavy library. To add a command, add a row to ``COMMANDS``.
+The core's subcommands live in their own modules and are imported only when run. Applications
+beside the core (the viewer, the agent runtime, evaluation, the ``rag`` commands) and any third
+party's commands come from plugins through the ``register_commands(cli)`` hook, collected only
+when a name that is not a core command is asked for, or when ``mmat --help`` lists them. To add a
+core command, add a row to ``COMMANDS``; to add any other, write a plugin.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any
+import warnings
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from mmat_core.plugins import PluginManager
 
 #: command name -> ("module:function", one-line help shown by ``mmat --help``).
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -31,42 +38,121 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rag": ("mmat_core.cli.tools:rag", "Build (`mmat rag index`) and query the local retrieval index."),
     "train": ("mmat_core.cli.train:train", "Fine-tune a VLM on RR/ORR data (hf-lora, or the paper's ms-swift run)."),
     "infer": ("mmat_core.cli.train:infer", "Answer a question about an image with a tuned model and its tools."),
-    "view": ("mmat_core.cli.view:view", "Browse a run or an exported JSONL file in a local web page (samples, boxes, dashboard)."),
     "eval": ("mmat_core.cli.train:evaluate", "Score a model (plain, RR runtime or ORR) on a QA file with answers."),
 }
 
 
+#: ``ctx.meta`` keys: the plugin manager of this invocation and the commands its plugins added.
+_MANAGER_KEY = "mmat.plugin_manager"
+_PLUGIN_COMMANDS_KEY = "mmat.plugin_commands"
+
+
+def plugin_manager_for(ctx: click.Context) -> PluginManager:
+    """The plugin manager of this invocation, made once from the global ``--plugins`` and ``-p``
+    options (or the one passed as ``obj`` by a program that embeds the CLI)."""
+    root = ctx.find_root()
+    manager = root.meta.get(_MANAGER_KEY)
+    if manager is None:
+        from mmat_core.plugins import PluginManager
+
+        options = _plugin_args(root.params.get("plugins"), root.params.get("block") or ())
+        if isinstance(root.obj, PluginManager):
+            manager = root.obj
+            if options["allow"] is not None:
+                manager.allow = set(options["allow"])
+            manager.block |= set(options["block"])
+        else:
+            manager = PluginManager(**options)
+        root.meta[_MANAGER_KEY] = manager
+    return manager
+
+
+def collect_plugin_commands(manager: PluginManager) -> dict[str, click.Command]:
+    """The commands plugins add through ``register_commands``, by name.
+
+    Each plugin fills a group of its own, so one that fails halfway adds nothing: it is reported
+    as a warning naming it (an error under ``MMAT_STRICT_PLUGINS=1``) and the others go on. A
+    name taken by a core command or by two plugins is an error naming both.
+    """
+    from mmat_core.errors import DuplicateComponentError, PluginError
+    from mmat_core.plugins import PluginWarning
+
+    manager.load()
+    commands: dict[str, click.Command] = {}
+    owners: dict[str, str] = {}
+    for impl in manager.pm.hook.register_commands.get_hookimpls():
+        plugin = impl.plugin_name
+        staging = click.Group(name=plugin)
+        try:
+            impl.function(cli=staging)
+        except Exception as exc:  # a broken plugin must not take `mmat --help` down with it
+            info = manager.plugins.get(plugin)
+            label = f"'{plugin}' ({info.distribution} {info.version})" if info else f"'{plugin}'"
+            text = f"mmat: plugin {label} added no commands: register_commands failed: {type(exc).__name__}: {exc}"
+            if manager.strict:
+                raise PluginError(text + " (MMAT_STRICT_PLUGINS=1)") from exc
+            warnings.warn(text, PluginWarning, stacklevel=2)
+            continue
+        for name, command in staging.commands.items():
+            if name in COMMANDS:
+                raise DuplicateComponentError(
+                    f"command '{name}' is a core command of mmat; plugin '{plugin}' may not add it. Block it with -p no:{plugin}.")
+            if name in owners:
+                raise DuplicateComponentError(
+                    f"command '{name}' is added by two plugins: '{owners[name]}' and '{plugin}'. Block one with -p no:NAME.")
+            commands[name] = command
+            owners[name] = plugin
+    return commands
+
+
 class LazyGroup(click.Group):
-    """A group whose subcommands are imported on use; help text comes from ``COMMANDS``."""
+    """A group whose core subcommands are imported on use (help text from ``COMMANDS``) and whose
+    other subcommands come from plugins, collected only when needed."""
+
+    def plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
+        """Commands added by the plugins of this invocation (collected once)."""
+        root = ctx.find_root()
+        if _PLUGIN_COMMANDS_KEY not in root.meta:
+            root.meta[_PLUGIN_COMMANDS_KEY] = collect_plugin_commands(plugin_manager_for(ctx))
+        commands: dict[str, click.Command] = root.meta[_PLUGIN_COMMANDS_KEY]
+        return commands
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return sorted({*COMMANDS, *self.plugin_commands(ctx)})
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         target = COMMANDS.get(name)
         if target is None:
-            return None
+            return self.plugin_commands(ctx).get(name)
         module_name, attr = target[0].split(":")
-        return getattr(importlib.import_module(module_name), attr)
+        command: click.Command = getattr(importlib.import_module(module_name), attr)
+        return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, COMMANDS[name][1]) for name in sorted(COMMANDS)]
+        rows = {name: help_text for name, (_target, help_text) in COMMANDS.items()}
+        limit = formatter.width - 6 - max(len(name) for name in rows)
+        for name, command in self.plugin_commands(ctx).items():
+            if not command.hidden:
+                rows[name] = command.get_short_help_str(limit)
         with formatter.section("Commands"):
-            formatter.write_dl(rows)
+            formatter.write_dl(sorted(rows.items()))
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         # `mmat build --plugins a,b` and `mmat view -p no:x ...` mean the global options: move
-        # them before the subcommand (no subcommand has a --plugins or -p of its own).
+        # them to the front (no subcommand has a --plugins or -p of its own), where they are read
+        # before --help lists the commands of the plugins they allow.
         return super().parse_args(ctx, hoist_plugin_options(args))
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
         name = args[0] if args else ""
         if name and name not in COMMANDS and not name.startswith("-"):
-            import difflib
+            known = self.list_commands(ctx)
+            if name not in known:
+                import difflib
 
-            guess = difflib.get_close_matches(name, list(COMMANDS), n=1)
-            hint = f" Did you mean '{guess[0]}'?" if guess else ""
-            raise click.UsageError(f"Unknown command '{name}'.{hint} Available: {', '.join(sorted(COMMANDS))}", ctx)
+                guess = difflib.get_close_matches(name, known, n=1)
+                hint = f" Did you mean '{guess[0]}'?" if guess else ""
+                raise click.UsageError(f"Unknown command '{name}'.{hint} Available: {', '.join(known)}", ctx)
         return super().resolve_command(ctx, args)
 
 
@@ -82,10 +168,10 @@ def _set_debug(_ctx: click.Context, _param: click.Parameter, value: bool) -> Non
 def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    from mmat_core.plugins import PluginManager, mmat_version
+    from mmat_core.plugins import mmat_version
 
     click.echo(f"mmat {mmat_version()} (Python {sys.version.split()[0]})")
-    manager = PluginManager(**_plugin_args(ctx.params.get("plugins"), ctx.params.get("block") or ()))
+    manager = plugin_manager_for(ctx)
     for info in manager.info():
         state = f"  [not loaded: {info.error}]" if info.error else ""
         click.echo(f"  {info.name} {info.version} ({info.distribution}){state}")
@@ -93,22 +179,17 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
 
 
 def hoist_plugin_options(args: list[str]) -> list[str]:
-    """``args`` with every ``--plugins X`` / ``--plugins=X`` / ``-p no:X`` found after the
-    subcommand moved in front of it (arguments after ``--`` are left alone)."""
-    if not args or args[0].startswith("-"):
-        front_end = next((i for i, a in enumerate(args) if a in COMMANDS), len(args))
-    else:
-        front_end = 0
-    head, tail = args[:front_end], args[front_end:]
+    """``args`` with every ``--plugins X`` / ``--plugins=X`` / ``-p no:X`` moved to the front,
+    wherever it was given (arguments after ``--`` are left alone)."""
     moved: list[str] = []
     rest: list[str] = []
     index = 0
-    while index < len(tail):
-        arg = tail[index]
+    while index < len(args):
+        arg = args[index]
         if arg == "--":
-            rest += tail[index:]
+            rest += args[index:]
             break
-        following = tail[index + 1] if index + 1 < len(tail) else None
+        following = args[index + 1] if index + 1 < len(args) else None
         if arg == "--plugins" and following is not None:
             moved += [arg, following]
             index += 2
@@ -124,7 +205,7 @@ def hoist_plugin_options(args: list[str]) -> list[str]:
         else:
             rest.append(arg)
         index += 1
-    return head + moved + rest if moved else args
+    return moved + rest if moved else args
 
 
 def _plugin_args(allow: str | None, block: tuple[str, ...]) -> dict[str, Any]:
@@ -152,9 +233,9 @@ def main(ctx: click.Context, plugins: str | None, block: tuple[str, ...]) -> Non
     Curate visual QA pairs, have a VLM reason towards each answer with tools and retrieval, catch
     cheating with reflection, and write RR / ORR training data.
     """
-    from mmat_core.plugins import PluginManager, set_plugin_manager
+    from mmat_core.plugins import set_plugin_manager
 
-    manager = PluginManager(**_plugin_args(plugins, block))
+    manager = plugin_manager_for(ctx)
     manager.check_names()  # a misspelt --plugins or -p no:NAME stops here, before any work
     set_plugin_manager(manager)
 

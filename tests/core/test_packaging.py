@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -36,15 +37,23 @@ def test_every_package_is_listed_in_pyproject() -> None:
 
 def test_wheel_contains_sample_data_viewer_assets_and_recipes(tmp_path: Path) -> None:
     pytest.importorskip("setuptools")
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True, timeout=300,
-    )
+    egg_info = ROOT / "mmat.egg-info"
+    existed = egg_info.exists()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+            capture_output=True, text=True, timeout=300,
+        )
+    finally:
+        if not existed:
+            # The build writes mmat.egg-info into the source tree; the tests run with the tree on
+            # sys.path, where it would shadow the installed metadata (and its entry points).
+            shutil.rmtree(egg_info, ignore_errors=True)
     assert result.returncode == 0, result.stderr
     names = zipfile.ZipFile(next(tmp_path.glob("mmat-*.whl"))).namelist()
     assert "mmat_plugins/sources/sample_data/samples.jsonl" in names
     assert any(n.startswith("mmat_plugins/sources/sample_data/images/") for n in names)
-    assert "mmat_core/viewer/static/index.html" in names
+    assert "mmat_plugins/viewer/static/index.html" in names
     assert {"mmat_core/recipes/paper.yaml", "mmat_core/recipes/sample.yaml"} <= set(names)
     assert "mmat_schemas/trace.schema.json" in names
     assert any(n.startswith("mmat_schemas/exports/") and n.endswith(".schema.json") for n in names)

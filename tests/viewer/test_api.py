@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mmat_core.viewer.server import ViewerServer
+from mmat_plugins.viewer.server import ViewerServer
 from tests.viewer.conftest import LABEL_BOXES, XSS_QUESTION, BuiltRun
 
 
@@ -205,7 +205,7 @@ def test_paper_comparison_of_a_large_run_is_estimated_from_spread_samples(built_
     import json
     import shutil
 
-    from mmat_core.viewer import catalog
+    from mmat_plugins.viewer import catalog
 
     copy = tmp_path / "run"
     shutil.copytree(built_run.out, copy, ignore=shutil.ignore_patterns("viewer-index.sqlite*"))

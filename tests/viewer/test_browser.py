@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mmat_core.viewer.server import ViewerServer
+from mmat_plugins.viewer.server import ViewerServer
 from tests.viewer.conftest import LABEL_BOXES, XSS_QUESTION, BuiltRun
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mmat_core.viewer.server import ViewerServer
+from mmat_plugins.viewer.server import ViewerServer
 from tests.viewer.conftest import render_receipt
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX FIFOs")
@@ -144,7 +144,7 @@ def test_the_server_still_answers_after_every_hostile_request(hostile: Hostile) 
 
 
 def test_an_image_over_the_size_cap_is_refused(hostile: Hostile, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mmat_core.viewer import dataset
+    from mmat_plugins.viewer import dataset
 
     monkeypatch.setattr(dataset, "MAX_IMAGE_BYTES", len(hostile.good) - 1)
     assert hostile.image("good").status_code == 404

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 
 from mmat_core.store import RunStore
-from mmat_core.viewer.catalog import Catalog, Filters
-from mmat_core.viewer.dataset import Dataset
-from mmat_core.viewer.server import ViewerServer
+from mmat_plugins.viewer.catalog import Catalog, Filters
+from mmat_plugins.viewer.dataset import Dataset
+from mmat_plugins.viewer.server import ViewerServer
 from tests.viewer.conftest import BuiltRun
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 
-@click.command()
+@click.command(short_help="Browse a run or an exported JSONL file in a local web page (samples, boxes, dashboard).")
 @click.argument("target", type=click.Path(exists=True, path_type=Path), metavar="RUN_DIR_OR_FILE")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port to listen on (0: any free port).")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -24,7 +24,7 @@ def view(target: Path, port: int, host: str, index_dir: Path | None, image_roots
          verbose: bool) -> None:
     """Serve a local page over RUN_DIR_OR_FILE: sample list with filters and search, each sample's
     image with its boxes, dialogue, verdicts, RR and ORR, and a dashboard. Ctrl-C stops it."""
-    from mmat_core.viewer.server import ViewerServer
+    from mmat_plugins.viewer.server import ViewerServer
 
     if target.is_file():
         click.echo(f"Indexing {target} ...")

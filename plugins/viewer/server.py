@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
-from mmat_core.viewer.catalog import Catalog, Filters, Indexer
-from mmat_core.viewer.dataset import Dataset, image_bytes, sample_view
+from mmat_plugins.viewer.catalog import Catalog, Filters, Indexer
+from mmat_plugins.viewer.dataset import Dataset, image_bytes, sample_view
 
 if TYPE_CHECKING:
     from mmat_core.plugins import PluginManager
@@ -42,7 +42,7 @@ _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'
 
 
 def _static(name: str) -> bytes:
-    return resources.files("mmat_core.viewer").joinpath("static", name).read_bytes()
+    return resources.files("mmat_plugins.viewer").joinpath("static", name).read_bytes()
 
 
 class _Handler(BaseHTTPRequestHandler):

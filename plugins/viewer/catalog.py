@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmat_core.viewer.dataset import QUARANTINED, Dataset, row_kind, summarise
+from mmat_plugins.viewer.dataset import QUARANTINED, Dataset, row_kind, summarise
 from mmat_core.models import KEPT_STATUSES
 
 INDEX_FILE = "viewer-index.sqlite"
