@@ -295,6 +295,15 @@ class SearchBackend(Component):
     async def aclose(self) -> None:
         """Release connections."""
 
+    @classmethod
+    def build_index(cls, corpus: Path, out: Path, **options: Any) -> dict[str, Any]:
+        """Index ``corpus`` into the file ``out`` ahead of a build (``mmat rag index``) and return
+        what the index holds (at least ``passages``; ``embedding_model`` when it has one). A
+        backend that searches a service has nothing to index and keeps this default."""
+        from mmat_core.errors import ConfigError
+
+        raise ConfigError(f"the {cls.name!r} search backend builds no index; `mmat rag index` is for a local corpus")
+
 
 # --------------------------------------------------------------------------------------------
 # Stage 3: critics

@@ -119,6 +119,10 @@ async def _run_one(backend: Any, tool: Any, args: dict[str, Any], sample: Any, i
     return call.model_dump(mode="json")
 
 
+#: The search backend the ``rag`` commands index and query (the local corpus one).
+RAG_BACKEND = "local"
+
+
 @click.group()
 def rag() -> None:
     """Build and query the local retrieval index."""
@@ -135,11 +139,16 @@ def rag() -> None:
               help="Long documents are cut into passages of about this many characters.")
 def rag_index(corpus: Path, out: Path, embedding_model: str, no_embeddings: bool, passage_chars: int) -> None:
     """Index CORPUS (a JSONL file of {title, text, url} or a folder of .txt/.md) into OUT."""
-    from mmat_plugins.search.local import build_index
+    from typing import cast
 
-    meta = build_index(corpus, out, embedding_model=None if no_embeddings else embedding_model,
-                       passage_chars=passage_chars)
-    dense = f"embeddings by {meta['embedding_model']}" if meta["embedding_model"] else "no embeddings"
+    from mmat_core.components import SearchBackend
+    from mmat_core.plugins import get_plugin_manager
+
+    # The backend comes from the registry by name, as in a build: the core imports no plugin.
+    backend = cast("type[SearchBackend]", get_plugin_manager().get("search", RAG_BACKEND))
+    meta = backend.build_index(corpus, out, embedding_model=None if no_embeddings else embedding_model,
+                               passage_chars=passage_chars)
+    dense = f"embeddings by {meta['embedding_model']}" if meta.get("embedding_model") else "no embeddings"
     click.echo(f"indexed {meta['passages']} passage(s) from {corpus} into {out} ({dense})")
 
 
@@ -151,8 +160,13 @@ def rag_index(corpus: Path, out: Path, embedding_model: str, no_embeddings: bool
 @click.option("--rerank", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
 def rag_search(query: str, index: str | None, corpus: str | None, k: int, rerank: str) -> None:
     """Search the local corpus for QUERY and print the hits as JSON."""
-    from mmat_plugins.search.local import LocalCorpusSearch
-
-    backend = LocalCorpusSearch(index=index, corpus=corpus, rerank=rerank)
-    hits = backend.search_blocking(query, k)
+    backend = _make("search", {"name": RAG_BACKEND, "index": index, "corpus": corpus, "rerank": rerank}, "search")
+    hits = asyncio.run(_search_once(backend, query, k))
     click.echo(json.dumps([hit.model_dump(mode="json") for hit in hits], indent=2, ensure_ascii=False))
+
+
+async def _search_once(backend: Any, query: str, k: int) -> list[Any]:
+    try:
+        return list(await backend.search(query, k))
+    finally:
+        await backend.aclose()

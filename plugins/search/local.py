@@ -290,6 +290,11 @@ class LocalCorpusSearch(SearchBackend):
         return [SearchHit(title=t, snippet=x if len(x) <= cut else x[: cut - 3] + "...", url=u, score=round(s, 4))
                 for t, x, u, s in scored[:k]]
 
+    @classmethod
+    def build_index(cls, corpus: Path, out: Path, **options: Any) -> dict[str, Any]:
+        """A persistent index of ``corpus`` at ``out`` (``mmat rag index``): see :func:`build_index`."""
+        return build_index(corpus, out, **options)
+
     async def search(self, query: str, k: int) -> list[SearchHit]:
         """The ``k`` best passages for ``query``, off the event loop."""
         return await asyncio.to_thread(self.search_blocking, query, k)
