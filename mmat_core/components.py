@@ -25,6 +25,7 @@ from mmat_core.models import (
     ImageRef,
     ModelCall,
     Rejected,
+    RunManifest,
     SearchHit,
     SourceSample,
     Trace,
@@ -356,8 +357,17 @@ class FormatContext:
 
     tools: list[ToolInfo] = field(default_factory=list)
     rag_enabled: bool = True
+    #: Where relative image paths of the traces are resolved when a formatter reads image bytes.
     image_root: Path | None = None
-    run_info: dict[str, Any] = field(default_factory=dict)
+    #: The run directory being formatted (None for traces that come from elsewhere).
+    run_dir: Path | None = None
+    #: The run's image store: the bytes of images known by their hash (None outside a run).
+    images: ImageStore | None = None
+    #: The run's manifest (run.json) as decided before the outputs are written; None when the
+    #: run has none (an imported run, a run that never finished).
+    manifest: RunManifest | None = None
+    #: An RR system prompt to write verbatim instead of mmat's (an imported run keeps its own).
+    rr_system: str | None = None
 
 
 class TraceWriter(Protocol):

@@ -13,6 +13,7 @@ third parties get validated :class:`~mmat_core.models.Trace` objects as before.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,9 +22,12 @@ from typing import Any
 
 from mmat_core.components import FormatContext, Formatter, ToolInfo
 from mmat_core.errors import ConfigError
-from mmat_core.models import TRACE_SCHEMA_VERSION, Rejected, Trace, Usage
+from mmat_core.images import ImageStore
+from mmat_core.models import TRACE_SCHEMA_VERSION, Rejected, RunManifest, Trace, Usage
 from mmat_core.store import STORE_FILE, RunStore
 from mmat_core.writers import AtomicFile, dumps_line, loads, write_all
+
+log = logging.getLogger("mmat.export")
 
 #: Run-store metadata key holding the formatter context a run was (or would be) formatted with.
 FORMAT_CONTEXT_KEY = "format_context"
@@ -48,8 +52,8 @@ def context_to_meta(ctx: FormatContext) -> dict[str, Any]:
         "tools": [{"name": t.name, "label": t.label, "description": t.description} for t in ctx.tools],
         "rag_enabled": ctx.rag_enabled,
     }
-    if ctx.run_info.get("rr_system"):
-        meta["rr_system"] = ctx.run_info["rr_system"]
+    if ctx.rr_system:
+        meta["rr_system"] = ctx.rr_system
     return meta
 
 
@@ -57,7 +61,7 @@ def context_from_meta(meta: dict[str, Any]) -> FormatContext:
     """A formatter context from its stored JSON."""
     ctx = FormatContext(tools=[ToolInfo(**tool) for tool in meta.get("tools", [])], rag_enabled=bool(meta.get("rag_enabled", True)))
     if meta.get("rr_system"):
-        ctx.run_info["rr_system"] = meta["rr_system"]
+        ctx.rr_system = str(meta["rr_system"])
     return ctx
 
 
@@ -96,11 +100,23 @@ def run_format_context(store: RunStore, run_dir: Path, plugins: Any = None) -> F
             raise ConfigError("the run store holds neither a config nor a format context; "
                               "was it written by `mmat build` or `mmat import-rr`?", file=str(store.path))
         ctx = context_from_config(config, plugins)
-    ctx.run_info["run_dir"] = str(run_dir)
-    manifest_path = run_dir / "run.json"
-    if manifest_path.exists():
-        ctx.run_info["manifest"] = loads(manifest_path.read_bytes())
+    ctx.run_dir = run_dir
+    ctx.images = ImageStore(run_dir / "images")
+    ctx.manifest = read_manifest(run_dir)
     return ctx
+
+
+def read_manifest(run_dir: Path) -> RunManifest | None:
+    """The run's ``run.json``, or None when it has none or it is not a manifest (a run that never
+    finished, a file written by hand): an export then goes on without it."""
+    path = run_dir / "run.json"
+    try:
+        return RunManifest.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        log.warning("%s is not a readable run manifest (%s); exporting without it", path, exc)
+        return None
 
 
 def open_store(run_dir: Path) -> RunStore:

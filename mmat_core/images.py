@@ -224,13 +224,19 @@ class ImageStore:
                 if sha256_bytes(data) != ref.sha256:
                     raise ImageError("image_changed", f"{ref.path} no longer matches its hash")
                 return data
-        if self.blob_dir is not None and _is_sha256(ref.sha256):
-            for candidate in (self.blob_dir / ref.sha256[:2]).glob(f"{ref.sha256}*"):
-                data = read_regular_file(candidate, self.max_bytes, self.timeout_s)
-                if sha256_bytes(data) != ref.sha256:
-                    raise ImageError("image_changed", f"{candidate} no longer matches its hash")
-                return data
+        for candidate in self.blob_paths(ref.sha256):
+            data = read_regular_file(candidate, self.max_bytes, self.timeout_s)
+            if sha256_bytes(data) != ref.sha256:
+                raise ImageError("image_changed", f"{candidate} no longer matches its hash")
+            return data
         raise ImageError("image_missing", ref.path or ref.sha256)
+
+    def blob_paths(self, sha256: str) -> list[Path]:
+        """The files of the blob folder that hold the bytes of ``sha256`` (any suffix), in name
+        order; none without a blob folder or for a value that is not a SHA-256 (never a pattern)."""
+        if self.blob_dir is None or not _is_sha256(sha256):
+            return []
+        return sorted((self.blob_dir / sha256[:2]).glob(f"{sha256}*"))
 
 
 def _is_sha256(value: str) -> bool:

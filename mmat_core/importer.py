@@ -275,7 +275,7 @@ class RRReader:
             if ctx is None:
                 # Not mmat's wording: keep the prompt verbatim so RR is reproduced byte for byte.
                 ctx = FormatContext()
-                ctx.run_info["rr_system"] = system
+                ctx.rr_system = system
             self._system, self.context = system, ctx
         elif system != self._system:
             raise ImportProblem("system_prompt_differs", "every line of an import must share one system prompt; "

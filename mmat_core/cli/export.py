@@ -106,5 +106,5 @@ def import_rr(files: tuple[Path, ...], out_dir: Path, source: str, image_root: P
                + (f" (reasons in {out_dir / 'quarantine.jsonl'})" if result.rejected else ""))
     if result.context is not None:
         tools = ", ".join(t.name for t in result.context.tools) or "none"
-        wording = "mmat's RR prompt" if "rr_system" not in result.context.run_info else "a custom system prompt (kept verbatim)"
+        wording = "mmat's RR prompt" if result.context.rr_system is None else "a custom system prompt (kept verbatim)"
         click.echo(f"  system prompt: {wording}; operators: {tools}; retrieval {'on' if result.context.rag_enabled else 'off'}")

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
@@ -32,7 +30,9 @@ from mmat_core.components import ComponentOptions, Executor
 from mmat_core.errors import ConfigError, MmatError
 
 if TYPE_CHECKING:
-    from mmat_core.pipeline import Pipeline, RunResult
+    from mmat_core.pipeline import Pipeline
+    from mmat_core.run import RunResult
+    from mmat_core.store import RunStore
 
 #: Option names (anywhere under ``engine``, ``llm`` and ``llm_engine``) that are limits shared by the whole run.
 RATE_LIMIT_KEYS = frozenset({
@@ -83,75 +83,32 @@ def shard_dir(out_dir: Path, index: int) -> Path:
 
 def run_shard(config: dict[str, Any], allow: list[str] | None, block: list[str], out_dir: str, index: int,
               count: int) -> dict[str, Any]:
-    """Build one shard in this process (the body of a Ray task); returns its counters."""
+    """Build one shard in this process (the body of a Ray task): the run phases *prepare* (with
+    the shard and the worker's own folder) and *generate*; returns its counts and engine totals
+    (JSON, for the driver)."""
     from mmat_core.config import PipelineConfig
-    from mmat_core.pipeline import LocalRun, Pipeline
+    from mmat_core.pipeline import Pipeline
     from mmat_core.plugins import PluginManager, set_plugin_manager
+    from mmat_core.run import Shard, close, generate, prepare, run_gc
 
     manager = PluginManager(allow=allow, block=block)
     set_plugin_manager(manager)
     pipeline = Pipeline.from_config(PipelineConfig.model_validate(config), plugins=manager)
     root = Path(out_dir)
-    run = LocalRun(pipeline, root, shard=(index, count), work_dir=shard_dir(root, index), publish=False)
-    asyncio.run(run.run())
-    client = run.client
-    stats = getattr(getattr(client, "scheduler", None), "stats", None)
-    return {
-        "index": index,
-        "counts": dict(run.counts),
-        "model_calls": run.model_calls,
-        "tool_errors": run.tool_errors,
-        "client": _numbers(client),
-        "stats": _numbers(stats),
-        "usage_by_stage": {k: u.model_dump() for k, u in (getattr(client, "usage_by_stage", None) or {}).items()},
-    }
+
+    async def build() -> dict[str, Any]:
+        run = prepare(pipeline, root, shard=Shard(index, count), work_dir=shard_dir(root, index))
+        try:
+            await generate(run)
+            return {"index": index, "counts": dict(run.counts), "engine": run.engine_totals().model_dump(mode="json")}
+        finally:
+            await close(run)
+
+    with run_gc(pipeline.config.engine.gc_threshold):
+        return asyncio.run(build())
 
 
-def _numbers(obj: Any) -> dict[str, float]:
-    """The numeric attributes of an object (a client's or a scheduler's counters)."""
-    if obj is None:
-        return {}
-    items = vars(obj).items() if hasattr(obj, "__dict__") else ()
-    return {k: v for k, v in items if isinstance(v, (int, float)) and not isinstance(v, bool) and not k.startswith("_")}
-
-
-class Totals:
-    """Counters summed over workers, read like the engine client the run report is built from
-    (an attribute no worker reported reads as 0)."""
-
-    def __init__(self, values: dict[str, float], **children: Any) -> None:
-        self._values = values
-        self._children = children
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        if name in self._children:
-            return self._children[name]
-        return self._values.get(name, 0)
-
-    @classmethod
-    def over(cls, reports: list[dict[str, Any]]) -> Totals:
-        """The totals of the workers' reports."""
-        from mmat_core.models import Usage
-
-        def add(key: str) -> dict[str, float]:
-            total: dict[str, float] = {}
-            for report in reports:
-                for name, value in report[key].items():
-                    total[name] = total.get(name, 0) + value
-            return total
-
-        usage: dict[str, Usage] = {}
-        for report in reports:
-            for stage, data in report["usage_by_stage"].items():
-                usage.setdefault(stage, Usage()).add(Usage.model_validate(data))
-        client = add("client")
-        client["calls_made"] = sum(r["model_calls"] for r in reports)
-        return cls(client, scheduler=cls({}, stats=cls(add("stats"))), usage_by_stage=usage)
-
-
-def merge_shards(store: Any, out_dir: Path) -> int:
+def merge_shards(store: RunStore, out_dir: Path) -> int:
     """Merge every worker store under ``out_dir/shards`` into ``store`` (lowest index first), then
     delete the worker stores (their caches stay for the next run); returns samples merged."""
     from mmat_core.store import STORE_FILE
@@ -195,22 +152,29 @@ class RayExecutor(Executor):
         return max(1, int(ray.cluster_resources().get("CPU", 1) // self.options.cpus_per_worker))
 
     def execute(self, pipeline: Pipeline, out_dir: Path) -> RunResult:
-        """Run ``pipeline`` into ``out_dir`` on Ray and return its RunResult."""
-        from mmat_core.pipeline import LocalRun, RunResult
-        from mmat_core.resume import prepare_resume
+        """Run ``pipeline`` into ``out_dir`` on Ray and return its RunResult: the run phases
+        *resume* (here), *prepare* and *generate* (in each worker, on its shard), then *decide
+        the manifest* and *publish* over the merged store (here), as the local executor does."""
+        from mmat_core.run import (
+            EngineTotals,
+            RunResult,
+            decide_manifest,
+            publish_outputs,
+            resume,
+            run_image_store,
+            utc_now,
+            write_manifest,
+        )
         from mmat_core.store import RunStore
-        from mmat_core.writers import write_json_atomic
 
         started = time.monotonic()
-        started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        started_at = utc_now()
         out_dir.mkdir(parents=True, exist_ok=True)
         config = pipeline.config
         store = RunStore.open(out_dir)
         try:
             merge_shards(store, out_dir)  # what a crashed earlier run finished
-            plan = prepare_resume(store, config, run_dir=out_dir)
-            store.clear_rejected()  # worker 0 reads the whole stream and records them again
-            store.set_meta("complete", False)
+            plan = resume(store, config, out_dir)  # worker 0 reads the whole stream and records rejects again
             if plan.applied_change:
                 self._resequence(pipeline, store)
         finally:
@@ -236,33 +200,25 @@ class RayExecutor(Executor):
                     "on a cluster the run directory must be on storage every node shares (NFS, a mounted bucket); "
                     "the finished work is in each node's copy of that folder"
                 )
-            run = LocalRun(pipeline, out_dir)
             retired = store.drop_retired()
-            run.counts = {
+            counts = {
                 "read": reports[0]["counts"].get("read", 0),
                 "rejected": reports[0]["counts"].get("rejected", 0),
-                "generated": sum(r["counts"].get("generated", 0) for r in reports),
+                "generated": generated,
                 "skipped_finished": sum(r["counts"].get("skipped_finished", 0) for r in reports),
                 "workers": count,
                 "config_changes_applied": len(plan.changes),
                 **({"retired_by_config_change": len(retired)} if retired else {}),
             }
-            store.set_meta("stream_total", run.counts["read"])
-            generation_s = time.monotonic() - started
-            outputs = run._write_outputs(store)
-            tool_errors: dict[str, int] = {}
-            for report in reports:
-                for name, n in report["tool_errors"].items():
-                    tool_errors[name] = tool_errors.get(name, 0) + n
-            client = Totals.over(reports)
-            runner = SimpleNamespace(errors=tool_errors)
-            manifest = run._manifest(store, client, runner, started_at, generation_s,  # type: ignore[arg-type]
-                                     time.monotonic() - started, outputs)
-            write_json_atomic(out_dir / "run.json", manifest.model_dump(mode="json"))
-            store.set_meta("complete", True)
+            store.set_meta("stream_total", counts["read"])
+            engine = EngineTotals.sum([EngineTotals.model_validate(r["engine"]) for r in reports])
+            manifest = decide_manifest(pipeline, store, counts, engine, started_at=started_at,
+                                       generation_s=time.monotonic() - started)
+            published = publish_outputs(pipeline, store, out_dir, manifest, run_image_store(out_dir, config))
+            manifest = write_manifest(out_dir, store, manifest, published, total_s=time.monotonic() - started)
         finally:
             store.close()
-        return RunResult(out_dir, manifest, outputs)
+        return RunResult(out_dir, manifest, published.files)
 
     @staticmethod
     def _resequence(pipeline: Any, store: Any) -> None:

@@ -53,7 +53,7 @@ def image_bytes(image: Mapping[str, Any], ctx: FormatContext, image_root: str | 
     """The bytes and MIME type of one image of a trace, or :class:`SkipTrace` with the reason.
 
     Looks at the recorded path (relative paths against ``image_root`` or the context's image root),
-    then at the run's content-addressed blob folder. A recorded hash is checked.
+    then in the run's image store (``ctx.images``) by content hash. A recorded hash is checked.
     """
     from mmat_core.images import ImageError, read_regular_file, sha256_bytes
 
@@ -65,9 +65,8 @@ def image_bytes(image: Mapping[str, Any], ctx: FormatContext, image_root: str | 
         for root in (image_root, ctx.image_root):
             if root and not os.path.isabs(path):
                 candidates.append(Path(root) / path)
-    run_dir = ctx.run_info.get("run_dir")
-    if sha and run_dir:
-        candidates.extend(sorted((Path(run_dir) / "images" / sha[:2]).glob(f"{sha}*")))
+    if sha and ctx.images is not None:
+        candidates.extend(ctx.images.blob_paths(sha))
     for candidate in candidates:
         if candidate.is_file():
             try:  # the one safe reader: regular files only, size-capped (see read_regular_file)
@@ -120,5 +119,5 @@ def view_system(view: str, ctx: FormatContext) -> str:
     from mmat_core import prompts
 
     if view == "rr":
-        return str(ctx.run_info.get("rr_system") or prompts.rr_system(ctx.tools, ctx.rag_enabled))
+        return ctx.rr_system or prompts.rr_system(ctx.tools, ctx.rag_enabled)
     return prompts.orr_system()

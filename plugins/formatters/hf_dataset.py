@@ -246,7 +246,7 @@ def dataset_card(formatter: HFDatasetFormatter, ctx: FormatContext, stats: _Card
     import yaml
 
     opts = formatter.options
-    manifest = ctx.run_info.get("manifest") or {}
+    manifest = ctx.manifest
     total_rows = sum(split_counts.values())
     header = {
         "pretty_name": opts.pretty_name or f"MMAT {opts.view.upper()} data",
@@ -281,15 +281,15 @@ def dataset_card(formatter: HFDatasetFormatter, ctx: FormatContext, stats: _Card
             ("kept (kept + reflected + flagged)", kept),
             *[(f"status {s}", n) for s, n in sorted(stats.status.items())],
             ("rows exported", total_rows),
-            ("rejected at the source", manifest.get("counts", {}).get("rejected", "not recorded")),
+            ("rejected at the source", manifest.counts.get("rejected", "not recorded") if manifest is not None else "not recorded"),
             ("tokens", stats.tokens),
             ("cost (USD)", f"{stats.cost:.4f}"),
             ("cost per kept sample (USD)", f"{stats.cost / kept:.6f}" if kept else "-"),
         ]),
     ]
-    if manifest:
+    if manifest is not None:
         parts.append("## Run\n" + _table(("field", "value"), [
-            ("run id", manifest.get("run_id", "")), ("mmat version", manifest.get("mmat_version", "")),
-            ("config hash", manifest.get("config_hash", "")), ("finished at", manifest.get("finished_at", "")),
+            ("run id", manifest.run_id), ("mmat version", manifest.mmat_version),
+            ("config hash", manifest.config_hash), ("finished at", manifest.finished_at or ""),
         ]))
     return "\n\n".join(parts) + "\n"

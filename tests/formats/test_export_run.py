@@ -132,3 +132,17 @@ def test_a_failure_mid_export_publishes_no_file(run_dir: Path, tmp_path: Path) -
     with pytest.raises(RuntimeError, match="disk full"):
         export_run(run_dir, ["rr", Broken()], tmp_path / "out")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_build_and_export_write_the_same_dataset_card(tmp_path: Path) -> None:
+    from mmat_core import Pipeline
+
+    run = tmp_path / "run"
+    Pipeline(source={"name": "sample", "limit": 3}, llm="offline", tools=["ocr"], critics=[],
+             formatters=["rr", "hf_dataset"]).run(run)
+    card = run / "hf_dataset_rr" / "README.md"
+    built = card.read_bytes()
+    assert b"## Run" in built  # the build's card already knows its run (id, version, config hash)
+    result = CliRunner().invoke(main, ["export", str(run), "-f", "hf_dataset", "--out", str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "again" / "hf_dataset_rr" / "README.md").read_bytes() == built

@@ -70,7 +70,7 @@ def test_a_custom_system_prompt_is_kept_verbatim(tmp_path: Path) -> None:
     source.write_text(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
     result = import_rr([source], tmp_path / "run")
     export_run(tmp_path / "run", ["rr"], tmp_path / "out")
-    assert result.context is not None and result.context.run_info["rr_system"].startswith("My own")
+    assert result.context is not None and result.context.rr_system.startswith("My own")
     assert (tmp_path / "out" / "rr.jsonl").read_bytes() == source.read_bytes()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,16 +201,16 @@ def test_a_large_run_formats_in_worker_processes_and_gives_the_same_files(
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))  # the stubs, for the workers
     several = tmp_path / "several"
-    from mmat_core.pipeline import LocalRun
+    from mmat_core.run import phases
 
-    parallel = LocalRun._write_outputs_parallel
+    parallel = phases.publish_in_processes
     used: list[int] = []
 
-    def spy(self: LocalRun, store: RunStore, ctx: object, workers: int) -> object:
+    def spy(formatters: list[Any], store: RunStore, out_dir: Path, ctx: Any, workers: int, tally: Any) -> dict[str, Path]:
         used.append(workers)
-        return parallel(self, store, ctx, workers)  # type: ignore[arg-type]
+        return parallel(formatters, store, out_dir, ctx, workers, tally)
 
-    monkeypatch.setattr(LocalRun, "_write_outputs_parallel", spy)
+    monkeypatch.setattr(phases, "publish_in_processes", spy)
     result = build(stub_manager, several, count=60).run(several)
     assert used == [2]
     for name in ("rr.jsonl", "orr.jsonl", "quarantine.jsonl"):
@@ -227,18 +228,18 @@ def test_a_build_whose_formatting_cannot_go_to_workers_formats_in_its_own_proces
     import os
 
     from mmat_core import exporter
-    from mmat_core.pipeline import LocalRun
+    from mmat_core.run import phases
 
     one = tmp_path / "one"
     build(stub_manager, one, count=30).run(one)
     monkeypatch.setattr(exporter, "PARALLEL_MIN_TRACES", 1)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
 
-    def unpicklable(self: LocalRun, store: RunStore, ctx: object, workers: int) -> object:
-        self.usage.add_data({"calls": 1000})  # partly counted before failing: must not stay counted
+    def unpicklable(formatters: list[Any], store: RunStore, out_dir: Path, ctx: Any, workers: int, tally: Any) -> dict[str, Path]:
+        tally.usage.add_data({"calls": 1000})  # partly counted before failing: must not stay counted
         raise TypeError("cannot pickle 'local' object")
 
-    monkeypatch.setattr(LocalRun, "_write_outputs_parallel", unpicklable)
+    monkeypatch.setattr(phases, "publish_in_processes", unpicklable)
     again = tmp_path / "again"
     result = build(stub_manager, again, count=30).run(again)
     assert (again / "rr.jsonl").read_bytes() == (one / "rr.jsonl").read_bytes()
