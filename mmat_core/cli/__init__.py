@@ -37,8 +37,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tool": ("mmat_core.cli.tools:tool", "Run one operator on one image for debugging (`mmat tool run NAME IMAGE`)."),
     "rag": ("mmat_core.cli.tools:rag", "Build (`mmat rag index`) and query the local retrieval index."),
     "train": ("mmat_core.cli.train:train", "Fine-tune a VLM on RR/ORR data (hf-lora, or the paper's ms-swift run)."),
-    "infer": ("mmat_core.cli.train:infer", "Answer a question about an image with a tuned model and its tools."),
-    "eval": ("mmat_core.cli.train:evaluate", "Score a model (plain, RR runtime or ORR) on a QA file with answers."),
 }
 
 

@@ -1,10 +1,8 @@
-"""``mmat train``, ``mmat infer`` and ``mmat eval``: from built data to a tuned model, and back to
-answers with tools."""
+"""``mmat train``: fine-tune a model on built data with a trainer plugin. (``mmat infer`` and
+``mmat eval`` are commands of the built-in plugins ``agent`` and ``evaluation``.)"""
 
 from __future__ import annotations
 
-import json
-import os
 import shlex
 from pathlib import Path
 from typing import Any
@@ -24,10 +22,6 @@ def _parse_set(items: tuple[str, ...]) -> dict[str, Any]:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
         values[key.strip()] = yaml.safe_load(value) if value else ""
     return values
-
-
-def _split(value: str | None) -> list[str]:
-    return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
 @click.command()
@@ -76,91 +70,3 @@ def train(trainer: str, data: tuple[Path, ...], model: str, out: Path, preset: s
             click.echo(f"  {key.replace('_', ' ')}: {extra[key]}")
     if extra.get("rejected"):
         click.echo(f"  {extra['rejected']} record(s) quarantined: {out / 'quarantine.jsonl'}")
-
-
-def _model_options(func: Any) -> Any:
-    options = [
-        click.option("--model", required=True, help="Model name at the endpoint, or a local model / adapter folder."),
-        click.option("--endpoint", help="OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1 for vLLM). "
-                     "Without it the model is loaded with transformers."),
-        click.option("--adapter", help="LoRA adapter folder to load on top of a local model."),
-        click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="Environment variable with the endpoint's key."),
-        click.option("--mode", type=click.Choice(["rr", "orr", "plain"]), default="rr", show_default=True,
-                     help="rr: multi-turn with tools; orr: tool outputs first, one turn; plain: question only."),
-        click.option("--tools", default="image_caption,ocr,face_detection", show_default=True, help="Operators to enable (comma-separated)."),
-        click.option("--extra-operators", default="", help="Operators the model was not trained with, announced in the question."),
-        click.option("--search", help="Search backend for <RAG> (e.g. local); none by default."),
-        click.option("--corpus", type=click.Path(exists=True, path_type=Path), help="Corpus for the local search backend."),
-        click.option("--max-turns", type=int, default=8, show_default=True, help="Turn cap of the RR loop."),
-        click.option("--max-tokens", type=int, default=1024, show_default=True, help="Tokens per reply."),
-        click.option("--device", default="auto", show_default=True, help="Device of a local model."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _runtime(model: str, endpoint: str | None, adapter: str | None, api_key_env: str, mode: str, tools: str,
-             extra_operators: str, search: str | None, corpus: Path | None, max_turns: int, max_tokens: int, device: str) -> Any:
-    from mmat_core.runtime import AgentRuntime, open_chat_model
-
-    chat = open_chat_model(model, endpoint=endpoint, adapter=adapter, api_key=os.environ.get(api_key_env),
-                           max_tokens=max_tokens, device=device)
-    search_spec: dict[str, Any] | None = None
-    if search:
-        search_spec = {"name": search, **({"corpus": str(corpus)} if corpus else {})}
-    elif corpus:
-        search_spec = {"name": "local", "corpus": str(corpus)}
-    return AgentRuntime.from_names(chat, tools=_split(tools), search=search_spec, extra_operators=_split(extra_operators),
-                                   mode=mode, max_turns=max_turns)
-
-
-@click.command()
-@_model_options
-@click.option("--image", "images", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Image file (repeatable).")
-@click.option("--question", required=True, help="The question about the image.")
-@click.option("--constraint", default="", help="Response-style suffix, e.g. 'Answer the question using a single word or phrase.'")
-@click.option("--trace", "trace_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the full Trace as JSON here.")
-@click.option("--json", "as_json", is_flag=True, help="Print answer, dialogue and trace as JSON.")
-def infer(images: tuple[Path, ...], question: str, constraint: str, trace_out: Path | None, as_json: bool, **model_args: Any) -> None:
-    """Answer a question about an image with a tuned model, calling its tools."""
-    from mmat_core.writers import write_json_atomic
-
-    runtime = _runtime(**model_args)
-    result = runtime.run(list(images), question, constraint=constraint)
-    trace = result.trace.model_dump(mode="json")
-    if trace_out:
-        write_json_atomic(trace_out, trace)
-    if as_json:
-        click.echo(json.dumps({"answer": result.answer, "messages": result.messages, "trace": trace}, ensure_ascii=False, indent=2))
-        return
-    for step in result.trace.steps:
-        click.echo(f"[{step.signal}] {step.thought}")
-        for call in step.tool_calls:
-            click.echo(f"    {call.name}: {call.result}")
-        if step.rag is not None:
-            click.echo(f"    rag '{step.rag.query}': {step.rag.result}")
-    if result.trace.failure:
-        raise ConfigError(f"the run failed: {result.trace.failure}")
-    click.echo(f"Answer: {result.answer}")
-
-
-@click.command(name="eval")
-@_model_options
-@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Benchmark JSONL: question, answers (or answer), image(s), optional constraint/metric/choices.")
-@click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-@click.option("--limit", type=int, help="Evaluate only the first N questions.")
-@click.option("--concurrency", type=int, default=4, show_default=True, help="Questions in flight at once (endpoint models).")
-def evaluate(data: Path, out: Path, limit: int | None, concurrency: int, **model_args: Any) -> None:
-    """Score a model (plain, RR runtime or ORR) on a QA file with answers."""
-    from mmat_core.evaluation import evaluate as run_eval
-    from mmat_core.evaluation import summary_table
-
-    runtime = _runtime(**model_args)
-    if model_args.get("endpoint") is None:
-        concurrency = 1  # a local model answers one question at a time anyway
-    result = run_eval(runtime, data, out, limit=limit, concurrency=concurrency)
-    click.echo(summary_table(result, runtime.mode, runtime.model.name))
-    click.echo(f"\nWritten to {out}: predictions.jsonl, traces.jsonl, summary.json, summary.md")

@@ -15,7 +15,7 @@ from mmat_core.engine.tools import ToolRunner
 from mmat_core.formatting import orr_messages, rr_messages
 from mmat_core.images import ImageStore, image_ref_from_file
 from mmat_core.models import SourceSample, Trace, Verdict
-from mmat_core.runtime.parsing import parse_answer, parse_step
+from mmat_plugins.agent.parsing import parse_answer, parse_step
 from tests.fakes.vlm_server import step
 from tests.loop.test_rationale_loop import FINAL, QUESTION, Harness, files, servers, vlm  # noqa: F401 (fixtures)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mmat_core import formatting, prompts
-from mmat_core.runtime import AgentRuntime, OpenAIChatModel
+from mmat_plugins.agent import AgentRuntime, OpenAIChatModel
 from tests.fakes.openai_server import FakeOpenAIServer, RecordedRequest, Reply
 from tests.runtime.conftest import assistant_turns, scripted, user_texts
 

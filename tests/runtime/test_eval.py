@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from mmat_core.cli import main
-from mmat_core.evaluation import evaluate, read_bench
-from mmat_core.runtime import AgentRuntime, OpenAIChatModel
+from mmat_plugins.evaluation.scoring import evaluate, read_bench
+from mmat_plugins.agent import AgentRuntime, OpenAIChatModel
 from tests.fakes.openai_server import FakeOpenAIServer, RecordedRequest, Reply
 from tests.runtime.conftest import scripted, user_texts
 
@@ -102,7 +102,7 @@ def test_local_model_loads_an_hf_lora_adapter_folder_and_runs_the_loop(tmp_path:
     from mmat_plugins.trainers.hf_lora import HFLoraTrainer
     from mmat_plugins.trainers.tiny import build_tiny_vlm
 
-    from mmat_core.runtime import TransformersChatModel
+    from mmat_plugins.agent import TransformersChatModel
     from tests.train.records import write_training_files
 
     rr, _ = write_training_files(tmp_path / "data", count=4)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mmat_core.runtime.parsing import clean_final_answer, parse_answer, parse_step
+from mmat_plugins.agent.parsing import clean_final_answer, parse_answer, parse_step
 
 
 def test_full_step_is_read_tag_by_tag() -> None:

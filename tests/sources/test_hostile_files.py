@@ -270,7 +270,7 @@ def test_an_export_skips_an_image_over_the_size_cap_without_reading_it(tmp_path:
 
 @pytest.mark.timeout(60)
 def test_the_runtime_refuses_a_fifo_as_an_image(tmp_path: Path) -> None:
-    from mmat_core.runtime.chat import data_url
+    from mmat_plugins.agent.chat import data_url
 
     os.mkfifo(tmp_path / "pipe.png")
     with pytest.raises(ImageError) as caught:

@@ -10,7 +10,7 @@ A benchmark file is JSON Lines, one question a line::
 relative image paths are resolved against the file's folder. Rows that do not validate, or whose
 image is missing, are quarantined with a reason and the run goes on.
 
-Each question is answered by :class:`mmat_core.runtime.AgentRuntime` in the chosen mode (``plain``,
+Each question is answered by :class:`mmat_plugins.agent.AgentRuntime` in the chosen mode (``plain``,
 ``rr`` or ``orr``) and scored with the ``answer_match`` metrics (the metric a row names, else the
 one its source or task type calls for). Written to the output folder:
 
@@ -35,7 +35,7 @@ from mmat_core import prompts
 from mmat_core.errors import ConfigError
 from mmat_core.images import ImageError
 from mmat_core.models import Rejected, SourceSample
-from mmat_core.runtime.agent import AgentResult, AgentRuntime
+from mmat_plugins.agent.agent import AgentResult, AgentRuntime
 from mmat_core.writers import AtomicFile, dumps_line, write_json_atomic
 
 ProgressCallback = Callable[[int, int], None]

@@ -32,8 +32,8 @@ from mmat_core.errors import ConfigError
 from mmat_core.images import ImageStore, image_ref_from_file
 from mmat_core.models import ModelCall, Provenance, SourceSample, Step, Trace, Usage
 from mmat_core.plugins import PluginManager, get_plugin_manager, mmat_version
-from mmat_core.runtime.chat import ChatModel, ChatModelClient, ChatTurn
-from mmat_core.runtime.parsing import clean_final_answer, parse_answer, parse_step
+from mmat_plugins.agent.chat import ChatModel, ChatModelClient, ChatTurn
+from mmat_plugins.agent.parsing import clean_final_answer, parse_answer, parse_step
 
 Mode = Literal["rr", "orr", "plain"]
 MODES: tuple[str, ...] = ("rr", "orr", "plain")
