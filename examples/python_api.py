@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from mmat_core import Pipeline
-from mmat_core.plugins import get_plugin_manager
+from mmat_core import Pipeline, get_plugin_manager
 
 
 def main(out_dir: str = "runs/api-demo") -> int:

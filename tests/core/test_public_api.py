@@ -67,3 +67,21 @@ def test_the_built_in_plugins_use_the_core_source_and_formatter_helpers() -> Non
 
     assert issubclass(TabMWPSource, mmat_core.RecordSource)
     assert issubclass(RRFormatter, mmat_core.ViewFormatter)
+
+
+ROOT = INIT.parent.parent
+
+
+def test_the_authoring_guide_lists_every_public_name() -> None:
+    guide = (ROOT / "docs" / "plugins" / "authoring.md").read_text(encoding="utf-8")
+    listing = guide.split("## Public API", 1)[1]
+    assert [name for name in mmat_core.__all__ if f"`{name}`" not in listing] == []
+
+
+def test_the_authoring_guide_and_the_example_plugin_import_only_from_mmat_core() -> None:
+    guide = (ROOT / "docs" / "plugins" / "authoring.md").read_text(encoding="utf-8")
+    example = (ROOT / "examples" / "mmat-plugin-example" / "mmat_plugin_example" / "__init__.py").read_text(encoding="utf-8")
+    code = "\n".join(block.split("\n", 1)[1] for block in guide.split("```python")[1:])
+    lines = [line.strip() for text in (code, example) for line in text.splitlines()
+             if line.strip().startswith(("from mmat", "import mmat"))]
+    assert lines and all(line.startswith("from mmat_core import") for line in lines), lines

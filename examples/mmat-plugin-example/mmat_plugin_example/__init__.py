@@ -12,9 +12,17 @@ from typing import Any
 
 from pydantic import Field
 
-from mmat_core import hookimpl
-from mmat_core.components import ComponentOptions, Critic, CriticContext, Tool, ToolContext, ToolOutput
-from mmat_core.models import Trace, Verdict
+from mmat_core import (
+    ComponentOptions,
+    Critic,
+    CriticContext,
+    Tool,
+    ToolContext,
+    ToolOutput,
+    Trace,
+    Verdict,
+    hookimpl,
+)
 
 __version__ = "0.2.0"
 
