@@ -22,8 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from mmat_core.components import (
     Component,
     Critic,
@@ -35,27 +33,17 @@ from mmat_core.components import (
     Source,
     Tool,
 )
-from mmat_core.config import ComponentSpec, PipelineConfig, validation_error
+from mmat_core.config import ComponentSpec, PipelineConfig
 from mmat_core.curation import Curator
 from mmat_core.errors import ConfigError, DiskFullError
 from mmat_core.models import Rejected, SourceSample
 from mmat_core.plugins import PluginManager, get_plugin_manager
+from mmat_core.run.assembly import ComponentArg, create_component
 from mmat_core.run.context import ProgressCallback, RunResult
 from mmat_core.run.local import run_local
 from mmat_core.rundir import RunDirLock, check_run_dir, command_line
 
 __all__ = ["ComponentArg", "LocalRun", "Pipeline", "ProgressCallback", "RunResult", "create_component", "disk_full_error"]
-
-ComponentArg = str | dict[str, Any] | Component
-
-
-def _as_spec(arg: ComponentArg | ComponentSpec) -> ComponentSpec | Component:
-    if isinstance(arg, (Component, ComponentSpec)):
-        return arg
-    if isinstance(arg, str):
-        return ComponentSpec(name=arg)
-    return ComponentSpec.model_validate(arg)
-
 
 class Pipeline:
     """A fully resolved pipeline: components instantiated, options validated."""
@@ -188,31 +176,6 @@ class Pipeline:
         ``curator`` to read its counts (kept, skipped, rejected by source) afterwards."""
         curator = curator or Curator(self.config.curation, self.sources)
         return curator(row for source in self.sources for row in source.iter_rows())
-
-
-def create_component(family: str, arg: ComponentArg | ComponentSpec, *, key: str, plugins: PluginManager | None = None,
-                     config_file: str | None = None) -> Component:
-    """One component of ``family`` from a name, a ``{"name": ..., **options}`` dict, a spec or a
-    ready object: the class comes from the plugin registry, the options are validated against
-    its ``Options``. Errors name ``config_file`` and the dotted ``key`` (``critics[0]``)."""
-    spec = _as_spec(arg)
-    if isinstance(spec, Component):
-        if spec.family != family:
-            raise ConfigError(f"expected a {family} component, got a {spec.family or type(spec).__name__}", key=key)
-        return spec
-    manager = plugins or get_plugin_manager()
-    try:
-        cls = manager.get(family, spec.name)
-    except ConfigError as exc:
-        raise ConfigError(str(exc), file=config_file, key=f"{key}.name") from None
-    try:
-        options = cls.Options(**spec.options)
-    except ValidationError as exc:
-        raise validation_error(exc, cls.Options, config_file, prefix=f"{key}.") from None
-    try:
-        return cls(options)
-    except ConfigError as exc:
-        raise ConfigError(str(exc), file=config_file, key=key) from None
 
 
 #: OSError numbers that mean "no room": a full disk, a quota, a file-size limit.

@@ -41,8 +41,8 @@ from mmat_core.run.phases import (
 )
 
 if TYPE_CHECKING:
-    from mmat_core.run.review import CritiqueReport, critique
     from mmat_core.run.local import run_local
+    from mmat_core.run.review import CritiqueReport, critique
 
 __all__ = [
     "CritiqueReport", "EngineTotals", "OutputTally", "ProgressCallback", "PublishedOutputs", "RunContext", "RunResult",

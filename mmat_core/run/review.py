@@ -190,8 +190,7 @@ def critique(path: str | Path, config: PipelineConfig, *, reflect: bool = False,
     Judge calls are cached in ``cache_path`` (default: a run directory's ``cache.sqlite``; no
     cache for other inputs). A run directory is locked while its cache is written, so a build
     or another critique into it is refused. Errors name ``config_file`` and the key."""
-    from mmat_core.components import Critic, LLMBackend
-    from mmat_core.pipeline import create_component
+    from mmat_core.run.assembly import create_component
     from mmat_core.rundir import RunDirLock
 
     path = Path(path)

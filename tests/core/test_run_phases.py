@@ -110,3 +110,20 @@ def test_critique_from_python_rescores_a_run_directory(built: Path, tmp_path: Pa
     assert report.traces == 5
     assert dict(report.verdicts["quality"]) == {"pass": 5}
     assert len((tmp_path / "rescored.jsonl").read_text().splitlines()) == 5
+
+
+def test_the_phase_examples_of_the_python_api_page_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "python-api.md").read_text(encoding="utf-8")
+    section = page[page.index("## A run, phase by phase"):]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, "docs/python-api.md", "exec"), {"__name__": "__docs__"})
+    assert (tmp_path / "runs" / "phases-demo" / "run.json").is_file()
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "5 samples generated"
+    assert printed[-1] == "5 traces, {'reject': 5}"
