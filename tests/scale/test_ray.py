@@ -52,6 +52,9 @@ def test_ray_build_writes_the_same_files_as_the_local_executor(local_ray: None, 
     assert sharded.manifest.counts["finished"] == local.manifest.counts["finished"]
     assert sharded.manifest.counts["model_calls"] == local.manifest.counts["model_calls"]
     assert sharded.manifest.components["executor"]["name"] == "ray"
+    # The workers' engine totals are summed into the same per-stage figures.
+    assert ({k: u.calls for k, u in sharded.manifest.usage_by_stage.items()}
+            == {k: u.calls for k, u in local.manifest.usage_by_stage.items()})
     # Worker stores are merged and removed; their caches stay for the next run.
     assert not list((tmp_path / "ray" / "shards").glob("*/run.sqlite"))
     assert len(list((tmp_path / "ray" / "shards").glob("*/cache.sqlite"))) == 2
@@ -64,3 +67,16 @@ def test_ray_rerun_resumes_from_the_merged_store(local_ray: None, tmp_path: Path
     assert again.manifest.counts["model_calls"] == 0
     assert again.manifest.counts["skipped_finished"] == again.manifest.counts["finished"]
     assert json.loads((tmp_path / "run" / "run.json").read_text())["complete"] is True
+
+
+@pytest.mark.slow
+def test_ray_build_and_export_write_the_same_dataset_card(local_ray: None, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mmat_core.cli import main
+
+    pipeline({"name": "ray", "workers": 2}, formatters=["rr", "hf_dataset"]).run(tmp_path / "run")
+    built = (tmp_path / "run" / "hf_dataset_rr" / "README.md").read_bytes()
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "run"), "-f", "hf_dataset", "--out", str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "again" / "hf_dataset_rr" / "README.md").read_bytes() == built
