@@ -18,7 +18,6 @@ the sample before any model call.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Collection
@@ -35,9 +34,9 @@ from mmat_core.engine.schemacheck import schema_errors
 from mmat_core.engine.tools import RESULT_TOO_LONG, ToolRunner
 from mmat_core.formatting import find_format_tag
 from mmat_core.models import ModelCall, SourceSample, Step, Trace
+from mmat_core.replies import ReplyJSONError, extract_json_object
 from mmat_core.text_checks import find_control_character
 
-_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)
 _LEAK_PHRASES = re.compile(
     r"\b(known|given|provided|expected|ground[- ]truth|correct|target|reference)\s+(answer|label|solution)\b"
     r"|\b(answer|label)\s+(is\s+)?(given|provided|known)\b",
@@ -125,21 +124,12 @@ def parse_step(text: str) -> dict[str, Any]:
     A Markdown code fence around the object is tolerated; missing ``operators`` and ``rag`` are
     read as "none".
     """
-    body = text.strip()
-    if "```" in body:  # both of the fence pattern's branches need one; most replies have none
-        body = _FENCE.sub("", body).strip()
-    if not body:
-        raise StepParseError("the reply was empty")
-    start, end = body.find("{"), body.rfind("}")
-    if start < 0 or end < start:
-        raise StepParseError("no JSON object found")
     try:
-        data = json.loads(body[start : end + 1])
-    except json.JSONDecodeError as exc:
-        raise StepParseError(f"invalid JSON ({exc.msg} at position {exc.pos})") from None
-    if isinstance(data, dict):
-        data.setdefault("operators", [])
-        data.setdefault("rag", {"needed": False, "query": None})
+        data = extract_json_object(text)
+    except ReplyJSONError as exc:
+        raise StepParseError(str(exc)) from None
+    data.setdefault("operators", [])
+    data.setdefault("rag", {"needed": False, "query": None})
     errors = schema_errors(prompts.STEP_SCHEMA, data)
     if errors:
         error = min(errors, key=lambda e: len(list(e.path)))

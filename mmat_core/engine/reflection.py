@@ -45,14 +45,9 @@ from mmat_core.engine.settings import ReflectionSettings
 from mmat_core.engine.errors import LLMCallError
 from mmat_core.errors import MmatError
 from mmat_core.models import ModelCall, Step, Trace, Verdict
-from mmat_core.trace_queries import (  # re-exported: they were first defined here
-    REGENERATED_NOTE,
-    attempt_of,
-    attempt_of_notes,
-    current_verdicts,
-    reflected_by,
-    reflection_count,
-)
+from mmat_core.trace_queries import REGENERATED_NOTE, attempt_of, reflected_by, reflection_count
+# Re-exported for the callers that imported them from here before they moved below the engine.
+from mmat_core.trace_queries import attempt_of_notes, current_verdicts  # noqa: F401
 
 from mmat_core.engine.rationale import StepParseError, TextLimits, check_model_text
 

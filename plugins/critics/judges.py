@@ -14,7 +14,6 @@ Model-call failures propagate, and the stage marks the sample failed with the re
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, ClassVar, Literal
 
@@ -25,6 +24,7 @@ from mmat_core.construct import construct
 from mmat_core.dialogue import dialogue_messages
 from mmat_core.errors import MmatError
 from mmat_core.models import ModelCall, Trace, Usage, Verdict
+from mmat_core.replies import ReplyJSONError, extract_json_object
 
 GENERAL_VERSION = "critic-general-2"
 GENERAL_PROMPT = """Above is a step-by-step visual reasoning dialogue. Review it for cheating.
@@ -57,7 +57,6 @@ REPAIR_PROMPT = "Your reply could not be read: {error}. Reply again with exactly
 
 #: Source and sub-dataset names (lower case, letters and digits only) the math critic reviews.
 MATH_SOURCES = frozenset({"tabmwp", "geoqa", "geoqaplus", "clevrmath", "intergps", "geometry3k", "mathvista", "mathverse"})
-_FENCE = re.compile(r"^```[a-zA-Z]*\s*|\s*```$")
 
 
 class MalformedJudgement(MmatError, ValueError):
@@ -66,17 +65,10 @@ class MalformedJudgement(MmatError, ValueError):
 
 def parse_judgement(text: str) -> dict[str, Any]:
     """The JSON object in a judge's reply (code fences and text around it tolerated)."""
-    body = _FENCE.sub("", text.strip()).strip()
-    start, end = body.find("{"), body.rfind("}")
-    if start < 0 or end < start:
-        raise MalformedJudgement("no JSON object found")
     try:
-        value = json.loads(body[start : end + 1])
-    except json.JSONDecodeError as exc:
-        raise MalformedJudgement(f"invalid JSON ({exc.msg} at position {exc.pos})") from None
-    if not isinstance(value, dict):
-        raise MalformedJudgement("the JSON is not an object")
-    return value
+        return extract_json_object(text)
+    except ReplyJSONError as exc:
+        raise MalformedJudgement(str(exc)) from None
 
 
 def _name_key(name: str | None) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,10 +19,10 @@ from mmat_core.engine.errors import CallTimeout, LLMCallError, MalformedResponse
 from mmat_core.errors import ConfigError
 from mmat_core.images import ImageStore
 from mmat_core.models import ImageRef, Usage
+from mmat_core.replies import extract_json_object, strip_code_fence
 from mmat_core.secrets import remember
 
 _MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "JPG": "image/jpeg", "GIF": "image/gif", "WEBP": "image/webp"}
-_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$", re.MULTILINE)
 
 
 def api_key_from_env(variable: str | None, backend: str, *, required: bool = True) -> str | None:
@@ -137,14 +136,11 @@ def error_for_status(status: int, message: str, headers: Any, *, backend: str, s
 
 def extract_json(text: str) -> Any:
     """The JSON value in a reply, tolerating code fences and text around one object."""
-    body = _FENCE.sub("", text.strip()).strip()
+    body = strip_code_fence(text)
     try:
         return json.loads(body)
     except ValueError:
-        start, end = body.find("{"), body.rfind("}")
-        if start >= 0 and end > start:
-            return json.loads(body[start : end + 1])
-        raise
+        return extract_json_object(body)  # a ReplyJSONError (a ValueError) when there is none
 
 
 def schema_problem(text: str, schema: dict[str, Any]) -> str | None:

@@ -15,6 +15,7 @@ from mmat_plugins.tools.base import ToolOptions
 from pydantic import Field
 
 from mmat_core.components import ContentPart, LLMRequest, Message, Tool, ToolContext, ToolOutput
+from mmat_core.replies import ReplyJSONError, extract_json_object
 
 SCENE_GRAPH_VERSION = "scene-graph-1"
 SCENE_GRAPH_PROMPT = """Build a scene graph of this image that focuses on what the question needs.
@@ -92,10 +93,9 @@ def normalise_scene_graph(graph: Any, max_objects: int = 32) -> dict[str, Any]:
 def parse_scene_graph(text: str) -> dict[str, Any]:
     """The scene graph in a reply (code fences and prose around the JSON tolerated); a reply
     that holds no JSON object gives an empty graph."""
-    start, end = text.find("{"), text.rfind("}")
     try:
-        graph = json.loads(text[start : end + 1]) if start >= 0 else {}
-    except json.JSONDecodeError:
+        graph = extract_json_object(text)
+    except ReplyJSONError:
         graph = {}
     return normalise_scene_graph(graph)
 
