@@ -35,7 +35,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("mmat_core.cli.status:status", "Show a run's progress, failures by reason and whether it is complete."),
     "tools": ("mmat_core.cli.tools:tools", "List the operators (tools) with their argument schemas."),
     "tool": ("mmat_core.cli.tools:tool", "Run one operator on one image for debugging (`mmat tool run NAME IMAGE`)."),
-    "rag": ("mmat_core.cli.tools:rag", "Build (`mmat rag index`) and query the local retrieval index."),
     "train": ("mmat_core.cli.train:train", "Fine-tune a VLM on RR/ORR data (hf-lora, or the paper's ms-swift run)."),
 }
 

@@ -1,15 +1,19 @@
 """Built-in retrieval backends for RAG: a local corpus (offline), five web search APIs, and ``web``
-(whichever of the five has its key set)."""
+(whichever of the five has its key set); and the ``mmat rag index|search`` commands."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from mmat_plugins.search.local import LocalCorpusSearch
 from mmat_plugins.search.web import WEB_BACKENDS, AnyWebSearch
 
 from mmat_core import hookimpl
 from mmat_core.components import SearchBackend
+
+if TYPE_CHECKING:
+    import click
 
 
 @hookimpl
@@ -19,3 +23,11 @@ def register_search_backends(register: Callable[[type[SearchBackend]], None]) ->
     for backend in WEB_BACKENDS:
         register(backend)
     register(AnyWebSearch)
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    """Add ``mmat rag``."""
+    from mmat_plugins.search.command import rag
+
+    cli.add_command(rag)

@@ -1,0 +1,49 @@
+"""mmat_core.single_calls: one tool call or one search outside a build, the functions behind
+``mmat tool run`` and ``mmat rag search``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mmat_core import hookimpl
+from mmat_core.errors import ConfigError, UnknownComponentError
+from mmat_core.images import ImageError
+from mmat_core.plugins import PluginManager
+from mmat_core.single_calls import create_component, run_tool, search
+from tests.core.conftest import EchoTool, make_png
+
+
+def manager_with_echo() -> PluginManager:
+    manager = PluginManager()
+    plugin = type("EchoPlugin", (), {"register_tools": staticmethod(hookimpl(lambda register: register(EchoTool)))})
+    manager.register(plugin, "echo-plugin")
+    return manager
+
+
+def test_run_tool_returns_the_call_of_one_operator_on_one_image(tmp_path: Path) -> None:
+    call = run_tool("echo", make_png(tmp_path / "a.png"), manager=manager_with_echo())
+    assert (call.name, call.result, call.error) == ("echo", "echo says hello", None)
+
+
+def test_run_tool_refuses_a_file_that_is_not_an_image(tmp_path: Path) -> None:
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    with pytest.raises(ImageError):
+        run_tool("echo", text, manager=manager_with_echo())
+
+
+def test_create_component_names_the_key_of_a_wrong_option() -> None:
+    with pytest.raises(ConfigError, match=r"search\.rerank"):
+        create_component("search", {"name": "local", "rerank": "sometimes"}, key="search")
+
+
+def test_create_component_answers_an_unknown_name_with_the_choices() -> None:
+    with pytest.raises(UnknownComponentError, match="Did you mean 'local'"):
+        create_component("search", "locale")
+
+
+def test_search_returns_the_top_hits_of_the_local_corpus() -> None:
+    hits = search({"name": "local", "rerank": "off"}, "first woman to pilot the Space Shuttle", k=1)
+    assert [hit.title for hit in hits] == ["Eileen Collins"]
