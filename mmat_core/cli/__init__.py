@@ -279,8 +279,7 @@ def run() -> None:
     import os
 
     from mmat_core.errors import MmatError
-
-    from mmat_core.netguard import silence_telemetry
+    from mmat_core.telemetry import silence_telemetry
 
     global _debug
     _debug = os.environ.get("MMAT_DEBUG", "") not in ("", "0")

@@ -32,7 +32,7 @@ def load_onnxruntime_quietly() -> None:
     environment before the native library loads (its events are sent from native threads that no
     Python-level guard sees), and ``disable_telemetry_events()`` covers a process where it was
     loaded earlier. Checked at the system-call level by tests/scale/test_network.py."""
-    from mmat_core.netguard import silence_telemetry
+    from mmat_core.telemetry import silence_telemetry
 
     silence_telemetry()
     import onnxruntime

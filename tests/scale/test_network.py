@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mmat_core import netguard
+from tests.scale import netguard
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def guarded_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
 
     site = tmp_path / "site"
     site.mkdir()
-    (site / "sitecustomize.py").write_text("from mmat_core.netguard import install_from_env\ninstall_from_env()\n")
+    (site / "sitecustomize.py").write_text("from tests.scale.netguard import install_from_env\ninstall_from_env()\n")
     record = tmp_path / "attempts.jsonl"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(Path(__file__).resolve().parents[2])]),
            netguard.ENV_VAR: str(record)}

@@ -7,8 +7,9 @@ a loopback name, is refused with ``ConnectionRefusedError`` and recorded (in mem
 JSON line in ``record_file`` when given, so a subprocess can report to its parent).
 
 The guard can be started in any Python process without code changes: put a ``sitecustomize.py``
-that calls ``mmat_core.netguard.install_from_env()`` on ``PYTHONPATH`` and set
-``MMAT_NETWORK_GUARD=/path/attempts.jsonl``.
+that calls ``tests.scale.netguard.install_from_env()`` on ``PYTHONPATH`` (with the checkout's root)
+and set ``MMAT_NETWORK_GUARD=/path/attempts.jsonl``. It lives with the tests that use it: mmat
+itself never imports it (the telemetry switches mmat sets live in :mod:`mmat_core.telemetry`).
 """
 
 from __future__ import annotations
@@ -21,20 +22,6 @@ import threading
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
-
-#: Switches that turn off the telemetry of libraries mmat may load, set (unless the user set them)
-#: before those libraries load: onnxruntime (the ``[ocr]`` extra) reads ORT_DISABLE_TELEMETRY in
-#: native code, where a Python-level guard cannot see its traffic; Hugging Face Hub and Ray have
-#: their own switches.
-TELEMETRY_OFF = {"ORT_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-
-
-def silence_telemetry() -> None:
-    """Set :data:`TELEMETRY_OFF` in the environment (a value the user set is kept), so libraries
-    loaded later in this process, or in its children, send no telemetry."""
-    for name, value in TELEMETRY_OFF.items():
-        os.environ.setdefault(name, value)
-
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 ENV_VAR = "MMAT_NETWORK_GUARD"
