@@ -268,6 +268,8 @@ class PluginManager:
             info.components.setdefault(family, [])
             if cls.name not in info.components[family]:
                 info.components[family].append(cls.name)
+        if any(impl.plugin is plugin for impl in self.pm.hook.register_commands.get_hookimpls()):
+            hooks.append("register_commands")  # not a collection hook: the CLI runs it when needed
         info.hooks = hooks
         self.plugins[name] = info
 

@@ -194,9 +194,17 @@ def test_a_core_command_does_not_collect_plugin_commands() -> None:
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr
 
 
-@pytest.mark.parametrize(("command", "plugin"), [("view", "viewer"), ("infer", "agent"), ("eval", "evaluation")])
+@pytest.mark.parametrize(("command", "plugin"),
+                         [("view", "viewer"), ("infer", "agent"), ("eval", "evaluation"), ("rag", "search")])
 def test_the_applications_are_commands_of_built_in_plugins(command: str, plugin: str) -> None:
     present = run_mmat(command, "--help")
     assert present.returncode == 0 and f"Usage: mmat {command}" in present.stdout
     blocked = run_mmat("-p", f"no:{plugin}", command, "--help")
     assert blocked.returncode == 2 and f"Unknown command '{command}'" in blocked.stderr
+
+
+def test_the_plugins_listing_names_register_commands_among_a_plugins_hooks() -> None:
+    manager = manager_with(("greeter", command_plugin(adds_hello)))
+    info = {plugin.name: plugin for plugin in manager.info()}
+    assert info["greeter"].hooks == ["register_commands"]
+    assert info["viewer"].hooks == ["register_commands"]
