@@ -284,6 +284,45 @@ class Tool(Component):
         """Run the tool on the sample in ``ctx`` with validated ``args``."""
 
 
+class Detection(BaseModel):
+    """One box a :class:`Detector` found, in pixels of the original image."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: str
+    score: float
+    box: list[float] = Field(min_length=4, max_length=4, description="[x1, y1, x2, y2] in pixels")
+
+
+class DetectorOptions(ComponentOptions):
+    """Options every detector backend takes (unknown keys are an error)."""
+
+    threshold: float = Field(0.1, ge=0, le=1, description="drop boxes scored below this")
+
+
+class Detector(Component):
+    """An open-vocabulary object detector: the backend the ``label_bbox`` operator calls.
+
+    ``label_bbox`` picks one by name with its ``detector`` option (``{name: transformers, model:
+    ...}``); a plugin adds one through the ``register_detectors`` hook, under the same allow and
+    block lists as every other component."""
+
+    family = "detector"
+    Options: ClassVar[type[ComponentOptions]] = DetectorOptions
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies the detector's results (it enters label_bbox's cache key): the name and
+        the options, less those that cannot change a box (credentials' variable, timeouts)."""
+        return {"detector": self.name, **self.options.model_dump(mode="json", exclude={"api_key_env", "timeout_s"})}
+
+    @abstractmethod
+    async def detect(self, image: bytes, size: tuple[int, int], labels: list[str], ctx: ToolContext) -> list[Detection]:
+        """Boxes for ``labels`` in ``image`` (``size`` is its width and height in pixels). Run
+        blocking work with ``await ctx.blocking(fn, *args)``."""
+
+    async def aclose(self) -> None:
+        """Release models or connections."""
+
+
 class SearchBackend(Component):
     """A retrieval backend for RAG: a local corpus or a web search API."""
 
@@ -476,6 +515,7 @@ FAMILY_BASES: dict[str, type[Component]] = {
     "llm": LLMBackend,
     "tool": Tool,
     "search": SearchBackend,
+    "detector": Detector,
     "critic": Critic,
     "formatter": Formatter,
     "trainer": Trainer,

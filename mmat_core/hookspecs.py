@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from mmat_core.components import (
         Critic,
+        Detector,
         Executor,
         Formatter,
         LLMBackend,
@@ -60,6 +61,11 @@ def register_tools(register: Callable[[type[Tool]], None]) -> None:
 @hookspec
 def register_search_backends(register: Callable[[type[SearchBackend]], None]) -> None:
     """Register retrieval backends used for RAG: :class:`mmat_core.components.SearchBackend` classes."""
+
+
+@hookspec
+def register_detectors(register: Callable[[type[Detector]], None]) -> None:
+    """Register object detectors the ``label_bbox`` operator may use: :class:`mmat_core.components.Detector` classes."""
 
 
 @hookspec
@@ -100,6 +106,7 @@ COLLECTION_HOOKS: dict[str, str] = {
     "register_llms": "llm",
     "register_tools": "tool",
     "register_search_backends": "search",
+    "register_detectors": "detector",
     "register_critics": "critic",
     "register_formatters": "formatter",
     "register_trainers": "trainer",

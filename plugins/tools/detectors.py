@@ -1,106 +1,57 @@
-"""Detector backends of ``label_bbox``: a small registry inside the tools plugin.
+"""Detector backends of ``label_bbox``: ``transformers`` and ``http``, registered through the
+``register_detectors`` hook like any plugin's.
 
-mmat's plugin families are fixed by its hook specifications; an open-vocabulary detector is a
-part *of* one tool rather than a component the pipeline assembles, so it gets a registry here
-instead of a new hook. ``label_bbox`` picks a backend with its ``detector`` option:
+``label_bbox`` picks a backend with its ``detector`` option, by the name a plugin registered:
+``transformers`` (a zero-shot object detector loaded from a local path or a Hub id: Grounding DINO
+by default, or OWL-ViT, OWLv2), ``http`` (a detection server), or a third party's
+:class:`~mmat_core.Detector` subclass. Detectors come only from plugins, so the allow and block
+lists (``--plugins``, ``-p no:NAME``) govern them as they govern every component.
 
-* a registered name: ``transformers`` (a zero-shot object detector loaded from a local path or a
-  Hub id: Grounding DINO by default, or OWL-ViT, OWLv2) or ``http`` (a detection server), or
-* ``"package.module:ClassName"`` for a third-party :class:`Detector` subclass, imported on use,
-  or a name a plugin added with :func:`register_detector` at import time.
-
-Every backend answers in the same shape: :class:`Detection` objects with boxes in pixels.
+Every backend answers in the same shape: :class:`~mmat_core.Detection` objects with boxes in pixels.
 """
 
 from __future__ import annotations
 
 import base64
 import difflib
-import importlib
 import os
 import threading
-from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mmat_core.components import ToolContext
-from mmat_core.errors import ConfigError
+from mmat_core.components import Detection, Detector, DetectorOptions, ToolContext
+from mmat_core.errors import ConfigError, UnknownComponentError
+from mmat_core.plugins import get_plugin_manager
 
+__all__ = [
+    "Detection", "Detector", "DetectorOptions", "HttpDetector", "TransformersDetector", "detector_class",
+    "detector_names", "make_detector",
+]
 
-class Detection(BaseModel):
-    """One detected box, in pixels of the original image."""
-
-    model_config = ConfigDict(extra="forbid")
-    label: str
-    score: float
-    box: list[float] = Field(min_length=4, max_length=4, description="[x1, y1, x2, y2] in pixels")
-
-
-class DetectorOptions(BaseModel):
-    """Options of a detector backend (unknown keys are an error)."""
-
-    model_config = ConfigDict(extra="forbid")
-    threshold: float = Field(0.1, ge=0, le=1, description="drop boxes scored below this")
-
-
-class Detector(ABC):
-    """An open-vocabulary detector: finds the named objects in one image."""
-
-    name: ClassVar[str] = ""
-    Options: ClassVar[type[DetectorOptions]] = DetectorOptions
-
-    def __init__(self, options: DetectorOptions) -> None:
-        self.options = options
-
-    def identity(self) -> dict[str, Any]:
-        """What identifies the detector's results (enters label_bbox's cache key)."""
-        return {"detector": self.name, **self.options.model_dump(mode="json", exclude={"api_key_env", "timeout_s"})}
-
-    @abstractmethod
-    async def detect(self, image: bytes, size: tuple[int, int], labels: list[str], ctx: ToolContext) -> list[Detection]:
-        """Boxes for ``labels`` in ``image`` (``size`` is its width and height in pixels)."""
-
-    async def aclose(self) -> None:
-        """Release models or connections."""
-
-
-_DETECTORS: dict[str, type[Detector]] = {}
-
-
-def register_detector(cls: type[Detector]) -> type[Detector]:
-    """Add a detector backend under its ``name``; a name registered twice is an error naming both."""
-    other = _DETECTORS.get(cls.name)
-    if other is not None and other is not cls:
-        raise ConfigError(f"detector '{cls.name}' is registered twice: {other.__module__}.{other.__qualname__} "
-                          f"and {cls.__module__}.{cls.__qualname__}")
-    _DETECTORS[cls.name] = cls
-    return cls
+#: Where a detector's name and options are given, for error messages.
+DETECTOR_KEY = "label_bbox.detector"
 
 
 def detector_names() -> list[str]:
-    """Registered detector backends, sorted."""
-    return sorted(_DETECTORS)
+    """Detector backends the loaded plugins registered, sorted."""
+    return get_plugin_manager().registry("detector").names()
 
 
 def detector_class(name: str) -> type[Detector]:
-    """The backend class for a registered name or a ``module:Class`` path."""
+    """The backend class registered as ``name``; an import path is refused with what to do instead."""
     if ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"cannot import detector {name!r}: {exc}", key="label_bbox.detector") from None
-        if not (isinstance(cls, type) and issubclass(cls, Detector)):
-            raise ConfigError(f"{name!r} is not a Detector subclass", key="label_bbox.detector")
-        return cls
-    if name not in _DETECTORS:
-        guess = difflib.get_close_matches(name, list(_DETECTORS), n=1)
-        hint = f" Did you mean '{guess[0]}'?" if guess else ""
-        raise ConfigError(f"Unknown detector '{name}'.{hint} Available: {', '.join(detector_names())} "
-                          "(or 'package.module:ClassName')", key="label_bbox.detector.name")
-    return _DETECTORS[name]
+        # A "package.module:Class" path would load code that no allow or block list governs.
+        raise ConfigError(
+            f"detector {name!r} is an import path, which mmat does not load: register the Detector subclass "
+            "with a plugin's register_detectors hook (docs/plugins/hooks.md#register_detectors) and give its name "
+            f"(available: {', '.join(detector_names())})", key=f"{DETECTOR_KEY}.name")
+    try:
+        cls = get_plugin_manager().get("detector", name)
+    except UnknownComponentError as exc:
+        raise ConfigError(str(exc), key=f"{DETECTOR_KEY}.name") from None
+    return cls  # type: ignore[return-value]
 
 
 def make_detector(spec: str | dict[str, Any]) -> Detector:
@@ -117,7 +68,7 @@ def make_detector(spec: str | dict[str, Any]) -> Detector:
         key = ".".join(str(p) for p in err["loc"])
         allowed = ", ".join(sorted(cls.Options.model_fields))
         raise ConfigError(f"{err['msg']}; options of detector '{name}': {allowed}",
-                          key=f"label_bbox.detector.{key}") from None
+                          key=f"{DETECTOR_KEY}.{key}") from None
 
 
 # ---- transformers ------------------------------------------------------------------------------
@@ -171,11 +122,13 @@ class TransformersDetector(Detector):
     """A ``transformers`` zero-shot object detector, loaded once on first use."""
 
     name = "transformers"
+    version = "1"
+    description = "zero-shot object detector from transformers (Grounding DINO tiny by default; OWL-ViT, OWLv2)"
     Options = TransformersDetectorOptions
     options: TransformersDetectorOptions
 
-    def __init__(self, options: DetectorOptions) -> None:
-        super().__init__(options)
+    def __init__(self, options: DetectorOptions | None = None, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
         self._lock = threading.Lock()
         self._model: Any = None
         self._processor: Any = None
@@ -277,11 +230,13 @@ class HttpDetector(Detector):
     """
 
     name = "http"
+    version = "1"
+    description = "a detection server over HTTP (POST image and labels, boxes back)"
     Options = HttpDetectorOptions
     options: HttpDetectorOptions
 
-    def __init__(self, options: DetectorOptions) -> None:
-        super().__init__(options)
+    def __init__(self, options: DetectorOptions | None = None, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
         self._client: Any = None
 
     async def detect(self, image: bytes, size: tuple[int, int], labels: list[str], ctx: ToolContext) -> list[Detection]:
@@ -321,6 +276,3 @@ class HttpDetector(Detector):
             await self._client.aclose()
             self._client = None
 
-
-register_detector(TransformersDetector)
-register_detector(HttpDetector)

@@ -57,8 +57,8 @@ class LabelBoxOptions(ToolOptions):
     detector: str | dict[str, Any] = Field(
         "transformers",
         description="detector backend: 'transformers' (Grounding DINO tiny from the Hub unless `model` names another "
-        "checkpoint or a local folder) or 'http' with its options, e.g. {name: transformers, model: /models/owlv2}, "
-        "or 'package.module:ClassName'",
+        "checkpoint or a local folder), 'http', or a detector a plugin registered (register_detectors hook), with its "
+        "options, e.g. {name: transformers, model: /models/owlv2}",
     )
     max_objects: int = Field(8, ge=1, le=64, description="object names sent to the detector at most")
     boxes_per_object: int = Field(3, ge=1, le=50, description="boxes reported per name at most")

@@ -11,6 +11,8 @@ from mmat_core import Pipeline, hookimpl
 from mmat_core.components import (
     Critic,
     CriticContext,
+    Detection,
+    Detector,
     Executor,
     LLMBackend,
     LLMRequest,
@@ -22,7 +24,8 @@ from mmat_core.components import (
     TrainResult,
 )
 from mmat_core.models import Rejected, SearchHit, SourceSample, Trace, Verdict
-from mmat_core.plugins import PluginManager
+from mmat_core.plugins import PluginManager, set_plugin_manager
+from mmat_core.store import RunStore
 from tests.core.conftest import EchoTool, make_png
 
 
@@ -81,6 +84,33 @@ def test_register_search_backends() -> None:
     pm = with_plugin(register_search_backends=lambda register: register(Fixed))
     hits = asyncio.run(pm.create("search", "fixed").search("cats", 3))
     assert hits[0].snippet == "about cats"
+
+
+def test_register_detectors(tmp_path: Path, tiny_source: Callable[[PluginManager], str]) -> None:
+    class Corner(Detector):
+        name = "corner"
+
+        async def detect(self, image: bytes, size: tuple[int, int], labels: list[str], ctx: Any) -> list[Detection]:
+            return [Detection(label=label, score=1.0, box=[0, 0, size[0] / 2, size[1] / 2]) for label in labels]
+
+    pm = with_plugin(register_detectors=lambda register: register(Corner))
+    source = tiny_source(pm)
+    # label_bbox finds its detector through the process-wide manager (the one --plugins configures).
+    set_plugin_manager(pm)
+    try:
+        result = Pipeline(source=source, tools=[{"name": "label_bbox", "detector": "corner"}], critics=[],
+                          plugins=pm, search=False).run(tmp_path / "run")
+    finally:
+        set_plugin_manager(None)
+    assert Corner.plugin == "in-test" and result.manifest.counts["kept"] == 2
+    store = RunStore.open(tmp_path / "run")
+    try:
+        calls = [call for trace in store.traces() for step in trace.steps for call in step.tool_calls]
+    finally:
+        store.close()
+    assert calls and all(call.name == "label_bbox" and call.error is None for call in calls)
+    boxes = [box for call in calls for found in call.data["boxes"].values() for box in found]
+    assert boxes and all(box == [0.0, 0.0, 0.5, 0.5] for box in boxes)
 
 
 def test_register_critics(tmp_path: Path, tiny_source: Callable[[PluginManager], str]) -> None:

@@ -253,3 +253,28 @@ def test_an_optional_hook_of_another_version_is_not_reported() -> None:
         warnings.simplefilter("error", PluginWarning)
         pm.load()
     assert "newer" in pm.plugins
+
+
+DETECTOR_PLUGIN = """
+    from mmat_core import Detection, Detector, hookimpl
+
+    class Corner(Detector):
+        name = "corner"
+
+        async def detect(self, image, size, labels, ctx):
+            return [Detection(label=label, score=1.0, box=[0, 0, 1, 1]) for label in labels]
+
+    @hookimpl
+    def register_detectors(register):
+        register(Corner)
+"""
+
+
+def test_a_detector_comes_from_an_installed_plugin_and_obeys_the_block_list(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_distribution(tmp_path, "corner-detector", DETECTOR_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert PluginManager().get("detector", "corner").plugin == "corner-detector"
+    blocked = PluginManager(block=["corner-detector"])
+    with pytest.raises(UnknownComponentError, match="Unknown detector 'corner'.*Available: http, transformers"):
+        blocked.get("detector", "corner")

@@ -4,7 +4,8 @@ The plugin is a module written to a temporary folder, as a third party would shi
 import anything but mmat's internals, and a check of its source (ast) holds it to that. It is
 registered without mmat's built-ins and builds a tiny dataset on its own: its source, its model
 backend (which follows the step protocol), its operator, its search backend, its critic, its
-formatter and its executor; its trainer then reads what the build wrote.
+formatter and its executor; its trainer then reads what the build wrote, and its detector serves
+the built-in ``label_bbox`` operator.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 
 import mmat_core
 from mmat_core import PluginManager
+from mmat_core.plugins import set_plugin_manager
 from tests.core.conftest import make_png
 
 PLUGIN_SOURCE = '''
@@ -39,6 +41,8 @@ from mmat_core import (
     ComponentOptions,
     Critic,
     CriticContext,
+    Detection,
+    Detector,
     Executor,
     FormatContext,
     ImageResolver,
@@ -136,6 +140,14 @@ class AcmeSearch(SearchBackend):
         return [SearchHit(title="Acme", snippet=f"Acme widgets are blue ({query}).", score=1.0)][:k]
 
 
+class AcmeDetector(Detector):
+    name = "acme_detector"
+    description = "finds every object in the image's top-left quarter"
+
+    async def detect(self, image: bytes, size: tuple[int, int], labels: list[str], ctx: ToolContext) -> list[Detection]:
+        return [Detection(label=label, score=0.9, box=[0, 0, size[0] / 2, size[1] / 2]) for label in labels]
+
+
 class AcmeCritic(Critic):
     name = "acme_critic"
     description = "keeps traces that measured the image"
@@ -198,6 +210,11 @@ def register_tools(register):
 @hookimpl
 def register_search_backends(register):
     register(AcmeSearch)
+
+
+@hookimpl
+def register_detectors(register):
+    register(AcmeDetector)
 
 
 @hookimpl
@@ -280,7 +297,7 @@ def test_a_third_party_plugin_of_every_family_builds_on_its_own(acme: ModuleType
     assert trained.steps == 2
     assert {info.name: info.components for info in pm.info()}["acme"] == {
         "source": ["acme_source"], "llm": ["acme_llm"], "tool": ["acme_tool"], "search": ["acme_search"],
-        "critic": ["acme_critic"], "formatter": ["acme_formatter"], "trainer": ["acme_trainer"],
+        "detector": ["acme_detector"], "critic": ["acme_critic"], "formatter": ["acme_formatter"], "trainer": ["acme_trainer"],
         "executor": ["acme_executor"]}
 
 
@@ -309,3 +326,31 @@ def test_the_build_records_the_plugin_s_search_and_operator_in_each_trace(acme: 
     assert "Acme widgets are blue" in first.rag.result
     assert [v.verdict for v in trace.verdicts] == ["pass"] and trace.kept
     assert trace.provenance.generator == "acme_llm:acme-1" and trace.provenance.licence == "CC0-1.0"
+
+
+def test_the_plugin_s_detector_serves_the_built_in_label_bbox(acme: ModuleType, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    make_png(data / "widget.png", text="WIDGET")
+    (data / "questions.jsonl").write_text(json.dumps({"id": 1, "question": "Where is the widget?", "answer": "top left",
+                                                     "image": "widget.png"}) + "\n", encoding="utf-8")
+    pm = PluginManager()  # mmat's built-ins (label_bbox, the offline backend) beside the plugin
+    pm.register(acme, "acme")
+    set_plugin_manager(pm)  # label_bbox looks its detector up in the process-wide manager
+    try:
+        result = mmat_core.Pipeline(source={"name": "acme_source", "root": str(data)}, llm="offline",
+                                    tools=[{"name": "label_bbox", "detector": "acme_detector"}], critics=[],
+                                    formatters=["acme_formatter"], search=False, plugins=pm).run(tmp_path / "run")
+    finally:
+        set_plugin_manager(None)
+    (record,) = [json.loads(line) for line in (result.out_dir / "acme.jsonl").read_text().splitlines()]
+    assert record["operators"] == ["label_bbox"]
+    from mmat_core.store import RunStore
+
+    store = RunStore.open(result.out_dir)
+    try:
+        (trace,) = list(store.traces())
+    finally:
+        store.close()
+    (call,) = [call for step in trace.steps for call in step.tool_calls]
+    assert call.error is None and call.data["boxes"]["widget"] == [[0.0, 0.0, 0.5, 0.5]]

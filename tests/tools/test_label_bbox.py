@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ from mmat_plugins.tools.detectors import (
 )
 from mmat_plugins.tools.label_bbox import LabelBoxTool, normalise_boxes, question_objects
 
+from mmat_core import Detector, hookimpl
 from mmat_core.errors import ConfigError
+from mmat_core.plugins import PluginManager, set_plugin_manager
 from tests.fakes.search_servers import API_KEY
 from tests.tools.conftest import run_tool
 
@@ -148,13 +151,29 @@ def test_weights_on_this_machine_reads_the_hub_cache_and_local_folders(tmp_path:
     assert weights_on_this_machine(str(snapshot))
 
 
-def test_a_third_party_detector_loads_from_a_module_path(photos: dict[str, Path]) -> None:
-    tool = LabelBoxTool(detector={"name": "tests.tools.test_label_bbox:CornerDetector"}, )
+def test_a_detector_given_as_an_import_path_is_refused_with_how_to_register_one() -> None:
+    with pytest.raises(ConfigError, match=r"label_bbox.detector.name: detector 'tests.tools.test_label_bbox:CornerDetector' "
+                                          r"is an import path.*register_detectors hook.*available: http, transformers"):
+        LabelBoxTool(detector={"name": "tests.tools.test_label_bbox:CornerDetector"})
+
+
+def test_a_detector_registered_by_a_plugin_is_used_by_name(photos: dict[str, Path]) -> None:
+    class CornerPlugin:
+        @staticmethod
+        @hookimpl
+        def register_detectors(register: Callable) -> None:
+            register(CornerDetector)
+
+    pm = PluginManager()
+    pm.register(CornerPlugin, "corner-plugin")
+    set_plugin_manager(pm)
+    try:
+        tool = LabelBoxTool(detector="corner")
+    finally:
+        set_plugin_manager(None)
     call = run_tool(tool, photos["astronaut"], args={"objects": ["corner"]})
     assert call.data["boxes"] == {"corner": [[0.0, 0.0, 0.5, 0.5]]}
-
-
-from mmat_plugins.tools.detectors import Detector
+    assert CornerDetector.plugin == "corner-plugin"
 
 
 class CornerDetector(Detector):
