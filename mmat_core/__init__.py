@@ -106,6 +106,7 @@ if TYPE_CHECKING:
     )
     from mmat_core.pipeline import Pipeline, RunResult
     from mmat_core.plugins import PluginManager, get_plugin_manager
+    from mmat_core.replies import ReplyJSONError, extract_json_object, strip_code_fence
     from mmat_core.writers import RecordWriter, SkipTrace
 
 #: Module -> the public names it provides, grouped by purpose: the lazy lookup below is built from
@@ -152,6 +153,8 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "checked_record_function", "PAPER_VAL_RATIO",
     ),
     "mmat_core.formatting": ("trace_data", "view_messages"),
+    # Reading a model's reply (a backend, a judge or an operator that asks a model for JSON).
+    "mmat_core.replies": ("extract_json_object", "strip_code_fence", "ReplyJSONError"),
     "mmat_core.writers": ("RecordWriter", "SkipTrace"),
 }
 
@@ -172,7 +175,7 @@ __all__ = [
     "QuotaOptions", "SourceRecord", "RecordItem", "text_field", "answers_field", "dialogue_turns",
     "parse_choices", "option_answers", "local_root", "ViewFormatter", "ViewOptions", "ExportOptions",
     "FinishingWriter", "RecordFunction", "checked_record_function", "PAPER_VAL_RATIO", "trace_data",
-    "view_messages", "RecordWriter", "SkipTrace",
+    "view_messages", "extract_json_object", "strip_code_fence", "ReplyJSONError", "RecordWriter", "SkipTrace",
 ]
 
 
