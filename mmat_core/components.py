@@ -181,6 +181,7 @@ class LLMBackend(Component):
     @property
     def model(self) -> str:
         """The model name used in provenance and cache keys."""
+        # getattr: each backend declares its own Options, and not every one has a ``model`` key.
         return str(getattr(self.options, "model", "") or self.name)
 
     def cache_identity(self) -> str:
@@ -459,6 +460,7 @@ class RecordFormatter(Formatter, ABC):
 
     def file_name(self) -> str:
         """The output file name (option ``file`` overrides the default)."""
+        # getattr: a subclass's Options may or may not offer a ``file`` key.
         return str(getattr(self.options, "file", None) or self.default_file or f"{self.name}.jsonl")
 
 
