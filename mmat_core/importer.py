@@ -25,6 +25,7 @@ from mmat_core import prompts
 from mmat_core.components import FormatContext, ToolInfo
 from mmat_core.engine.tools import FAILURE_PREFIX
 from mmat_core.errors import MmatError
+from mmat_core.jsonl import BadLine, iter_jsonl
 from mmat_core.models import ImageRef, Provenance, RagCall, Rejected, SourceSample, Step, ToolCall, Trace
 from mmat_core.writers import loads
 
@@ -285,27 +286,22 @@ class RRReader:
 
     def read(self, path: Path) -> Iterator[Trace | Rejected]:
         """Traces from one file; bad lines come out as Rejected rows with the reason."""
-        with path.open("rb") as fh:
-            for number, raw in enumerate(fh, 1):
-                if not raw.strip():
-                    continue
-                where = f"{path.name}:{number}"
-                try:
-                    try:
-                        record = loads(raw)
-                    except ValueError as exc:
-                        raise ImportProblem("bad_json", str(exc)) from None
-                    messages = record.get("messages") if isinstance(record, dict) else None
-                    if not messages or not isinstance(messages[0], dict) or messages[0].get("role") != "system":
-                        raise ImportProblem("not_rr_layout", "the first message must be the system prompt")
-                    ctx = self._context_for(str(messages[0].get("content", "")))
-                    yield trace_from_rr(record, ctx, source=self.source, image_root=self.image_root,
-                                        hash_images=self.hash_images, where=where)
-                except ImportProblem as problem:
-                    yield Rejected(source=self.source, row=where, reason=problem.reason, detail=problem.detail, stage="import")
-                except ValidationError as exc:
-                    yield Rejected(source=self.source, row=where, reason="invalid_record",
-                                   detail=str(exc).splitlines()[0], stage="import")
+        for number, record in iter_jsonl(path, loads=loads):
+            where = f"{path.name}:{number}"
+            try:
+                if isinstance(record, BadLine):
+                    raise ImportProblem("bad_json", str(record.error))
+                messages = record.get("messages") if isinstance(record, dict) else None
+                if not messages or not isinstance(messages[0], dict) or messages[0].get("role") != "system":
+                    raise ImportProblem("not_rr_layout", "the first message must be the system prompt")
+                ctx = self._context_for(str(messages[0].get("content", "")))
+                yield trace_from_rr(record, ctx, source=self.source, image_root=self.image_root,
+                                    hash_images=self.hash_images, where=where)
+            except ImportProblem as problem:
+                yield Rejected(source=self.source, row=where, reason=problem.reason, detail=problem.detail, stage="import")
+            except ValidationError as exc:
+                yield Rejected(source=self.source, row=where, reason="invalid_record",
+                               detail=str(exc).splitlines()[0], stage="import")
 
 
 @dataclass

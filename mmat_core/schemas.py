@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from mmat_core import models, prompts
 from mmat_core.config import PipelineConfig
 from mmat_core.errors import MmatError
+from mmat_core.jsonl import BadLine, iter_jsonl
 
 #: Schema name -> model. Formatter plugins add their own export schemas via ``EXTRA_SCHEMAS``.
 MODEL_SCHEMAS: dict[str, type[BaseModel]] = {
@@ -308,15 +309,12 @@ def validate_file(path: Path, schema_name: str | None = None) -> tuple[str, int,
         array = len(records) != 1 or records is document
     else:
         count = 0
-        with path.open("rb") as fh:
-            for number, raw in enumerate(fh, 1):
-                if not raw.strip():
-                    continue
-                count += 1
-                try:
-                    text_lines.append((number, json.loads(raw.decode("utf-8"))))
-                except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-                    problems.append(Problem(number, "", f"not valid JSON: {exc}", number))
+        for number, value in iter_jsonl(path):
+            count += 1
+            if isinstance(value, BadLine):
+                problems.append(Problem(number, "", f"not valid JSON: {value.error}", number))
+            else:
+                text_lines.append((number, value))
     first = next((r for _, r in text_lines if isinstance(r, dict)), None)
     if first is None and schema_name is None:
         return "(no schema: no record is a JSON object)", count, problems

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmat_core.errors import ConfigError
+from mmat_core.jsonl import BadLine, iter_jsonl
 from mmat_core.models import Trace
 from mmat_core.store import STORE_FILE, RunStore
 from mmat_core.yields import YieldTally
@@ -86,16 +87,15 @@ def read_traces(path: Path) -> Iterator[Trace | Unreadable]:
         finally:
             store.close()
         return
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                yield Trace.model_validate_json(line)
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"]) or "(line)"
-                yield Unreadable(f"{path.name}:{number}", f"not a Trace: {where}: {first['msg']}")
+    for number, trace in iter_jsonl(path, loads=Trace.model_validate_json):
+        if not isinstance(trace, BadLine):
+            yield trace
+        elif isinstance(trace.error, ValidationError):
+            first = trace.error.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(line)"
+            yield Unreadable(f"{path.name}:{number}", f"not a Trace: {where}: {first['msg']}")
+        else:  # not UTF-8
+            yield Unreadable(f"{path.name}:{number}", f"not a Trace: {trace.detail}")
 
 
 def stored_run_config(path: Path) -> dict[str, Any]:

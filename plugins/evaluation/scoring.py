@@ -23,7 +23,6 @@ one its source or task type calls for). Written to the output folder:
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from mmat_core import prompts
 from mmat_core.errors import ConfigError
 from mmat_core.images import ImageError
+from mmat_core.jsonl import BadLine, iter_jsonl
 from mmat_core.models import Rejected, SourceSample
 from mmat_plugins.agent.agent import AgentResult, AgentRuntime
 from mmat_core.writers import AtomicFile, dumps_line, write_json_atomic
@@ -141,36 +141,33 @@ def read_bench(path: Path) -> tuple[list[SourceSample], list[Rejected]]:
     samples: list[SourceSample] = []
     rejected: list[Rejected] = []
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            origin = f"{path}:{number}"
-            try:
-                item = BenchItem.model_validate(json.loads(line))
-            except json.JSONDecodeError as exc:
-                rejected.append(Rejected(source="bench", row=origin, reason="not_json", detail=exc.msg, stage="eval"))
-                continue
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                detail = f"{'.'.join(map(str, first['loc'])) or '(row)'}: {first['msg']}"
-                rejected.append(Rejected(source="bench", row=origin, reason="invalid_row", detail=detail, stage="eval"))
-                continue
-            sample_id = item.id or f"{path.stem}-{number}"
-            if sample_id in seen:
-                rejected.append(Rejected(source=item.source, row=origin, reason="duplicate_id", detail=sample_id, stage="eval"))
-                continue
-            try:
-                refs = [image_ref_from_file(p if (p := Path(name)).is_absolute() else path.parent / p) for name in item.images]
-            except ImageError as exc:
-                rejected.append(Rejected(source=item.source, row=origin, reason=exc.reason, detail=exc.detail, stage="eval"))
-                continue
-            # The same separator the sources use, so the model sees the first turn it was trained on.
-            constraint = prompts.constraint_suffix(item.constraint)
-            seen.add(sample_id)
-            samples.append(SourceSample(id=sample_id, source=item.source, subset=item.subset, question=item.question,
-                                        answers=item.answers, choices=item.choices, constraint=constraint,
-                                        task_type=item.task_type, metric=item.metric, images=refs, meta=item.meta))
+    for number, data in iter_jsonl(path):
+        origin = f"{path}:{number}"
+        if isinstance(data, BadLine):
+            rejected.append(Rejected(source="bench", row=origin, reason="not_json", detail=data.message, stage="eval"))
+            continue
+        try:
+            item = BenchItem.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            detail = f"{'.'.join(map(str, first['loc'])) or '(row)'}: {first['msg']}"
+            rejected.append(Rejected(source="bench", row=origin, reason="invalid_row", detail=detail, stage="eval"))
+            continue
+        sample_id = item.id or f"{path.stem}-{number}"
+        if sample_id in seen:
+            rejected.append(Rejected(source=item.source, row=origin, reason="duplicate_id", detail=sample_id, stage="eval"))
+            continue
+        try:
+            refs = [image_ref_from_file(p if (p := Path(name)).is_absolute() else path.parent / p) for name in item.images]
+        except ImageError as exc:
+            rejected.append(Rejected(source=item.source, row=origin, reason=exc.reason, detail=exc.detail, stage="eval"))
+            continue
+        # The same separator the sources use, so the model sees the first turn it was trained on.
+        constraint = prompts.constraint_suffix(item.constraint)
+        seen.add(sample_id)
+        samples.append(SourceSample(id=sample_id, source=item.source, subset=item.subset, question=item.question,
+                                    answers=item.answers, choices=item.choices, constraint=constraint,
+                                    task_type=item.task_type, metric=item.metric, images=refs, meta=item.meta))
     return samples, rejected
 
 

@@ -31,6 +31,7 @@ from pydantic import Field
 from mmat_core.components import ComponentOptions, LLMBackend, LLMRequest, LLMResponse, Message
 from mmat_core.engine.errors import CallTimeout, LLMCallError, MalformedResponse, Overloaded, scrub
 from mmat_core.images import ImageStore
+from mmat_core.jsonl import BadLine, iter_jsonl
 from mmat_core.models import Usage
 from mmat_plugins.llms.common import (
     ImageEncoder,
@@ -286,14 +287,10 @@ class OpenAIBackend(LLMBackend):
         except Exception as exc:
             raise self.map_sdk_error(exc) from None
         for text in texts:
-            for line in text.splitlines():
-                if not line.strip():
-                    continue
-                try:
-                    item = json.loads(line)
-                    custom_id = item["custom_id"]
-                except (ValueError, KeyError):
-                    continue
+            for _, item in iter_jsonl(text.splitlines()):
+                if isinstance(item, BadLine) or not isinstance(item, dict) or "custom_id" not in item:
+                    continue  # a line that names no request answers none
+                custom_id = item["custom_id"]
                 response = item.get("response") or {}
                 status = int(response.get("status_code") or 0)
                 if status == 200:

@@ -27,6 +27,7 @@ from pydantic import Field
 
 from mmat_core.components import ComponentOptions, SearchBackend
 from mmat_core.errors import ConfigError
+from mmat_core.jsonl import BadLine, iter_jsonl
 from mmat_core.models import SearchHit
 
 SAMPLE_CORPUS = Path(__file__).resolve().parent.parent / "sources" / "sample_data" / "corpus.jsonl"
@@ -45,17 +46,12 @@ def read_corpus(path: Path) -> list[dict[str, Any]]:
                 docs.append({"title": file.stem, "text": file.read_text(encoding="utf-8", errors="replace"),
                              "url": None})
         return docs
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"line {number} is not JSON: {exc.msg}", file=str(path)) from None
-            if not isinstance(row, dict) or not str(row.get("text", "")).strip():
-                raise ConfigError(f'line {number} needs a non-empty "text" field', file=str(path))
-            docs.append({"title": str(row.get("title", "")), "text": str(row["text"]), "url": row.get("url")})
+    for number, row in iter_jsonl(path):
+        if isinstance(row, BadLine):
+            raise ConfigError(f"line {number} is not JSON: {row.message}", file=str(path))
+        if not isinstance(row, dict) or not str(row.get("text", "")).strip():
+            raise ConfigError(f'line {number} needs a non-empty "text" field', file=str(path))
+        docs.append({"title": str(row.get("title", "")), "text": str(row["text"]), "url": row.get("url")})
     return docs
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from mmat_core.errors import RowError
+from mmat_core.jsonl import BadLine
+from mmat_core.jsonl import iter_jsonl as read_jsonl_lines
 
 #: Read size of the streaming JSON reader; a record may be larger (the buffer grows as needed).
 CHUNK_CHARS = 1 << 20
@@ -38,32 +40,13 @@ def looks_local(path: str) -> bool:
 
 def iter_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any] | RowError]]:
     """Yield each line of a JSON Lines file as a dict; bad lines come back as RowError."""
-    name = path.name
-    loads = json.loads
-    with path.open("rb") as fh:
-        for number, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            ref = f"{name}:{number}"
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield ref, RowError("invalid_utf8", f"byte {exc.start}: {exc.reason}")
-                continue
-            try:
-                value = loads(text)
-            except ValueError as exc:
-                yield ref, RowError("invalid_json", str(exc))
-                continue
-            except RecursionError:
-                yield ref, RowError("json_too_deep", "the line nests arrays or objects deeper than the JSON parser allows")
-                continue
-            except Exception as exc:  # noqa: BLE001 - any failure of one line is that line's reason
-                yield ref, RowError("invalid_json", f"{type(exc).__name__}: {str(exc)[:200]}")
-                continue
-            if not isinstance(value, dict):
-                yield ref, RowError("not_an_object", f"expected a JSON object, got {type(value).__name__}")
-                continue
+    for number, value in read_jsonl_lines(path):
+        ref = f"{path.name}:{number}"
+        if isinstance(value, BadLine):
+            yield ref, RowError(value.reason, value.detail)
+        elif not isinstance(value, dict):
+            yield ref, RowError("not_an_object", f"expected a JSON object, got {type(value).__name__}")
+        else:
             yield ref, value
 
 

@@ -4,7 +4,6 @@ source is configured. The data is made by ``scripts/make_sample_data.py``."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from pydantic import Field
 from mmat_core import prompts
 from mmat_core.components import ComponentOptions, Source
 from mmat_core.images import ImageError, image_ref_from_file, resolve_within
+from mmat_core.jsonl import iter_jsonl
 from mmat_core.models import Rejected, SourceSample
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"
@@ -39,36 +39,33 @@ class SampleSource(Source):
         """Yield the sample's QA pairs."""
         wanted = set(self.options.subsets) if self.options.subsets else None
         count = 0
-        with (SAMPLE_DIR / "samples.jsonl").open(encoding="utf-8") as fh:
-            for number, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                row = json.loads(line)
-                if wanted and row["subset"] not in wanted:
-                    continue
-                if self.options.limit is not None and count >= self.options.limit:
-                    return
-                try:
-                    image = image_ref_from_file(resolve_within(SAMPLE_DIR, row["image"]))
-                except ImageError as exc:
-                    yield Rejected(source=self.name, subset=row.get("subset"), row=f"samples.jsonl:{number}",
-                                   reason=exc.reason, detail=exc.detail)
-                    continue
-                constraint = row.get("constraint")
-                question = row["question"]
-                if row.get("choices"):
-                    question += "\n" + "\n".join(f"{chr(65 + i)}. {c}" for i, c in enumerate(row["choices"]))
-                count += 1
-                yield SourceSample(
-                    id=f"sample/{row['id']}",
-                    source=self.name,
-                    subset=row["subset"],
-                    question=question,
-                    answers=row["answers"],
-                    choices=row.get("choices"),
-                    constraint=f"\n{prompts.RESPONSE_CONSTRAINTS[constraint]}" if constraint else "",
-                    task_type=row["task_type"],
-                    images=[image],
-                    licence=row.get("licence") or self.licence,
-                    tags=row.get("tags", []),
-                )
+        # The bundled file is ours: a line that is not JSON is a packaging bug, raised as such.
+        for number, row in iter_jsonl(SAMPLE_DIR / "samples.jsonl", on_error="raise"):
+            if wanted and row["subset"] not in wanted:
+                continue
+            if self.options.limit is not None and count >= self.options.limit:
+                return
+            try:
+                image = image_ref_from_file(resolve_within(SAMPLE_DIR, row["image"]))
+            except ImageError as exc:
+                yield Rejected(source=self.name, subset=row.get("subset"), row=f"samples.jsonl:{number}",
+                               reason=exc.reason, detail=exc.detail)
+                continue
+            constraint = row.get("constraint")
+            question = row["question"]
+            if row.get("choices"):
+                question += "\n" + "\n".join(f"{chr(65 + i)}. {c}" for i, c in enumerate(row["choices"]))
+            count += 1
+            yield SourceSample(
+                id=f"sample/{row['id']}",
+                source=self.name,
+                subset=row["subset"],
+                question=question,
+                answers=row["answers"],
+                choices=row.get("choices"),
+                constraint=f"\n{prompts.RESPONSE_CONSTRAINTS[constraint]}" if constraint else "",
+                task_type=row["task_type"],
+                images=[image],
+                licence=row.get("licence") or self.licence,
+                tags=row.get("tags", []),
+            )

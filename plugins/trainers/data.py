@@ -13,7 +13,6 @@ processor inside the first piece).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mmat_core.errors import ConfigError, MmatError
+from mmat_core.jsonl import BadLine, iter_jsonl
 from mmat_core.models import Rejected, TrainingRecord
 
 IGNORE_INDEX = -100
@@ -84,30 +84,27 @@ def load_records(files: Sequence[Path], image_root: Path | None = None) -> tuple
     records: list[LoadedRecord] = []
     rejected: list[Rejected] = []
     for file in files:
-        with open(file, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                origin = f"{file}:{number}"
-                if not line.strip():
-                    continue
-                try:
-                    record = TrainingRecord.model_validate(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    rejected.append(_rejected(origin, "not_json", exc.msg))
-                    continue
-                except ValidationError as exc:
-                    first = exc.errors()[0]
-                    detail = f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
-                    rejected.append(_rejected(origin, "invalid_record", detail))
-                    continue
-                if not any(message.role == "assistant" for message in record.messages):
-                    rejected.append(_rejected(origin, "no_assistant_turn"))
-                    continue
-                resolved = [_resolve_image(name, file.parent, image_root) for name in record.images]
-                missing = [name for name, path in zip(record.images, resolved) if path is None]
-                if missing:
-                    rejected.append(_rejected(origin, "image_missing", ", ".join(missing)))
-                    continue
-                records.append(LoadedRecord(record, [p for p in resolved if p is not None], origin))
+        for number, data in iter_jsonl(file):
+            origin = f"{file}:{number}"
+            if isinstance(data, BadLine):
+                rejected.append(_rejected(origin, "not_json", data.message))
+                continue
+            try:
+                record = TrainingRecord.model_validate(data)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                detail = f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+                rejected.append(_rejected(origin, "invalid_record", detail))
+                continue
+            if not any(message.role == "assistant" for message in record.messages):
+                rejected.append(_rejected(origin, "no_assistant_turn"))
+                continue
+            resolved = [_resolve_image(name, file.parent, image_root) for name in record.images]
+            missing = [name for name, path in zip(record.images, resolved) if path is None]
+            if missing:
+                rejected.append(_rejected(origin, "image_missing", ", ".join(missing)))
+                continue
+            records.append(LoadedRecord(record, [p for p in resolved if p is not None], origin))
     return records, rejected
 
 
