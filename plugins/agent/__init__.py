@@ -23,7 +23,6 @@ from mmat_core import hookimpl
 
 if TYPE_CHECKING:
     import click
-
     from mmat_plugins.agent.agent import MODES, AgentResult, AgentRuntime
     from mmat_plugins.agent.chat import ChatModel, OpenAIChatModel, TransformersChatModel, open_chat_model
     from mmat_plugins.agent.parsing import ParsedAnswer, ParsedStep, parse_answer, parse_step

@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from mmat_plugins.agent.chat import ChatModel, ChatModelClient, ChatTurn
+from mmat_plugins.agent.parsing import clean_final_answer, parse_answer, parse_step
+
 from mmat_core import formatting, prompts
 from mmat_core.components import LLMClient, SearchBackend, Tool, ToolInfo
 from mmat_core.engine.tools import ToolRunner
@@ -32,8 +35,6 @@ from mmat_core.errors import ConfigError
 from mmat_core.images import ImageStore, image_ref_from_file
 from mmat_core.models import ModelCall, Provenance, SourceSample, Step, Trace, Usage
 from mmat_core.plugins import PluginManager, get_plugin_manager, mmat_version
-from mmat_plugins.agent.chat import ChatModel, ChatModelClient, ChatTurn
-from mmat_plugins.agent.parsing import clean_final_answer, parse_answer, parse_step
 
 Mode = Literal["rr", "orr", "plain"]
 MODES: tuple[str, ...] = ("rr", "orr", "plain")

@@ -21,7 +21,6 @@ from mmat_core import hookimpl
 
 if TYPE_CHECKING:
     import click
-
     from mmat_plugins.evaluation.scoring import EvalResult, evaluate, evaluate_async, read_bench, summary_table
 
 __all__ = ["EvalResult", "evaluate", "evaluate_async", "read_bench", "register_commands", "summary_table"]

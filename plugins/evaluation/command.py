@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-
 from mmat_plugins.agent.command import model_options, open_runtime
 
 

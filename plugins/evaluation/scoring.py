@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmat_plugins.agent.agent import AgentResult, AgentRuntime
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mmat_core import prompts
@@ -35,7 +36,6 @@ from mmat_core.errors import ConfigError
 from mmat_core.images import ImageError
 from mmat_core.jsonl import BadLine, iter_jsonl
 from mmat_core.models import Rejected, SourceSample
-from mmat_plugins.agent.agent import AgentResult, AgentRuntime
 from mmat_core.writers import AtomicFile, dumps_line, write_json_atomic
 
 ProgressCallback = Callable[[int, int], None]

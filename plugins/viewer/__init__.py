@@ -21,7 +21,6 @@ from mmat_core import hookimpl
 
 if TYPE_CHECKING:  # imported lazily: ``mmat --help`` must not pay for the viewer
     import click
-
     from mmat_plugins.viewer.server import ViewerServer
 
 __all__ = ["ViewerServer", "open_viewer", "register_commands"]

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mmat_plugins.viewer.dataset import QUARANTINED, Dataset, row_kind, summarise
+
 from mmat_core.models import KEPT_STATUSES
 
 INDEX_FILE = "viewer-index.sqlite"

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmat_core.errors import MmatError
-from mmat_core.store import STORE_FILE
 from mmat_core.models import KEPT_STATUSES
+from mmat_core.store import STORE_FILE
 
 if TYPE_CHECKING:
     from mmat_core.plugins import PluginManager

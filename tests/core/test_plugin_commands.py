@@ -122,7 +122,7 @@ def test_plugin_options_after_help_are_read_before_the_listing() -> None:
 def run_mmat(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The real entry point of [project.scripts] (``mmat_core.cli:run``) in a fresh process."""
     code = "import sys\nfrom mmat_core.cli import run\nsys.argv = ['mmat', *sys.argv[1:]]\nrun()\n"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([sys.executable, "-c", code, *args], check=False, capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})}, cwd=ROOT)
 
 
@@ -190,7 +190,7 @@ def test_a_core_command_does_not_collect_plugin_commands() -> None:
         "try:\n    main(['validate', '--help'])\nexcept SystemExit:\n    pass\n"
         "print(sorted(m for m in sys.modules if m.startswith('mmat_plugins')))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr
 
 
