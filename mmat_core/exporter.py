@@ -24,7 +24,7 @@ from mmat_core.components import FormatContext, Formatter, ToolInfo
 from mmat_core.errors import ConfigError
 from mmat_core.images import ImageStore
 from mmat_core.models import TRACE_SCHEMA_VERSION, Rejected, RunManifest, Trace, Usage
-from mmat_core.store import STORE_FILE, RunStore
+from mmat_core.store import RunStore
 from mmat_core.writers import AtomicFile, dumps_line, loads, write_all
 
 log = logging.getLogger("mmat.export")
@@ -121,10 +121,7 @@ def read_manifest(run_dir: Path) -> RunManifest | None:
 
 def open_store(run_dir: Path) -> RunStore:
     """The run store of ``run_dir``; a clear error when there is none (never creates one)."""
-    if not (run_dir / STORE_FILE).is_file():
-        raise ConfigError(f"no run store ({STORE_FILE}) here; give the folder `mmat build --out` or "
-                          "`mmat import-rr --out` wrote", file=str(run_dir))
-    return RunStore.open(run_dir)
+    return RunStore.open_existing(run_dir, hint="give the folder `mmat build --out` or `mmat import-rr --out` wrote")
 
 
 def view_decoder() -> Callable[[bytes], dict[str, Any]]:

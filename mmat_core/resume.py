@@ -191,12 +191,9 @@ def prepare_resume(store: RunStore, config: PipelineConfig, *, run_dir: Path | N
 
 def stored_config(run_dir: Path) -> dict[str, Any]:
     """The configuration a run directory was built with (for ``mmat build --resume``)."""
-    from mmat_core.store import STORE_FILE
 
-    path = run_dir / STORE_FILE
-    if not path.exists():
-        raise ConfigError(f"no run store ({STORE_FILE}) in {run_dir}: is this an mmat run directory?", file=str(run_dir))
-    store = RunStore(path)
+    store = RunStore.open_existing(run_dir)
+    path = store.path
     try:
         config = store.get_meta("config")
     finally:

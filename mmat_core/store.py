@@ -76,6 +76,16 @@ class RunStore:
         """The store of ``run_dir``."""
         return cls(run_dir / STORE_FILE)
 
+    @classmethod
+    def open_existing(cls, run_dir: Path, *, hint: str = "is this an mmat run directory?") -> RunStore:
+        """The store of a run directory that has one; never creates one. The one check of every
+        command that reads a finished run: ``no run store (run.sqlite) in DIR: {hint}`` otherwise."""
+        from mmat_core.errors import ConfigError
+
+        if not (run_dir / STORE_FILE).is_file():
+            raise ConfigError(f"no run store ({STORE_FILE}) in {run_dir}: {hint}", file=str(run_dir))
+        return cls.open(run_dir)
+
     # -- metadata ---------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> Any | None:

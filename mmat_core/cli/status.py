@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 
-from mmat_core.errors import ConfigError
 from mmat_core.models import KEPT_STATUSES
 
 
@@ -16,10 +15,7 @@ def run_status(run_dir: Path) -> dict[str, Any]:
     """What ``mmat status`` reports, as a JSON-ready dict (the store is only read)."""
     from mmat_core.store import STORE_FILE, RunStore
 
-    path = run_dir / STORE_FILE
-    if not path.exists():
-        raise ConfigError(f"no run store ({STORE_FILE}) in {run_dir}: is this an mmat run directory?", file=str(run_dir))
-    store = RunStore(path)
+    store = RunStore.open_existing(run_dir)
     try:
         statuses = store.status_counts()
         failures: dict[str, int] = {}

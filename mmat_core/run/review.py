@@ -76,12 +76,12 @@ def read_traces(path: Path) -> Iterator[Trace | Unreadable]:
     Trace comes out as :class:`Unreadable` with its line number and why."""
     from pydantic import ValidationError
 
+    store = None
     if path.is_dir():
-        if not (path / STORE_FILE).exists():
-            raise ConfigError(f"no {STORE_FILE} here: give a run directory, a run store or a traces .jsonl file", file=str(path))
-        path = path / STORE_FILE
-    if path.suffix in (".sqlite", ".db"):
+        store = RunStore.open_existing(path, hint="give a run directory, a run store or a traces .jsonl file")
+    elif path.suffix in (".sqlite", ".db"):
         store = RunStore(path)
+    if store is not None:
         try:
             yield from store.traces()
         finally:

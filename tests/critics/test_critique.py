@@ -74,7 +74,7 @@ def test_a_traces_file_with_a_bad_line_is_critiqued_and_the_line_reported(run_di
 def test_a_directory_without_a_run_store_is_explained(tmp_path: Path) -> None:
     result = critique(str(tmp_path), "--critics", "answer_match")
     assert isinstance(result.exception, ConfigError)
-    assert "no run.sqlite here: give a run directory, a run store or a traces .jsonl file" in str(result.exception)
+    assert "no run store (run.sqlite) in" in str(result.exception)
 
 
 def test_an_unknown_critic_lists_the_available_ones(run_dir: Path) -> None:
