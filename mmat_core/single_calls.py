@@ -1,15 +1,15 @@
-"""One component, called once, outside a build: what ``mmat tool run`` and ``mmat rag search`` do,
-and what a Python user calls to try a tool or a search backend by hand.
+"""One component, called once, outside a build: what ``mmat tool run`` does, and what a Python
+user calls to try a tool by hand.
 
 ::
 
-    from mmat_core.single_calls import run_tool, search
+    from mmat_core.single_calls import run_tool
 
-    call = run_tool("ocr", "receipt.png")                      # a ToolCall: result, data, error, latency
-    hits = search({"name": "local", "corpus": "corpus.jsonl"}, "Gemini 4 pilot", k=3)
+    call = run_tool("ocr", "receipt.png")   # a ToolCall: result, data, error, latency
 
-Each goes through the same engine a build uses (argument validation, the worker pool, timeouts,
-the LLM client with its scheduler for tools that ask a model), so a tool behaves here as in a run.
+The call goes through the same engine a build uses (argument validation, the worker pool,
+timeouts, the LLM client with its scheduler for tools that ask a model), so a tool behaves here
+as in a run.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from mmat_core.errors import ConfigError
 
 if TYPE_CHECKING:
     from mmat_core.components import Component
-    from mmat_core.models import SearchHit, SourceSample, ToolCall
+    from mmat_core.models import SourceSample, ToolCall
     from mmat_core.plugins import PluginManager
 
 
@@ -81,18 +81,4 @@ async def _call_tool(backend: Any, tool: Any, args: dict[str, Any], sample: Sour
         return await runner.call(tool.name, args, runner.context(sample, {}))
     finally:
         runner.close()
-        await backend.aclose()
-
-
-def search(backend: str | dict[str, Any], query: str, k: int = 3, *, manager: PluginManager | None = None) -> list[SearchHit]:
-    """The top ``k`` hits of one ``query`` to the search backend ``backend`` names (a name or
-    ``{"name": ..., **options}``, as the ``search`` key of a configuration)."""
-    instance = create_component("search", backend, key="search", manager=manager)
-    return asyncio.run(_search_once(instance, query, k))
-
-
-async def _search_once(backend: Any, query: str, k: int) -> list[SearchHit]:
-    try:
-        return list(await backend.search(query, k))
-    finally:
         await backend.aclose()

@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import click
+
+if TYPE_CHECKING:
+    from mmat_core import SearchBackend, SearchHit
 
 #: The search backend the ``rag`` commands index and query (the local corpus one).
 RAG_BACKEND = "local"
@@ -28,14 +33,7 @@ def rag() -> None:
               help="Long documents are cut into passages of about this many characters.")
 def rag_index(corpus: Path, out: Path, embedding_model: str, no_embeddings: bool, passage_chars: int) -> None:
     """Index CORPUS (a JSONL file of {title, text, url} or a folder of .txt/.md) into OUT."""
-    from typing import cast
-
-    from mmat_core import SearchBackend, get_plugin_manager
-
-    # The backend comes from the registry by name, as in a build (the registry checked that it
-    # derives from SearchBackend when the plugin registered it).
-    backend = cast("type[SearchBackend]", get_plugin_manager().get("search", RAG_BACKEND))
-    meta = backend.build_index(corpus, out, embedding_model=None if no_embeddings else embedding_model,
+    meta = _backend_class().build_index(corpus, out, embedding_model=None if no_embeddings else embedding_model,
                                passage_chars=passage_chars)
     dense = f"embeddings by {meta['embedding_model']}" if meta.get("embedding_model") else "no embeddings"
     click.echo(f"indexed {meta['passages']} passage(s) from {corpus} into {out} ({dense})")
@@ -49,7 +47,20 @@ def rag_index(corpus: Path, out: Path, embedding_model: str, no_embeddings: bool
 @click.option("--rerank", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
 def rag_search(query: str, index: str | None, corpus: str | None, k: int, rerank: str) -> None:
     """Search the local corpus for QUERY and print the hits as JSON."""
-    from mmat_core.single_calls import search
-
-    hits = search({"name": RAG_BACKEND, "index": index, "corpus": corpus, "rerank": rerank}, query, k)
+    hits = asyncio.run(_search_once(_backend_class()(index=index, corpus=corpus, rerank=rerank), query, k))
     click.echo(json.dumps([hit.model_dump(mode="json") for hit in hits], indent=2, ensure_ascii=False))
+
+
+def _backend_class() -> type[SearchBackend]:
+    """The ``local`` backend, from the registry by name as in a build (so a build and these
+    commands always use the same class; the registry checked that it derives from SearchBackend)."""
+    from mmat_core import get_plugin_manager
+
+    return cast("type[SearchBackend]", get_plugin_manager().get("search", RAG_BACKEND))
+
+
+async def _search_once(backend: SearchBackend, query: str, k: int) -> list[SearchHit]:
+    try:
+        return list(await backend.search(query, k))
+    finally:
+        await backend.aclose()

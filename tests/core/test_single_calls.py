@@ -1,5 +1,4 @@
-"""mmat_core.single_calls: one tool call or one search outside a build, the functions behind
-``mmat tool run`` and ``mmat rag search``."""
+"""mmat_core.single_calls: one tool call outside a build, the function behind ``mmat tool run``."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ from mmat_core import hookimpl
 from mmat_core.errors import ConfigError, UnknownComponentError
 from mmat_core.images import ImageError
 from mmat_core.plugins import PluginManager
-from mmat_core.single_calls import create_component, run_tool, search
+from mmat_core.single_calls import create_component, run_tool
 from tests.core.conftest import EchoTool, make_png
 
 
@@ -42,8 +41,3 @@ def test_create_component_names_the_key_of_a_wrong_option() -> None:
 def test_create_component_answers_an_unknown_name_with_the_choices() -> None:
     with pytest.raises(UnknownComponentError, match="Did you mean 'local'"):
         create_component("search", "locale")
-
-
-def test_search_returns_the_top_hits_of_the_local_corpus() -> None:
-    hits = search({"name": "local", "rerank": "off"}, "first woman to pilot the Space Shuttle", k=1)
-    assert [hit.title for hit in hits] == ["Eileen Collins"]
