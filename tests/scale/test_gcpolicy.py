@@ -55,16 +55,16 @@ def test_cyclic_garbage_is_still_collected_inside_a_run() -> None:
 
 def test_the_setting_defaults_to_the_policy_and_a_build_applies_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert EngineSettings().gc_threshold == DEFAULT_THRESHOLD
-    from mmat_core import pipeline as pipeline_module
+    from mmat_core.run import local as run_module
 
     seen: list[int | None] = []
-    real = pipeline_module.run_gc
+    real = run_module.run_gc
 
     def spy(threshold: int | None):  # type: ignore[no-untyped-def]
         seen.append(threshold)
         return real(threshold)
 
-    monkeypatch.setattr(pipeline_module, "run_gc", spy)
+    monkeypatch.setattr(run_module, "run_gc", spy)
     from mmat_core.config import PipelineConfig
     from mmat_core.pipeline import Pipeline
 
