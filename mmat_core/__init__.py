@@ -90,6 +90,7 @@ if TYPE_CHECKING:
     )
     from mmat_core.formatting import trace_data, view_messages
     from mmat_core.images import ImageError, ImageStore, image_ref_from_bytes, image_ref_from_file, read_regular_file
+    from mmat_core.jsonl import BadLine, JsonlLineError, iter_jsonl
     from mmat_core.models import (
         ImageRef,
         ModelCall,
@@ -153,6 +154,8 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "checked_record_function", "PAPER_VAL_RATIO",
     ),
     "mmat_core.formatting": ("trace_data", "view_messages"),
+    # Reading JSON Lines (a source, a trainer, a corpus): one loop, bad lines reported the same way.
+    "mmat_core.jsonl": ("iter_jsonl", "BadLine", "JsonlLineError"),
     # Reading a model's reply (a backend, a judge or an operator that asks a model for JSON).
     "mmat_core.replies": ("extract_json_object", "strip_code_fence", "ReplyJSONError"),
     "mmat_core.writers": ("RecordWriter", "SkipTrace"),
@@ -175,7 +178,7 @@ __all__ = [
     "QuotaOptions", "SourceRecord", "RecordItem", "text_field", "answers_field", "dialogue_turns",
     "parse_choices", "option_answers", "local_root", "ViewFormatter", "ViewOptions", "ExportOptions",
     "FinishingWriter", "RecordFunction", "checked_record_function", "PAPER_VAL_RATIO", "trace_data",
-    "view_messages", "extract_json_object", "strip_code_fence", "ReplyJSONError", "RecordWriter", "SkipTrace",
+    "view_messages", "iter_jsonl", "BadLine", "JsonlLineError", "extract_json_object", "strip_code_fence", "ReplyJSONError", "RecordWriter", "SkipTrace",
 ]
 
 

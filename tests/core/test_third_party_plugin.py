@@ -38,6 +38,7 @@ from typing import Any
 from pydantic import Field
 
 from mmat_core import (
+    BadLine,
     ComponentOptions,
     Critic,
     CriticContext,
@@ -54,6 +55,7 @@ from mmat_core import (
     RecordFunction,
     RecordItem,
     RecordSource,
+    RowError,
     SearchBackend,
     SearchHit,
     SourceOptions,
@@ -69,6 +71,7 @@ from mmat_core import (
     Verdict,
     ViewFormatter,
     hookimpl,
+    iter_jsonl,
     text_field,
 )
 
@@ -88,9 +91,10 @@ class AcmeSource(RecordSource):
         self.images = ImageResolver(Path(self.options.root))
 
     def iter_records(self) -> Any:
-        path = Path(self.options.root) / "questions.jsonl"
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            yield f"questions.jsonl:{number}", None, json.loads(line)
+        for number, record in iter_jsonl(Path(self.options.root) / "questions.jsonl"):
+            if isinstance(record, BadLine):  # quarantined with the reader's reason, the run goes on
+                record = RowError(record.reason, record.detail)
+            yield f"questions.jsonl:{number}", None, record
 
     def normalise(self, ref: str, subset: str | None, record: SourceRecord) -> list[SourceSample]:
         image = self.images.from_path(text_field(record, "image"))
@@ -177,7 +181,7 @@ class AcmeTrainer(Trainer):
     def train(self, *, data: Any, model: str, output_dir: Path, preset: str | None = None,
               overrides: dict[str, Any] | None = None, resume: Any = False, log: Any = None) -> TrainResult:
         paths = [data] if isinstance(data, Path) else list(data)
-        examples = sum(1 for path in paths for line in path.read_text(encoding="utf-8").splitlines() if line)
+        examples = sum(1 for path in paths for _number, row in iter_jsonl(path, on_error="raise") if row)
         output_dir.mkdir(parents=True, exist_ok=True)
         return TrainResult(output_dir=str(output_dir), steps=examples)
 
@@ -279,7 +283,8 @@ def test_a_third_party_plugin_of_every_family_builds_on_its_own(acme: ModuleType
     make_png(data / "widget.png", text="WIDGET")
     rows = [{"id": i, "question": f"What colour is widget {i}?", "answer": "blue", "image": "widget.png"}
             for i in (1, 2)]
-    (data / "questions.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    lines = [json.dumps(row) + "\n" for row in rows] + ["{not json\n"]
+    (data / "questions.jsonl").write_text("".join(lines), encoding="utf-8")
     pm = PluginManager(entry_points=False)  # none of mmat's built-ins: the plugin stands alone
     pm.register(acme, "acme")
 
@@ -289,6 +294,8 @@ def test_a_third_party_plugin_of_every_family_builds_on_its_own(acme: ModuleType
                                 plugins=pm).run(tmp_path / "run")
 
     assert (result.out_dir / "executed-by-acme").read_text() == "yes"
+    (bad,) = [json.loads(line) for line in (result.out_dir / "quarantine.jsonl").read_text().splitlines()]
+    assert (bad["row"], bad["reason"]) == ("questions.jsonl:3", "invalid_json")
     records = [json.loads(line) for line in (result.out_dir / "acme.jsonl").read_text().splitlines()]
     assert [(r["id"], r["answer"], r["operators"]) for r in records] == [
         ("acme_source/1/0", "blue", ["acme_tool"]), ("acme_source/2/0", "blue", ["acme_tool"])]
