@@ -204,6 +204,12 @@ def imported_name(item: Import) -> str:
     return f"{item.target}.{item.name}" if item.name else item.target
 
 
+def without_known_plugin_imports(imports: list[Import]) -> list[Import]:
+    """``imports`` less the known core-to-plugin ones: they are reported (and waived) once, by
+    the plugin-import check, not again as the cycles they close through a plugin."""
+    return [i for i in imports if (i.module, i.target) not in KNOWN_PLUGIN_IMPORTS]
+
+
 def plugin_imports(imports: list[Import]) -> list[Import]:
     """Imports of ``mmat_plugins`` by a core module."""
     return [i for i in imports if i.module.split(".")[0] == "mmat_core" and i.target.split(".")[0] == "mmat_plugins"]
@@ -261,7 +267,7 @@ def test_the_core_never_imports_a_plugin(tree: tuple[dict[str, Path], list[Impor
 
 def test_no_cycle_between_packages(tree: tuple[dict[str, Path], list[Import]]) -> None:
     modules, imports = tree
-    edges = unit_graph(imports, modules)
+    edges = unit_graph(without_known_plugin_imports(imports), modules)
     bad = [group for group in cycles(edges) if group not in KNOWN_CYCLES]
     assert not bad, "\n".join(describe_cycle(group, edges) for group in bad)
 
@@ -281,7 +287,7 @@ def test_no_module_imports_a_private_name_of_another(tree: tuple[dict[str, Path]
 
 def test_every_known_exception_still_occurs(tree: tuple[dict[str, Path], list[Import]]) -> None:
     modules, imports = tree
-    groups = cycles(unit_graph(imports, modules))
+    groups = cycles(unit_graph(without_known_plugin_imports(imports), modules))
     gone = [f"cycle {sorted(group)}" for group in KNOWN_CYCLES if group not in groups]
     seen = {(i.module, i.target) for i in plugin_imports(imports)}
     gone += [f"{module} -> {target}" for module, target in KNOWN_PLUGIN_IMPORTS if (module, target) not in seen]
