@@ -26,11 +26,13 @@ def as_spec(arg: ComponentArg | ComponentSpec) -> ComponentSpec | Component:
     return ComponentSpec.model_validate(arg)
 
 
-def create_component(family: str, arg: ComponentArg | ComponentSpec, *, key: str, plugins: PluginManager | None = None,
-                     config_file: str | None = None) -> Component:
+def create_component(family: str, arg: ComponentArg | ComponentSpec, *, key: str | None = None,
+                     plugins: PluginManager | None = None, config_file: str | None = None) -> Component:
     """One component of ``family`` from a name, a ``{"name": ..., **options}`` dict, a spec or a
     ready object: the class comes from the plugin registry, the options are validated against
-    its ``Options``. Errors name ``config_file`` and the dotted ``key`` (``critics[0]``)."""
+    its ``Options``. Errors name ``config_file`` and the dotted ``key`` (``critics[0]``; default:
+    the family)."""
+    key = key or family
     spec = as_spec(arg)
     if isinstance(spec, Component):
         if spec.family != family:
