@@ -71,6 +71,20 @@ class Component:
         """JSON Schema of the component's options, for listings and docs."""
         return cls.Options.model_json_schema()
 
+    def preflight(self, key: str) -> list[str]:
+        """What this component still lacks to run, one line each, saying how to supply it.
+
+        mmat asks every component of a build before any model call and before the run folder
+        is created, and reports all the lines of all components in one ConfigError, each after
+        ``KEY (NAME): ``. ``key`` is where the component sits in the configuration (``source``,
+        ``tools[1]``), so a line can say exactly what to set (``--set tools[1].detector.model=PATH``).
+        Must not call a model, read a dataset or download anything: look at the environment and
+        the file system only. A problem found while building the component (a ConfigError from
+        ``__init__``, such as a missing API key) is listed the same way; this method is for what a
+        component can be built without but cannot run without (weights not on this machine, a
+        file it will need). The default lacks nothing."""
+        return []
+
 
 # --------------------------------------------------------------------------------------------
 # Stage 1: sources
@@ -271,6 +285,19 @@ class Tool(Component):
         """The label used in the user-turn template."""
         return cls.label or cls.name.replace("_", " ")
 
+    @classmethod
+    def default_off_reason(cls, *, offline: bool) -> str | None:
+        """Why a build that names no tools leaves this one out, with how to turn it on; None: it
+        runs. Asked of the paper's operators when a configuration has no ``tools:``; ``offline``
+        is true for the offline backend's build, which promises no key and no download. Must
+        not download or import heavy libraries (look them up with ``importlib.util.find_spec``)."""
+        return None
+
+    @classmethod
+    def default_options(cls, *, offline: bool) -> dict[str, Any]:
+        """The options this tool gets in a build that names no tools (default: none)."""
+        return {}
+
     def prepare(self) -> None:
         """Called once before a run, in the engine's thread: import native libraries or load
         models here rather than racing to do it in the worker threads."""
@@ -335,6 +362,13 @@ class SearchBackend(Component):
 
     async def aclose(self) -> None:
         """Release connections."""
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """Why a build that names no search backend cannot use this one now, with how to make it
+        usable (the keys it looked for, the alternatives); None: it can. A real build asks the
+        ``web`` backend, and runs RAG through it only when this is None. Must not reach the network."""
+        return None
 
     @classmethod
     def build_index(cls, corpus: Path, out: Path, **options: Any) -> dict[str, Any]:
