@@ -18,36 +18,9 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mmat_core.errors import ConfigError
-
 if TYPE_CHECKING:
-    from mmat_core.components import Component
     from mmat_core.models import SourceSample, ToolCall
     from mmat_core.plugins import PluginManager
-
-
-def create_component(family: str, spec: str | dict[str, Any], *, key: str | None = None,
-                     manager: PluginManager | None = None) -> Component:
-    """An instance of the ``family`` component that ``spec`` names, with its options checked.
-
-    ``spec`` is written as in a configuration: a name, or ``{"name": ..., **options}``. A wrong
-    option is a :class:`ConfigError` naming ``key.option`` (``key`` defaults to the family) and
-    what is allowed; an unknown name lists the registered ones.
-    """
-    from pydantic import ValidationError
-
-    from mmat_core.config import validation_error
-    from mmat_core.plugins import get_plugin_manager
-
-    options = {"name": spec} if isinstance(spec, str) else dict(spec)
-    name = options.pop("name", None)
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"{key or family}: a component needs a 'name'")
-    cls = (manager or get_plugin_manager()).get(family, name)
-    try:
-        return cls(cls.Options(**options))
-    except ValidationError as exc:
-        raise validation_error(exc, cls.Options, None, prefix=f"{key or family}.") from None
 
 
 def run_tool(name: str, image: str | Path, *, args: dict[str, Any] | None = None, options: dict[str, Any] | None = None,
@@ -62,9 +35,10 @@ def run_tool(name: str, image: str | Path, *, args: dict[str, Any] | None = None
     """
     from mmat_core.images import ImageStore, image_ref_from_file
     from mmat_core.models import SourceSample
+    from mmat_core.run.assembly import create_component
 
-    backend = create_component("llm", llm, key="llm", manager=manager)
-    tool = create_component("tool", {"name": name, **(options or {})}, key="tool", manager=manager)
+    backend = create_component("llm", llm, key="llm", plugins=manager)
+    tool = create_component("tool", {"name": name, **(options or {})}, key="tool", plugins=manager)
     ref = image_ref_from_file(Path(image))  # an unreadable or unsafe image raises ImageError
     sample = SourceSample(id=f"cli/{Path(image).name}", source="cli", question=question, answers=["?"], images=[ref])
     return asyncio.run(_call_tool(backend, tool, args or {}, sample, ImageStore()))

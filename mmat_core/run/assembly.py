@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from mmat_core.components import Component
 from mmat_core.config import ComponentSpec, validation_error
-from mmat_core.errors import ConfigError
+from mmat_core.errors import ConfigError, UnknownComponentError
 from mmat_core.plugins import PluginManager, get_plugin_manager
 
 #: How a component may be given.
@@ -41,6 +41,9 @@ def create_component(family: str, arg: ComponentArg | ComponentSpec, *, key: str
     manager = plugins or get_plugin_manager()
     try:
         cls = manager.get(family, spec.name)
+    except UnknownComponentError as exc:
+        # Same type (callers catch it for the choices), now naming where the name was written.
+        raise UnknownComponentError(exc.family, exc.name, exc.available, file=config_file, key=f"{key}.name") from None
     except ConfigError as exc:
         raise ConfigError(str(exc), file=config_file, key=f"{key}.name") from None
     try:

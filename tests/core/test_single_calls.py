@@ -10,7 +10,8 @@ from mmat_core import hookimpl
 from mmat_core.errors import ConfigError, UnknownComponentError
 from mmat_core.images import ImageError
 from mmat_core.plugins import PluginManager
-from mmat_core.single_calls import create_component, run_tool
+from mmat_core.run.assembly import create_component
+from mmat_core.single_calls import run_tool
 from tests.core.conftest import EchoTool, make_png
 
 
