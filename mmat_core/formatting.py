@@ -80,6 +80,10 @@ def _trace_texts(data: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
             yield f"step {number} {call.get('name', 'operator')} result", call.get("result") or ""
     yield "final prompt", data.get("final_prompt") or ""
     yield "final answer", data.get("final_answer") or ""
+    # ORR joins the thoughts with a space, and FORMAT_TAG allows spaces inside a tag: a thought
+    # ending in "<" and the next starting with "/ANSWER>" hold no tag alone but "< /ANSWER>" joined.
+    if len(data.get("steps") or ()) > 1:
+        yield "ORR thought", _orr_thought(data)
 
 
 def check_trace_text(trace: TraceLike) -> None:
@@ -190,8 +194,12 @@ def orr_answer(trace: TraceLike) -> str:
     """The ORR assistant turn: every thought (reflections included) joined into one ``<THOUGHT>``,
     then ``<ANSWER>The answer is: X</ANSWER>``."""
     data = trace_data(trace)
-    thoughts = " ".join(t for t in (step["thought"].strip() for step in data["steps"]) if t)
-    return "<THOUGHT>" + thoughts + "</THOUGHT>" + prompts.ORR_ANSWER.format(answer=data.get("final_answer") or "")
+    return "<THOUGHT>" + _orr_thought(data) + "</THOUGHT>" + prompts.ORR_ANSWER.format(answer=data.get("final_answer") or "")
+
+
+def _orr_thought(data: Mapping[str, Any]) -> str:
+    """Every thought of the dialogue, stripped, joined by one space (the ORR ``<THOUGHT>``)."""
+    return " ".join(t for t in (step["thought"].strip() for step in data["steps"]) if t)
 
 
 def orr_messages(trace: TraceLike, *, system: str | None = None) -> list[dict[str, str]]:
