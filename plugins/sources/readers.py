@@ -38,11 +38,51 @@ def looks_local(path: str) -> bool:
     return Path(path).expanduser().exists() or path.startswith((".", "/", "~")) or "\\" in path
 
 
+#: A JSON escape of a surrogate code point (``\\uD800``-``\\uDFFF``); a row holding one is walked
+#: for a lone surrogate (a proper pair, an emoji written as two escapes, decodes to one character).
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+_ANY_SURROGATE = re.compile("[\ud800-\udfff]")
+LONE_SURROGATE = "a \\u escape names a lone surrogate, which UTF-8 (and so the run store) cannot hold"
+
+
+def holds_lone_surrogate(value: Any) -> bool:
+    """Whether a parsed JSON value has a lone surrogate in any string, key or value, at any depth
+    (a loop, not recursion: the value may nest as deep as the parser allowed)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _ANY_SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+class _LoneSurrogateError(ValueError):
+    """Raised by :func:`_loads_utf8` for a line that parses but holds a lone surrogate."""
+
+
+def _loads_utf8(text: str) -> Any:
+    """``json.loads``, refusing a line whose escapes leave a lone surrogate (SQLite stores UTF-8:
+    such a string would crash the store when the row, or its quarantine entry, is written)."""
+    value = json.loads(text)
+    if _ESCAPED_SURROGATE.search(text) and holds_lone_surrogate(value):
+        raise _LoneSurrogateError(LONE_SURROGATE)
+    return value
+
+
 def iter_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any] | RowError]]:
-    """Yield each line of a JSON Lines file as a dict; bad lines come back as RowError."""
-    for number, value in read_jsonl_lines(path):
+    """Yield each line of a JSON Lines file as a dict; bad lines come back as RowError (a lone
+    surrogate escape as ``invalid_utf8``)."""
+    for number, value in read_jsonl_lines(path, loads=_loads_utf8):
         ref = f"{path.name}:{number}"
-        if isinstance(value, BadLine):
+        if isinstance(value, BadLine) and isinstance(value.error, _LoneSurrogateError):
+            yield ref, RowError("invalid_utf8", LONE_SURROGATE)
+        elif isinstance(value, BadLine):
             yield ref, RowError(value.reason, value.detail)
         elif not isinstance(value, dict):
             yield ref, RowError("not_an_object", f"expected a JSON object, got {type(value).__name__}")
@@ -140,6 +180,9 @@ def iter_json_items(path: Path) -> Iterator[tuple[str, Any | RowError]]:
                 buffer, pos = buffer[pos:], 0  # keep memory flat on huge files
             if _SURROGATE.search(text):
                 yield ref, RowError("invalid_utf8", "the record holds bytes that are not UTF-8")
+                continue
+            if _ESCAPED_SURROGATE.search(text) and holds_lone_surrogate(value):
+                yield ref, RowError("invalid_utf8", LONE_SURROGATE)
                 continue
             yield ref, value
 
