@@ -38,6 +38,7 @@ from mmat_core.curation import Curator
 from mmat_core.errors import ConfigError, DiskFullError
 from mmat_core.models import Rejected, SourceSample
 from mmat_core.plugins import PluginManager, get_plugin_manager
+from mmat_core.preflight import cannot_start, readiness
 from mmat_core.run.assembly import ComponentArg, create_component
 from mmat_core.run.context import ProgressCallback, RunResult
 from mmat_core.run.local import run_local
@@ -65,6 +66,8 @@ class Pipeline:
         base = config or PipelineConfig()
         self.plugins = plugins or get_plugin_manager()
         self.config_file = config_file
+        # Components that cannot be built, gathered so one error names them all (see _make).
+        self._problems: list[ConfigError] = []
         self.config = base
         sources = source if isinstance(source, list) else ([source] if source is not None else list(base.sources))
         self.sources: list[Source] = [self._make("source", s, f"source[{i}]" if len(sources) > 1 else "source") for i, s in enumerate(sources)]  # type: ignore[misc]
@@ -82,6 +85,10 @@ class Pipeline:
         search_arg = base.search if search is True else (None if search is False else search)
         self.search: SearchBackend | None = self._make("search", search_arg, "search") if search_arg is not None else None  # type: ignore[assignment]
         self.executor: Executor = self._make("executor", executor if executor is not None else base.executor, "executor")  # type: ignore[assignment]
+        if self._problems:
+            raise self._problems[0] if len(self._problems) == 1 else cannot_start(
+                [str(exc).removeprefix(f"{exc.file}: ") if exc.file else str(exc) for exc in self._problems],
+                self.config_file)
         self._check_unique("tools", self.tools)
         self._check_unique("formatters", self.formatters)
         # What actually runs (components given in code included, options with their defaults):
@@ -98,7 +105,12 @@ class Pipeline:
     # -- resolution -------------------------------------------------------------------------
 
     def _make(self, family: str, arg: Any, key: str) -> Component:
-        return create_component(family, arg, key=key, plugins=self.plugins, config_file=self.config_file)
+        try:
+            return create_component(family, arg, key=key, plugins=self.plugins, config_file=self.config_file)
+        except ConfigError as exc:
+            # Kept, and the next component built: the constructor raises them together.
+            self._problems.append(exc)
+            return None  # type: ignore[return-value]
 
     def _effective_config(self, base: PipelineConfig) -> PipelineConfig:
         def spec(component: Component) -> ComponentSpec:
@@ -119,6 +131,25 @@ class Pipeline:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ConfigError(f"listed twice: {', '.join(duplicates)}", file=self.config_file, key=key)
+
+    def keyed_components(self) -> list[tuple[str, Component]]:
+        """Every component with where it sits in the configuration (``source``, ``tools[1]``)."""
+        keyed: list[tuple[str, Component]] = [
+            (f"source[{i}]" if len(self.sources) > 1 else "source", s) for i, s in enumerate(self.sources)]
+        keyed.append(("llm", self.llm))
+        keyed += [(f"tools[{i}]", t) for i, t in enumerate(self.tools)]
+        keyed += [("search", self.search)] if self.search is not None else []
+        keyed += [(f"critics[{i}]", c) for i, c in enumerate(self.critics)]
+        keyed += [(f"formatters[{i}]", f) for i, f in enumerate(self.formatters)]
+        return [*keyed, ("executor", self.executor)]
+
+    def check_ready(self) -> None:
+        """Raise one ConfigError listing what every component still lacks to run (its
+        :meth:`~mmat_core.components.Component.preflight`: weights, files, ...); :meth:`run`
+        calls it before any model call and before the run folder is created."""
+        problems = [line for key, component in self.keyed_components() for line in readiness(key, component)]
+        if problems:
+            raise cannot_start(problems, self.config_file)
 
     def components(self) -> dict[str, Any]:
         """Family -> name, plugin and version of each component (for run.json)."""
@@ -157,6 +188,7 @@ class Pipeline:
         """
         self.progress = progress
         out = Path(out_dir)
+        self.check_ready()
         check_run_dir(out, force=force)
         try:
             with RunDirLock(out, command_line()):

@@ -76,8 +76,8 @@ def collect_overrides(**flags: Any) -> dict[str, Any]:
 def build(config_file: Path | None, out: Path | None, dry_run: bool, force: bool, min_yield: str | None,
           **flags: Any) -> None:
     """Build RR/ORR training data. With no config, runs the bundled sample with the offline backend."""
-    from mmat_core.config import load_config
     from mmat_core.pipeline import Pipeline
+    from mmat_core.preflight import load_checked
 
     resume_dir: Path | None = flags.pop("resume_dir", None)
     wanted = parse_min_yield(min_yield)
@@ -92,13 +92,9 @@ def build(config_file: Path | None, out: Path | None, dry_run: bool, force: bool
         base = {} if config_file else stored_config(resume_dir)
         overrides = {**base, **overrides, "out": str(resume_dir)}
     recipe: str | None = flags.pop("recipe", None)
-    if recipe:
-        from mmat_core.recipes import load_checked
-
-        # Everything the recipe still lacks, in one message, before any model call or folder.
-        config = load_checked(config_file, overrides, recipe)
-    else:
-        config = load_config(config_file, overrides)
+    # Everything the build still lacks (keys, weights, paths), in one message, before any model
+    # call or folder: for a recipe, a copied recipe given with --config, or flags alike.
+    config = load_checked(config_file, overrides, recipe)
     pipeline = Pipeline.from_config(config, config_file=str(config_file) if config_file else None)
     if dry_run:
         _dry_run(pipeline)
@@ -176,7 +172,7 @@ def check_yield(manifest: Any, wanted: int | float | None) -> None:
 
 def _departures(config: Any) -> None:
     """Which of the paper's operators (and web RAG) this build left off, and why."""
-    from mmat_core.recipes import paper_departures
+    from mmat_core.preflight import paper_departures
 
     for note in paper_departures(config):
         click.echo(f"  paper: {note}")

@@ -351,6 +351,13 @@ class AnyWebSearch(SearchBackend):
                 return name
         return None
 
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """None when one provider's keys are set; else the keys looked for and how to do without."""
+        if cls.available_provider() is not None:
+            return None
+        return (f"no web search key is set (looked for {looked_for(list(_BY_NAME), {})}); set one, {LOCAL_HINT}")
+
     async def search(self, query: str, k: int) -> list[SearchHit]:
         """The chosen provider's hits."""
         return await self.delegate.search(query, k)

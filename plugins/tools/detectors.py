@@ -133,6 +133,21 @@ class TransformersDetector(Detector):
         self._model: Any = None
         self._processor: Any = None
 
+    def preflight(self, key: str) -> list[str]:
+        """torch and transformers not installed, or weights that are not on this machine and may
+        not be downloaded (``local_files_only``, ``HF_HUB_OFFLINE``, or a local path)."""
+        missing = detection_libraries_missing()
+        if missing:
+            return [f"the detector needs {' and '.join(missing)}: pip install 'mmat[detect]'"]
+        model = self.options.model
+        downloads_off = self.options.local_files_only or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        local = Path(model).expanduser().is_absolute() or model.startswith((".", "~"))
+        if (downloads_off or local) and not weights_on_this_machine(model):
+            why = "a local path with no config.json" if local else "downloads are off"
+            return [f"no detector weights at {model!r} ({why}): give a local folder with --set {key}.model=PATH, "
+                    f"or a Hub id and allow the download (unset HF_HUB_OFFLINE, {key}.local_files_only: false)"]
+        return []
+
     def load(self) -> tuple[Any, Any]:
         """The processor and model (torch and transformers are imported only here)."""
         with self._lock:

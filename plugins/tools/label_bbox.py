@@ -15,7 +15,14 @@ from typing import Any, ClassVar
 
 from mmat_plugins.tools.base import ToolOptions
 from mmat_plugins.tools.caption import SCENE_GRAPH_KEY
-from mmat_plugins.tools.detectors import Detection, Detector, make_detector
+from mmat_plugins.tools.detectors import (
+    DEFAULT_DETECTOR_MODEL,
+    Detection,
+    Detector,
+    detection_libraries_missing,
+    make_detector,
+    weights_on_this_machine,
+)
 from pydantic import Field, field_validator
 
 from mmat_core.components import ComponentOptions, Tool, ToolContext, ToolOutput
@@ -101,6 +108,30 @@ class LabelBoxTool(Tool):
         super().__init__(options, **kwargs)
         # Built now so a bad detector name or option fails with the configuration, before any work.
         self.detector: Detector = make_detector(self.options.detector)
+
+    def preflight(self, key: str) -> list[str]:
+        """What the detector lacks (libraries, weights it may not download), as its own check says."""
+        return self.detector.preflight(f"{key}.detector")
+
+    @classmethod
+    def default_off_reason(cls, *, offline: bool) -> str | None:
+        """Off without torch and transformers; off in the offline build (which promises no download)
+        unless Grounding DINO tiny is already in the Hub cache. A real build downloads it on first use."""
+        missing = detection_libraries_missing()
+        if missing:
+            return f"{' and '.join(missing)} not installed (pip install 'mmat[detect]')"
+        if offline and not weights_on_this_machine(DEFAULT_DETECTOR_MODEL):
+            return (f"no detector weights on this machine (fetch them once with `huggingface-cli download "
+                    f"{DEFAULT_DETECTOR_MODEL}`, or give a local folder: --tools image_caption,label_bbox,ocr,"
+                    f"face_detection --set tools.1.detector.model=PATH)")
+        return None
+
+    @classmethod
+    def default_options(cls, *, offline: bool) -> dict[str, Any]:
+        """The offline build loads the weights from the Hub cache and never asks the Hub."""
+        if offline:
+            return {"detector": {"name": "transformers", "model": DEFAULT_DETECTOR_MODEL, "local_files_only": True}}
+        return {}
 
     def objects(self, args: dict[str, Any], ctx: ToolContext) -> list[str]:
         """The object names to detect for this call."""

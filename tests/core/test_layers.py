@@ -8,7 +8,7 @@ own layer or the ones below::
     1  records, images, plugins  writers images fetch components prompts formatting dialogue
                                  plugins (the plugin manager)
     2  engine                    mmat_core.engine
-    3  config and run state      config recipes store yields stats curation resume rundir
+    3  config and run state      config recipes preflight store yields stats curation resume rundir
     4  run phases and outputs    exporter importer schemas run
     5  pipeline                  pipeline
     6  applications              cli __main__ viewer runtime evaluation
@@ -47,7 +47,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = tuple(
          "models errors secrets construct text_checks trace_view trace_queries metrics hookspecs paper_figures"),
         ("records, images, plugins", "writers images fetch components prompts formatting dialogue plugins"),
         ("engine", "engine"),
-        ("config and run state", "config recipes store yields stats curation resume rundir"),
+        ("config and run state", "config recipes preflight store yields stats curation resume rundir"),
         ("run phases and outputs", "exporter importer schemas run"),
         ("pipeline", "pipeline"),
         ("applications", "cli __main__ viewer runtime evaluation"),
@@ -56,20 +56,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = tuple(
 
 #: Known exceptions, each to be removed by the work its comment names; the last test below fails
 #: when one no longer occurs, so the lists only shrink.
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-    # recipes holds both the layer below config (recipe files, the default search and tools that
-    # config's validators fill in) and the layer above it (the recipe build's preflight over a
-    # loaded config, which imports config.load_config). Splitting it is the recipes work of issue
-    # 14 / issue 16 item 1 (capabilities declared on the base classes).
-    frozenset({"mmat_core.config", "mmat_core.recipes"}): "issue 14 recipes / issue 16 item 1",
-}
-KNOWN_PLUGIN_IMPORTS: dict[tuple[str, str], str] = {
-    # The recipe preflight asks the detector plugin whether its weights are on this machine and
-    # the web search plugin which key variables it looked for: capabilities to declare on the
-    # Tool and SearchBackend bases (issue 16 item 1), so recipes asks through the registry.
-    ("mmat_core.recipes", "mmat_plugins.tools.detectors"): "issue 16 item 1",
-    ("mmat_core.recipes", "mmat_plugins.search.web"): "issue 16 item 1",
-}
+KNOWN_CYCLES: dict[frozenset[str], str] = {}
+KNOWN_PLUGIN_IMPORTS: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ import pytest
 
 from mmat_core.config import PipelineConfig, load_config
 from mmat_core.errors import ConfigError
-from mmat_core.recipes import load_checked, load_recipe, paper_departures, preflight, recipe_description, recipe_names
+from mmat_core.preflight import load_checked, paper_departures, preflight
+from mmat_core.recipes import load_recipe, recipe_description, recipe_names
 
 MMAT = [sys.executable, "-c", "from mmat_core.cli import run; run()"]
 #: The two paths the paper recipe cannot default (TabMWP and InfoSeek are local folders only).
@@ -99,7 +100,7 @@ def test_preflight_names_missing_detector_weights_when_downloads_are_off(tmp_pat
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     config = PipelineConfig(tools=["label_bbox"], critics=[], formatters=[])
-    with pytest.raises(ConfigError, match=r"tools\[0\] \(label_bbox\) has no detector weights at "
+    with pytest.raises(ConfigError, match=r"tools\[0\] \(label_bbox\): no detector weights at "
                                           r"'IDEA-Research/grounding-dino-tiny'.*--set tools\[0\]\.detector\.model=PATH"):
         preflight(config)
 

@@ -102,12 +102,6 @@ def test_default_detector_is_grounding_dino_tiny_downloaded_on_first_use() -> No
     assert detector.options.local_files_only is False
 
 
-def test_core_default_detector_matches_the_plugins() -> None:
-    from mmat_core.recipes import DEFAULT_DETECTOR
-
-    assert DEFAULT_DETECTOR == DEFAULT_DETECTOR_MODEL
-
-
 def test_detector_options_without_a_name_are_the_transformers_backends(tiny_owlvit: Path) -> None:
     tool = LabelBoxTool(detector={"model": str(tiny_owlvit)})
     assert tool.detector.name == "transformers" and tool.detector.options.model == str(tiny_owlvit)
