@@ -54,8 +54,8 @@ def read_regular_file(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX
     * slower than ``timeout_s`` seconds in all (a stalled network mount): ``image_read_timeout``;
       the deadline is checked between 1 MiB reads, so a single read the kernel never returns from
       cannot be cut short in-process;
-    * missing: ``image_missing``; unreadable (permissions, a symlink loop, an I/O error):
-      ``image_unreadable``.
+    * missing: ``image_missing``; unreadable (permissions, a symlink loop, an I/O error, a name
+      with a NUL byte or a lone surrogate that no file can have): ``image_unreadable``.
     """
     name = os.fspath(path)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -65,6 +65,8 @@ def read_regular_file(path: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX
         raise ImageError("image_missing", name) from None
     except OSError as exc:
         raise ImageError("image_unreadable", f"{name}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # a NUL byte, or a lone surrogate the file system cannot encode
+        raise ImageError("image_unreadable", f"{name!r}: no file can have this name ({exc})") from None
     if not stat.S_ISREG(before.st_mode):
         raise ImageError("image_not_a_file", f"{name} is {_kind(before.st_mode)}, not a regular file")
     if before.st_size > max_bytes:
@@ -123,7 +125,12 @@ def resolve_within(root: Path, relative: str) -> Path:
     """Resolve ``relative`` under ``root``, refusing anything that escapes it (``..``, absolute
     paths, symlinks pointing outside)."""
     root_resolved = root.resolve()
-    candidate = (root_resolved / relative).resolve()
+    try:
+        candidate = (root_resolved / relative).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        # A symlink loop (RuntimeError before Python 3.13, OSError after), a NUL byte or a name
+        # the file system cannot encode (ValueError): the path names no file that could be read.
+        raise ImageError("image_unreadable", f"{relative!r}: {exc}") from None
     if candidate != root_resolved and root_resolved not in candidate.parents:
         raise ImageError("path_escapes_root", f"{relative!r} resolves outside {root}")
     return candidate
