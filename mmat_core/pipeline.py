@@ -81,7 +81,7 @@ class Pipeline:
         if search is True and "search" not in base.model_fields_set:
             # Unasked for, search is on for the bundled sample only (its own corpus), whatever
             # sources were given in code (see PipelineConfig).
-            search = ComponentSpec(name="local") if all(s.name == "sample" for s in self.sources) else None
+            search = ComponentSpec(name="local") if all(s is not None and s.name == "sample" for s in self.sources) else None
         search_arg = base.search if search is True else (None if search is False else search)
         self.search: SearchBackend | None = self._make("search", search_arg, "search") if search_arg is not None else None  # type: ignore[assignment]
         self.executor: Executor = self._make("executor", executor if executor is not None else base.executor, "executor")  # type: ignore[assignment]
