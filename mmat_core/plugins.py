@@ -16,7 +16,11 @@ Discovery order (also in docs/plugins/load-order.md):
    its components committed, so a failing plugin leaves nothing half-registered.
 7. A name claimed twice in one family is an error naming both plugins.
 
-Loading happens once, lazily, on the first lookup: never at import time.
+Loading happens once, lazily, on the first lookup: never at import time. It has two steps, so that
+``mmat --help`` stays fast: :meth:`PluginManager.load_hooks` imports and registers the plugins
+(steps 1 to 5), which is all that listing the commands of ``register_commands`` needs;
+:meth:`PluginManager.load` goes on to run the collection hooks (steps 6 and 7), which import the
+component classes (and pydantic with them). This module imports neither for the same reason.
 """
 
 from __future__ import annotations
@@ -28,16 +32,18 @@ import os
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
 
 from mmat_core import hookspecs
-from mmat_core.components import FAMILY_BASES, Component
 from mmat_core.errors import DuplicateComponentError, PluginError, UnknownComponentError
 
+if TYPE_CHECKING:  # the component bases import pydantic: imported when a collection hook runs
+    from mmat_core.components import Component
+
 ENTRY_POINT_GROUP = "mmat"
-C = TypeVar("C", bound=Component)
+C = TypeVar("C", bound="Component")
 
 
 class PluginWarning(UserWarning):
@@ -126,9 +132,14 @@ class PluginManager:
         self.use_entry_points = entry_points
         self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
-        self.registries = {family: Registry(family) for family in FAMILY_BASES}
+        self.registries = {family: Registry(family) for family in hookspecs.COLLECTION_HOOKS.values()}
         self.plugins: dict[str, PluginInfo] = {}
+        #: Plugins registered in code and not yet registered with pluggy.
         self._pending: list[tuple[str, Any, PluginInfo]] = []
+        #: Plugins registered with pluggy whose collection hooks have not run yet.
+        self._uncollected: list[tuple[str, Any, PluginInfo]] = []
+        self._entry_points: list[tuple[importlib_metadata.EntryPoint, str, str]] | None = None
+        self._discovered = False
         self._loaded = False
 
     # -- discovery -------------------------------------------------------------------------
@@ -141,21 +152,33 @@ class PluginManager:
             return True
         return "builtins" in self.allow and distribution == "mmat"
 
+    def entry_points(self) -> list[tuple[importlib_metadata.EntryPoint, str, str]]:
+        """The ``mmat`` entry points with their distribution's name and version, sorted by
+        distribution then name (read once: each read of a distribution's name or version parses
+        its metadata file again, and a plugin listing asked for them four times per plugin)."""
+        if self._entry_points is None:
+            found = []
+            metadata: dict[int, tuple[str, str]] = {}
+            for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
+                if ep.dist is None:
+                    found.append((ep, "", "?"))
+                    continue
+                if id(ep.dist) not in metadata:
+                    meta = ep.dist.metadata
+                    metadata[id(ep.dist)] = (meta["Name"], meta["Version"])
+                found.append((ep, *metadata[id(ep.dist)]))
+            self._entry_points = sorted(found, key=lambda row: (row[1], row[0].name))
+        return self._entry_points
+
     def _discover(self) -> list[tuple[str, Any, PluginInfo]]:
         """Import the wanted entry points; failures are reported and skipped."""
         found: list[tuple[str, Any, PluginInfo]] = []
         if not self.use_entry_points:
             return found
-        eps = sorted(
-            importlib_metadata.entry_points(group=ENTRY_POINT_GROUP),
-            key=lambda ep: ((ep.dist.name if ep.dist else ""), ep.name),
-        )
-        for ep in eps:
-            if not self._wanted(ep.name, ep.dist.name if ep.dist else ""):
+        for ep, distribution, version in self.entry_points():
+            if not self._wanted(ep.name, distribution):
                 continue
-            dist = ep.dist.name if ep.dist else "?"
-            version = ep.dist.version if ep.dist else "?"
-            info = PluginInfo(name=ep.name, version=version, distribution=dist)
+            info = PluginInfo(name=ep.name, version=version, distribution=distribution or "?")
             try:
                 module = ep.load()
             except Exception as exc:  # a broken plugin must never take mmat down with it
@@ -168,7 +191,11 @@ class PluginManager:
         """Register a plugin object (a module or an object with hookimpls) from code, e.g. in tests."""
         info = PluginInfo(name=name, version=version, distribution="(registered in code)")
         if self._loaded:
-            self._activate(name, plugin, info)
+            if self._register_hooks(name, plugin, info):
+                self._collect(name, plugin, info)
+        elif self._discovered:
+            if self._register_hooks(name, plugin, info):
+                self._uncollected.append((name, plugin, info))
         else:
             self._pending.append((name, plugin, info))
 
@@ -216,14 +243,26 @@ class PluginManager:
             raise PluginError(text + " (MMAT_STRICT_PLUGINS=1)")
         warnings.warn(text, PluginWarning, stacklevel=4)
 
-    def _activate(self, name: str, plugin: Any, info: PluginInfo) -> None:
-        """Run the plugin's collection hooks into a staging area, then commit all or nothing."""
+    def _register_hooks(self, name: str, plugin: Any, info: PluginInfo) -> bool:
+        """Register the plugin's hooks with pluggy (unknown hooks reported); False if it failed.
+        Its commands can be listed from here on; its components come with :meth:`_collect`."""
         try:
             self.pm.register(plugin, name=name)
         except Exception as exc:
             self._fail(info, f"registration failed: {type(exc).__name__}: {exc}", exc)
-            return
+            return False
         self._report_unknown_hooks(name, plugin, info)
+        hooks = [hook for hook in (*hookspecs.COLLECTION_HOOKS, "register_commands")
+                 if any(impl.plugin is plugin for impl in getattr(self.pm.hook, hook).get_hookimpls())]
+        # Until the collection hooks have run, the hooks are the ones implemented.
+        info.hooks = hooks
+        self.plugins[name] = info
+        return True
+
+    def _collect(self, name: str, plugin: Any, info: PluginInfo) -> None:
+        """Run the plugin's collection hooks into a staging area, then commit all or nothing."""
+        from mmat_core.components import FAMILY_BASES  # pydantic: only now
+
         staged: list[tuple[str, type[Component]]] = []
         hooks: list[str] = []
         try:
@@ -257,9 +296,11 @@ class PluginManager:
                     )
         except DuplicateComponentError:
             self.pm.unregister(plugin)
+            self.plugins.pop(name, None)
             raise
         except Exception as exc:
             self.pm.unregister(plugin)
+            info.hooks = []
             self._fail(info, f"{type(exc).__name__}: {exc}", exc)
             return
         for family, cls in staged:
@@ -276,7 +317,7 @@ class PluginManager:
     def available_names(self) -> list[str]:
         """Every name an allow or block list may use: the ``mmat`` entry points (read from the
         installed metadata, nothing imported), plugins registered in code, and ``builtins``."""
-        names = {ep.name for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP)} if self.use_entry_points else set()
+        names = {ep.name for ep, _dist, _version in self.entry_points()} if self.use_entry_points else set()
         names |= {name for name, _plugin, _info in self._pending} | set(self.plugins)
         return sorted(names | {"builtins"})
 
@@ -297,17 +338,31 @@ class PluginManager:
         if problems:
             raise PluginError(" ".join(problems) + f" Available: {', '.join(available)}")
 
-    def load(self) -> PluginManager:
-        """Discover and activate plugins (idempotent); unknown names in the allow or block list
-        are an error (:meth:`check_names`)."""
-        if self._loaded:
+    def load_hooks(self) -> PluginManager:
+        """Import and register the wanted plugins without running their collection hooks
+        (idempotent): enough to list the commands plugins add, and cheap when their hook modules
+        import their components inside the hooks. Unknown names in the allow or block list are
+        an error (:meth:`check_names`)."""
+        if self._discovered:
             return self
         self.check_names()
         # Entry points first, then plugins registered in code (see the discovery order above).
         pending, self._pending = self._discover() + self._pending, []
+        self._discovered = True
         for name, plugin, info in pending:
-            if info.distribution == "(registered in code)" or self._wanted(name, info.distribution):
-                self._activate(name, plugin, info)
+            wanted = info.distribution == "(registered in code)" or self._wanted(name, info.distribution)
+            if wanted and self._register_hooks(name, plugin, info):
+                self._uncollected.append((name, plugin, info))
+        return self
+
+    def load(self) -> PluginManager:
+        """Discover plugins and fill the registries from their collection hooks (idempotent)."""
+        if self._loaded:
+            return self
+        self.load_hooks()
+        while self._uncollected:
+            name, plugin, info = self._uncollected.pop(0)
+            self._collect(name, plugin, info)
         self._loaded = True
         return self
 

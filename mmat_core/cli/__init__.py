@@ -70,11 +70,14 @@ def collect_plugin_commands(manager: PluginManager) -> dict[str, click.Command]:
     Each plugin fills a group of its own, so one that fails halfway adds nothing: it is reported
     as a warning naming it (an error under ``MMAT_STRICT_PLUGINS=1``) and the others go on. A
     name taken by a core command or by two plugins is an error naming both.
+
+    Only the plugins' hooks are loaded (:meth:`PluginManager.load_hooks`), not their components:
+    listing commands must not import every component class (and pydantic) of every plugin.
     """
     from mmat_core.errors import DuplicateComponentError, PluginError
     from mmat_core.plugins import PluginWarning
 
-    manager.load()
+    manager.load_hooks()
     commands: dict[str, click.Command] = {}
     owners: dict[str, str] = {}
     for impl in manager.pm.hook.register_commands.get_hookimpls():

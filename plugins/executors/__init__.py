@@ -1,33 +1,42 @@
-"""Built-in executors: ``local`` runs the pipeline in this process with asyncio; ``ray`` spreads it
-over a Ray cluster (see ray_executor.py)."""
+"""Built-in executors: ``local`` runs the pipeline in this process with asyncio (local.py); ``ray``
+spreads it over a Ray cluster (ray_executor.py).
+
+The executor classes are imported inside the hook, so importing this module stays cheap."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mmat_core import Executor, hookimpl
-from mmat_plugins.executors.ray_executor import RayExecutor
+from mmat_core import hookimpl
 
 if TYPE_CHECKING:
-    from mmat_core import Pipeline, RunResult
+    from mmat_plugins.executors.local import LocalExecutor
+    from mmat_plugins.executors.ray_executor import RayExecutor
 
+    from mmat_core import Executor
 
-class LocalExecutor(Executor):
-    """Runs the whole pipeline in this process: one asyncio loop, a worker pool for CPU-bound tools."""
-
-    name = "local"
-    version = "1"
-    description = "in-process asyncio executor (the default)"
-
-    def execute(self, pipeline: Pipeline, out_dir: Path) -> RunResult:
-        """Run ``pipeline`` into ``out_dir``."""
-        return pipeline.run_local(out_dir)
+__all__ = ["LocalExecutor", "RayExecutor", "register_executors"]
 
 
 @hookimpl
 def register_executors(register: Callable[[type[Executor]], None]) -> None:
     """Register the built-in executors."""
+    from mmat_plugins.executors.local import LocalExecutor
+    from mmat_plugins.executors.ray_executor import RayExecutor
+
     register(LocalExecutor)
     register(RayExecutor)
+
+
+def __getattr__(name: str) -> object:
+    # The classes stay importable from here, loaded on first use.
+    if name == "LocalExecutor":
+        from mmat_plugins.executors.local import LocalExecutor
+
+        return LocalExecutor
+    if name == "RayExecutor":
+        from mmat_plugins.executors.ray_executor import RayExecutor
+
+        return RayExecutor
+    raise AttributeError(f"module 'mmat_plugins.executors' has no attribute {name!r}")

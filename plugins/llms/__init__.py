@@ -4,17 +4,21 @@ and ``anthropic``. The HTTP clients are imported only when a backend makes its f
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from mmat_core import hookimpl
-from mmat_core.components import LLMBackend
-from mmat_plugins.llms.anthropic_backend import AnthropicBackend
-from mmat_plugins.llms.offline import OfflineBackend
-from mmat_plugins.llms.openai_backend import OpenAIBackend
+
+if TYPE_CHECKING:
+    from mmat_core import LLMBackend
 
 
 @hookimpl
 def register_llms(register: Callable[[type[LLMBackend]], None]) -> None:
-    """Register the built-in LLM backends."""
+    """Register the built-in LLM backends (imported here, so importing this module stays cheap)."""
+    from mmat_plugins.llms.anthropic_backend import AnthropicBackend
+    from mmat_plugins.llms.offline import OfflineBackend
+    from mmat_plugins.llms.openai_backend import OpenAIBackend
+
     register(OfflineBackend)
     register(OpenAIBackend)
     register(AnthropicBackend)

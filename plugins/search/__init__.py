@@ -6,19 +6,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from mmat_plugins.search.local import LocalCorpusSearch
-from mmat_plugins.search.web import WEB_BACKENDS, AnyWebSearch
-
 from mmat_core import hookimpl
-from mmat_core.components import SearchBackend
 
 if TYPE_CHECKING:
     import click
 
+    from mmat_core import SearchBackend
+
 
 @hookimpl
 def register_search_backends(register: Callable[[type[SearchBackend]], None]) -> None:
-    """Register the built-in search backends."""
+    """Register the built-in search backends (imported here, so importing this module stays cheap)."""
+    from mmat_plugins.search.local import LocalCorpusSearch
+    from mmat_plugins.search.web import WEB_BACKENDS, AnyWebSearch
+
     register(LocalCorpusSearch)
     for backend in WEB_BACKENDS:
         register(backend)

@@ -1,21 +1,25 @@
 """Built-in trainers: ``hf-lora`` (torch + transformers + peft) and ``swift`` (the paper's ms-swift run).
 
-Both modules import torch, transformers and peft only inside ``train``, so registering them is cheap.
+Both modules import torch, transformers and peft only inside ``train``, so registering them is cheap;
+they are imported inside the hook, so importing this module is cheaper still.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-
-from mmat_plugins.trainers.hf_lora import HFLoraTrainer
-from mmat_plugins.trainers.swift import SwiftTrainer
+from typing import TYPE_CHECKING
 
 from mmat_core import hookimpl
-from mmat_core.components import Trainer
+
+if TYPE_CHECKING:
+    from mmat_core import Trainer
 
 
 @hookimpl
 def register_trainers(register: Callable[[type[Trainer]], None]) -> None:
     """Register the built-in trainers."""
+    from mmat_plugins.trainers.hf_lora import HFLoraTrainer
+    from mmat_plugins.trainers.swift import SwiftTrainer
+
     register(HFLoraTrainer)
     register(SwiftTrainer)
