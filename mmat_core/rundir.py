@@ -18,6 +18,7 @@ writes.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sys
 from pathlib import Path
@@ -32,16 +33,27 @@ RUN_MARKERS = (LOCK_FILE, "run.sqlite")
 
 
 def check_run_dir(path: Path, *, force: bool = False) -> None:
-    """Refuse an output folder that is a file, or that holds files mmat did not write (unless ``force``)."""
+    """Refuse an output folder that is a file (or a dangling link), or that holds files mmat did not write;
+    with ``force`` write there anyway, with a warning naming those files."""
     if path.exists() and not path.is_dir():
         raise OutputDirError(f"{path} is a file, not a folder: give `out` (or --out) a folder path, new or empty")
-    if force or not path.is_dir() or any((path / marker).exists() for marker in RUN_MARKERS):
+    if path.is_symlink() and not path.exists():
+        raise OutputDirError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist: give `out` "
+                             "(or --out) a folder path, new or empty, or create the folder the link points to")
+    if not path.is_dir() or any((path / marker).exists() for marker in RUN_MARKERS):
         return
     foreign = sorted(entry.name for entry in path.iterdir())
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise OutputDirError(f"{path} is not an mmat run folder and is not empty (it holds {shown}); mmat would "
-                             "overwrite files there: give a new or empty folder, or pass --force to write into it anyway")
+    if not foreign:
+        return
+    shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+    if force:
+        # Asked for, but never silent: the user learns which of their files may be replaced.
+        logging.getLogger(__name__).warning(
+            "--force: writing into %s, which holds files mmat did not write (%s); any of them named like an output "
+            "(rr.jsonl, orr.jsonl, run.json, quarantine.jsonl, ...) is replaced", path, shown)
+        return
+    raise OutputDirError(f"{path} is not an mmat run folder and is not empty (it holds {shown}); mmat would "
+                         "overwrite files there: give a new or empty folder, or pass --force to write into it anyway")
 
 
 def _holder(path: Path) -> str:
