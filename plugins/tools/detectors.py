@@ -144,8 +144,8 @@ class TransformersDetector(Detector):
         local = Path(model).expanduser().is_absolute() or model.startswith((".", "~"))
         if (downloads_off or local) and not weights_on_this_machine(model):
             why = "a local path with no config.json" if local else "downloads are off"
-            return [f"no detector weights at {model!r} ({why}): give a local folder with --set {key}.model=PATH, "
-                    f"or a Hub id and allow the download (unset HF_HUB_OFFLINE, {key}.local_files_only: false)"]
+            return [(f"no detector weights at {model!r} ({why}): give a local folder with --set {key}.model=PATH, "
+                     f"or a Hub id and allow the download (unset HF_HUB_OFFLINE, {key}.local_files_only: false)")]
         return []
 
     def load(self) -> tuple[Any, Any]:
