@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -47,6 +46,8 @@ def rag_index(corpus: Path, out: Path, embedding_model: str, no_embeddings: bool
 @click.option("--rerank", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True)
 def rag_search(query: str, index: str | None, corpus: str | None, k: int, rerank: str) -> None:
     """Search the local corpus for QUERY and print the hits as JSON."""
+    import asyncio  # here, not at the top: `mmat --help` imports this module to list `rag`
+
     hits = asyncio.run(_search_once(_backend_class()(index=index, corpus=corpus, rerank=rerank), query, k))
     click.echo(json.dumps([hit.model_dump(mode="json") for hit in hits], indent=2, ensure_ascii=False))
 

@@ -1,0 +1,167 @@
+"""Start-up time: how long ``mmat --help``, ``mmat plugins`` and friends take in a fresh process.
+
+    .venv/bin/python bench/startup.py          # 21 runs of each command in each case (a few minutes)
+    .venv/bin/python bench/startup.py --quick  # 5 runs of each, same measurement, under a minute
+
+Every figure is one command in a fresh subprocess, started the way a user starts it (the ``mmat``
+script of this environment), with the runs interleaved (command after command, case after case)
+so that a burst of load from another process spreads over all of them. Each is reported as the
+median and the fastest of N runs, in wall time and in CPU time (user + system of the child, from
+``resource.getrusage(RUSAGE_CHILDREN)``): on a shared machine the wall time wanders with the
+other processes, the CPU time much less, so the targets are read on the CPU time.
+
+Two cases, because Python either finds a module's compiled ``.pyc`` or compiles the source again
+(and under ``PYTHONDONTWRITEBYTECODE=1``, which this environment sets, it never writes one):
+
+- ``pyc``: mmat's own packages compiled beforehand (``python -m compileall -q``), the case of an
+  installed wheel or of any checkout after its first run without that variable;
+- ``cold``: mmat's packages with no ``.pyc`` at all, so every run compiles each module it imports.
+
+Both run from copies of ``mmat_core``, ``plugins`` (as ``mmat_plugins``) and ``schemas`` in a
+temporary folder put first on ``PYTHONPATH`` (ahead of the editable install), one copy compiled
+and one not, so the checkout itself is left as it was. Third-party libraries keep the ``.pyc``
+pip wrote for them in both cases; installed third-party mmat plugins are loaded as installed.
+Two reference rows show the floor: the bare interpreter and reading the ``mmat`` entry points
+from the installed metadata (``importlib.metadata``), which every plugin listing pays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Package folder in the checkout -> the import name it is installed as.
+PACKAGES = {"mmat_core": "mmat_core", "plugins": "mmat_plugins", "schemas": "mmat_schemas"}
+#: The target of the listing commands (issue 20: under 0.3 s), read on CPU time in the ``pyc`` case.
+LISTING_TARGET_S = 0.3
+
+
+@dataclass
+class Case:
+    """One command line, its target and the times of its runs in each case."""
+
+    key: str
+    label: str
+    argv: list[str]
+    target_s: float | None
+    wall: dict[str, list[float]] = field(default_factory=dict)
+    cpu: dict[str, list[float]] = field(default_factory=dict)
+
+
+def mmat_argv() -> list[str]:
+    """How a user starts ``mmat`` here: the console script beside this interpreter."""
+    script = Path(sys.executable).with_name("mmat")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from mmat_core.cli import run; sys.argv[0] = 'mmat'; sys.exit(run())"]
+
+
+def make_copies(tmp: Path) -> dict[str, Path]:
+    """Two copies of mmat's packages: ``cold`` without any .pyc, ``pyc`` compiled beforehand."""
+    folders = {}
+    for case in ("cold", "pyc"):
+        folder = tmp / case
+        for source, name in PACKAGES.items():
+            shutil.copytree(ROOT / source, folder / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        folders[case] = folder
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(folders["pyc"])], check=True)
+    return folders
+
+
+def run_once(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of one run of ``argv`` in a fresh process (its output discarded), run
+    in ``cwd`` (not the checkout: ``python -c`` puts the current folder first on the path)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(argv, check=False, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def child_env(folder: Path) -> dict[str, str]:
+    """The environment of a measured run: the copy first on the path, no .pyc ever written (so a
+    ``cold`` run stays cold), and no plugin selection inherited from the caller."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MMAT_PLUGINS", "MMAT_DISABLE_PLUGINS", "MMAT_STRICT_PLUGINS")}
+    env["PYTHONPATH"] = os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def main() -> None:
+    """Run the benchmark and print the table and the RESULT line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="5 runs of each command and case instead of 21")
+    parser.add_argument("--runs", type=int, help="runs of each command and case (overrides --quick)")
+    args = parser.parse_args()
+    runs = args.runs or (5 if args.quick else 21)
+
+    mmat = mmat_argv()
+    python = [sys.executable]
+    cases = [
+        Case("help", "mmat --help", [*mmat, "--help"], LISTING_TARGET_S),
+        Case("help_builtins", "mmat --help --plugins builtins", [*mmat, "--help", "--plugins", "builtins"], LISTING_TARGET_S),
+        Case("plugins", "mmat plugins", [*mmat, "plugins"], LISTING_TARGET_S),
+        Case("validate_help", "mmat validate --help", [*mmat, "validate", "--help"], LISTING_TARGET_S),
+        Case("build_help", "mmat build --help", [*mmat, "build", "--help"], LISTING_TARGET_S),
+        Case("import", "python -c 'import mmat_core'", [*python, "-c", "import mmat_core"], 0.1),
+        Case("entry_points", "python: read the mmat entry points",
+             [*python, "-c", "import importlib.metadata as m; m.entry_points(group='mmat')"], None),
+        Case("python", "python -c pass (the floor)", [*python, "-c", "pass"], None),
+    ]
+    with tempfile.TemporaryDirectory(prefix="mmat-startup-") as tmp:
+        folders = make_copies(Path(tmp))
+        envs = {name: child_env(folder) for name, folder in folders.items()}
+        for name, folder in folders.items():  # the copy, not the editable install, must be imported
+            where = subprocess.run([*python, "-c", "import mmat_core, mmat_plugins; print(mmat_core.__file__, mmat_plugins.__file__)"],
+                                   env=envs[name], cwd=tmp, capture_output=True, text=True, check=True).stdout.split()
+            if not all(Path(path).is_relative_to(folder) for path in where):
+                raise SystemExit(f"the {name} copy is not the one imported: {where}")
+        for case in cases:  # one unmeasured run each: the OS file cache is warm for every case alike
+            run_once(case.argv, envs["pyc"], Path(tmp))
+        for _ in range(runs):
+            for case in cases:
+                for name, env in envs.items():
+                    wall, cpu = run_once(case.argv, env, Path(tmp))
+                    case.wall.setdefault(name, []).append(wall)
+                    case.cpu.setdefault(name, []).append(cpu)
+
+    print(f"{runs} runs of each, interleaved; seconds; median / fastest; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+    header = ("command", "case", "CPU med", "CPU min", "wall med", "wall min", "target (CPU, pyc)")
+    rows = []
+    for case in cases:
+        for name in ("pyc", "cold"):
+            cpu, wall = case.cpu[name], case.wall[name]
+            target = ""
+            if case.target_s is not None and name == "pyc":
+                verdict = "ok" if statistics.median(cpu) < case.target_s else "MISSED"
+                target = f"< {case.target_s:.2f}  {verdict}"
+            rows.append((case.label if name == "pyc" else "", name, f"{statistics.median(cpu):.3f}", f"{min(cpu):.3f}",
+                         f"{statistics.median(wall):.3f}", f"{min(wall):.3f}", target))
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) if i < 2 or i == 6 else str(cell).rjust(width)
+                        for i, (cell, width) in enumerate(zip(row, widths))).rstrip())
+    figures = [f"runs={runs}"]
+    for case in cases:
+        for name in ("pyc", "cold"):
+            figures.append(f"{case.key}_{name}_cpu_s={statistics.median(case.cpu[name]):.3f}")
+            figures.append(f"{case.key}_{name}_wall_s={statistics.median(case.wall[name]):.3f}")
+    print("RESULT " + " ".join(figures))
+
+
+if __name__ == "__main__":
+    main()
