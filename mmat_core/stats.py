@@ -282,20 +282,39 @@ def run_stats(run_dir: Path) -> RunStats:
 
 def write_stats(run_dir: Path, stats: RunStats) -> Path | None:
     """Put ``stats`` into ``run_dir/run.json`` (atomically, every other key kept); None when the
-    run has no run.json yet (it is written when a build finishes)."""
+    run has no run.json yet (it is written when a build finishes), or when another mmat process
+    holds the run folder (a warning says so).
+
+    The folder's lock is held from reading run.json to replacing it: a build resuming into the
+    folder rewrites run.json as it finishes, and a read-modify-write beside it could put the old
+    manifest back over the new one."""
+    import logging
+
+    from mmat_core.errors import RunInUseError
+    from mmat_core.rundir import RunDirLock
     from mmat_core.writers import write_json_atomic
 
     path = run_dir / "run.json"
     if not path.is_file():
         return None
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise StatsError(f"cannot read {path}: {exc}") from None
-    if not isinstance(manifest, dict):
-        raise StatsError(f"{path} does not hold a JSON object: is it an mmat run manifest?")
-    manifest[MANIFEST_KEY] = stats.model_dump(mode="json")
-    return write_json_atomic(path, manifest)
+        lock = RunDirLock(run_dir, "mmat stats").acquire()
+    except RunInUseError:
+        logging.getLogger(__name__).warning(
+            "%s is in use by another mmat process: run.json left alone, so the figures are printed but not "
+            "stored; run `mmat stats` again once it has finished", run_dir)
+        return None
+    try:
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise StatsError(f"cannot read {path}: {exc}") from None
+        if not isinstance(manifest, dict):
+            raise StatsError(f"{path} does not hold a JSON object: is it an mmat run manifest?")
+        manifest[MANIFEST_KEY] = stats.model_dump(mode="json")
+        return write_json_atomic(path, manifest)
+    finally:
+        lock.release()
 
 
 # -- beside the paper ------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def stats(run_dir: Path, compare: str | None, as_json: bool, plot_path: Path | N
         click.echo(f"Run {run_dir}")
         for line in comparison_lines(rows) if rows is not None else stats_lines(figures):
             click.echo(line)
-    if write and written is None:
+    if write and written is None and not (run_dir / "run.json").is_file():
         click.echo(f"{run_dir}/run.json does not exist yet (the build has not finished): figures not stored", err=True)
     if plot_path is not None:
         click.echo(f"plot: {plot_path}", err=True)
