@@ -339,7 +339,19 @@ def import_jsonl(source: Path, store_path: Path) -> Path:
                 obj = json.loads(line)
                 if not isinstance(obj, dict):
                     raise ValueError("a JSON object was expected")  # noqa: TRY004 - handled with the JSON errors below
+                if _ESCAPED_SURROGATE.search(line):
+                    # A lone surrogate escape parses, but SQLite (UTF-8) cannot store the string:
+                    # encoding the value finds it (a proper pair is one character by now).
+                    json.dumps(obj, ensure_ascii=False).encode("utf-8")
                 kind = row_kind(obj)
+            except UnicodeEncodeError:
+                rejected.append(("(file)", None, f"{source.name}:{number}", "viewer_unreadable_line",
+                                 "a \\u escape names a lone surrogate, which UTF-8 cannot hold", "viewer"))
+                continue
+            except RecursionError:
+                rejected.append(("(file)", None, f"{source.name}:{number}", "viewer_unreadable_line",
+                                 "the line nests arrays or objects deeper than the JSON parser allows", "viewer"))
+                continue
             except ValueError as exc:
                 rejected.append(("(file)", None, f"{source.name}:{number}", "viewer_unreadable_line", str(exc)[:300], "viewer"))
                 continue
@@ -380,6 +392,8 @@ MAX_IMAGE_BYTES = 50 * 1024 * 1024
 #: How long one image read may take in all (a stalled network mount must not hold a request).
 IMAGE_READ_TIMEOUT_S = 10.0
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+#: A JSON escape of a surrogate code point: the line may hold a lone surrogate.
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _allowed_path(dataset: Dataset, name: str) -> Path | None:
