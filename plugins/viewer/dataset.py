@@ -411,7 +411,7 @@ def _allowed_path(dataset: Dataset, name: str) -> Path | None:
         path = dataset.root / path
     try:
         resolved = path.resolve()
-    except (OSError, RuntimeError):  # a symlink loop
+    except (OSError, RuntimeError, ValueError):  # a symlink loop; a NUL byte or a lone surrogate in the name
         return None
     for root in (dataset.root, *dataset.image_roots):
         if resolved == root or root in resolved.parents:

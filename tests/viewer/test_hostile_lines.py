@@ -23,7 +23,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ViewerServer]:
     root = tmp_path_factory.mktemp("lines")
     lines = [json.dumps(rr_row("first", "x.png")), DEEP, json.dumps(rr_row("lone-\udcff", "x.png")),
              json.dumps(rr_row("lone-image", "x\ud800.png")), json.dumps(rr_row("emoji-\U0001F600", "x.png")),
-             json.dumps(rr_row("last", "x.png"))]
+             json.dumps(rr_row("last", "x.png")), json.dumps(rr_row("nul-path", "x\x00.png"))]
     target = root / "hostile.jsonl"
     target.write_text("\n".join(lines) + "\n", encoding="ascii")
     server = ViewerServer.open(target).start()
@@ -34,10 +34,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ViewerServer]:
 
 def test_the_rows_around_unstorable_lines_are_served(served: ViewerServer) -> None:
     page = httpx.get(served.url + "api/samples", params={"limit": 100}, timeout=20).json()
-    assert [row["id"] for row in page["rows"]] == ["first", "emoji-\U0001F600", "last"]
+    assert [row["id"] for row in page["rows"]] == ["first", "emoji-\U0001F600", "last", "nul-path"]
 
 
 def test_each_unstorable_line_is_one_unreadable_line_row(served: ViewerServer) -> None:
     rejected = served.dataset.connect().execute("SELECT row, reason FROM rejected ORDER BY row").fetchall()
     assert rejected == [("hostile.jsonl:2", "viewer_unreadable_line"), ("hostile.jsonl:3", "viewer_unreadable_line"),
                         ("hostile.jsonl:4", "viewer_unreadable_line")]
+
+
+def test_an_image_path_with_a_nul_byte_is_not_found_not_a_server_error(served: ViewerServer) -> None:
+    page = httpx.get(served.url + "api/samples", params={"limit": 100}, timeout=20).json()
+    (seq,) = [row["seq"] for row in page["rows"] if row["id"] == "nul-path"]
+    assert httpx.get(f"{served.url}api/image/{seq}/0", timeout=20).status_code == 404
