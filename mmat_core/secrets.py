@@ -11,7 +11,8 @@ key. :func:`scrub` therefore replaces, with ``***``:
    :data:`MIN_FRAGMENT` characters long;
 2. everything **shaped like a credential** of the providers mmat talks to: ``sk-...`` (OpenAI,
    ``sk-proj-``, Anthropic ``sk-ant-``), Google ``AIza...``, Hugging Face ``hf_...``, GitHub
-   ``ghp_...``, AWS ``AKIA...``, Slack ``xox?-...``, the value after ``Bearer``, and the value of a
+   ``ghp_...``, AWS ``AKIA...``, Slack ``xox?-...``, the value after ``Bearer``, HTTP Basic
+   credentials (``Basic`` and base64 of ``user:secret``), and the value of a
    header, JSON key or URL parameter named like one (``x-api-key``, ``api_key``,
    ``Ocp-Apim-Subscription-Key``, ``X-Subscription-Token``, ``access_token``, ``password``, ``?key=``).
 
@@ -165,6 +166,28 @@ def _pattern_spans(lowered: bytes) -> list[tuple[int, int]]:
     return spans
 
 
+_BASIC = re.compile(rb"basic\s+([a-z0-9+/]{8,}={0,2})")
+
+
+def _basic_spans(data: bytes, lowered: bytes) -> list[tuple[int, int]]:
+    """Spans of HTTP Basic credentials (``Basic dXNlcjprZXk=``: base64 of ``user:secret``), a
+    form the shape patterns cannot see and a server may echo. Only a value that decodes (in its
+    own case) to text holding a ``:`` counts, so "basic understanding" stays."""
+    import base64
+    import binascii
+
+    spans = []
+    for match in _BASIC.finditer(lowered):
+        start, end = match.span(1)
+        try:
+            decoded = base64.b64decode(data[start:end], validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        if b":" in decoded:
+            spans.append((start, end))
+    return spans
+
+
 def scrub(text: str, *extra: str | None) -> str:
     """``text`` with every known secret (whole or a long part of it), every ``extra`` secret and
     everything shaped like a credential replaced by ``***``.
@@ -179,7 +202,10 @@ def scrub(text: str, *extra: str | None) -> str:
     spans: list[tuple[int, int]] = []
     for secret in secrets:
         spans += _fragment_spans(data, secret.encode("utf-8", "surrogatepass"))
-    spans += _pattern_spans(data.lower())
+    lowered = data.lower()
+    spans += _pattern_spans(lowered)
+    if b"basic" in lowered:
+        spans += _basic_spans(data, lowered)
     if not spans:
         return text
     return _replace_spans(data, spans).decode("utf-8", "surrogatepass")
