@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from mmat_plugins.sources.readers import iter_json_items, iter_jsonl
 from PIL import Image
 
 from mmat_core.errors import RowError
-from mmat_plugins.sources.readers import iter_json_items, iter_jsonl
 
 # json.dumps writes a lone surrogate as the escape \udXXX (ensure_ascii), as a hostile file would.
 ROWS = [

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-
 from mmat_plugins.viewer.server import ViewerServer
+
 from tests.viewer.test_hostile_files import rr_row
 
 DEEP = "[" * 100_000 + "]" * 100_000
