@@ -44,6 +44,10 @@ _LEAK_PHRASES = re.compile(
 )
 
 
+#: A surrogate code point alone in a str: what a JSON escape like \ud83d without its pair decodes to.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 class StepParseError(MmatError, ValueError):
     """A reply that is not a valid step; the message is what the repair prompt tells the model.
 
@@ -78,8 +82,9 @@ class TextLimits:
 
 def check_model_text(text: str, where: str, max_chars: int) -> None:
     """Refuse model text that cannot go into the training data as it is: longer than
-    ``max_chars`` (``{where}_too_long``), holding a tag of the RR/ORR format (``forged_tag``) or a
-    control character (``control_characters``, the check questions get in curation). Raises
+    ``max_chars`` (``{where}_too_long``), holding a tag of the RR/ORR format (``forged_tag``), a
+    control character (``control_characters``, the check questions get in curation) or a lone
+    surrogate (``invalid_text``: no UTF-8 file or store can hold it). Raises
     :class:`StepParseError` whose message tells the model what to change."""
     if len(text) > max_chars:
         raise StepParseError(f"the {where.replace('_', ' ')} has {len(text)} characters; at most {max_chars} are "
@@ -92,6 +97,13 @@ def check_model_text(text: str, where: str, max_chars: int) -> None:
     if bad is not None:
         raise StepParseError(f"the {where.replace('_', ' ')} holds the control character U+{ord(bad.group()):04X} "
                              f"at {bad.start()}; write plain text", "control_characters")
+    if not text.isascii():
+        lone = _LONE_SURROGATE.search(text)
+        if lone is not None:
+            # Half of a character (a reply whose JSON escapes a lone \ud83d): UTF-8, and so the
+            # run store and every output file, cannot hold it.
+            raise StepParseError(f"the {where.replace('_', ' ')} holds half a character (U+{ord(lone.group()):04X} "
+                                 f"at {lone.start()}); write whole characters", "invalid_text")
 
 
 def sample_text_problem(sample: SourceSample, limits: TextLimits) -> str | None:
