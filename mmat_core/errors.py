@@ -63,6 +63,11 @@ class LowYieldError(MmatError):
     """A build kept fewer samples than ``--min-yield`` asks for (the outputs are still written)."""
 
 
+class NoSamplesError(LowYieldError):
+    """A build's sources yielded no sample to build at all (an empty file, every row quarantined
+    or left out by curation): a fault unless ``--min-yield 0``."""
+
+
 class RowError(MmatError):
     """A source row that cannot become a sample; ``reason`` is the quarantine reason
     (``missing_field``, ``invalid_json``, ...) and ``detail`` says which field or byte."""

@@ -151,6 +151,10 @@ def check_yield(manifest: Any, wanted: int | float | None) -> None:
     counts = manifest.counts
     kept, finished = counts.get("kept", 0), counts.get("finished", 0)
     met = finished + counts.get("rejected", 0)
+    if finished == 0 and wanted != 0:
+        # Nothing reached generation: an empty file, a wrong path inside an archive, a filter that
+        # left nothing. Said as such, not as "kept 0 of 0" (before, an empty source exited 0).
+        raise no_samples_error(manifest)
     if wanted is None:
         short, needed = kept == 0 and met > 0, "at least one"
     elif isinstance(wanted, float):
@@ -168,6 +172,39 @@ def check_yield(manifest: Any, wanted: int | float | None) -> None:
     raise LowYieldError(f"kept {kept} of {finished} finished sample(s) ({counts.get('rejected', 0)} quarantined), "
                         f"fewer than --min-yield ({needed}); top reasons: {top}. The outputs and quarantine.jsonl are "
                         "written; see `mmat status` for every reason (--min-yield 0 accepts any yield)")
+
+
+def describe_sources(config: dict[str, Any]) -> str:
+    """The configured sources as ``name (path)``, comma-separated, for messages."""
+    specs = config.get("source") or []
+    names = []
+    for spec in specs if isinstance(specs, list) else [specs]:
+        if isinstance(spec, dict):
+            where = spec.get("path") or spec.get("dataset") or spec.get("repo")
+            names.append(f"{spec.get('name', '?')} ({where})" if where else str(spec.get("name", "?")))
+    return ", ".join(names) or "(no source)"
+
+
+def no_samples_error(manifest: Any) -> Exception:
+    """The one-line :class:`NoSamplesError` of a build that had no sample to build: which sources,
+    and the top quarantine reasons when every row was quarantined."""
+    from mmat_core.errors import NoSamplesError
+
+    counts = manifest.counts
+    rejected = counts.get("rejected", 0)
+    sources = describe_sources(manifest.config)
+    if rejected:
+        reasons: Counter[str] = Counter()
+        for key, stage in manifest.yield_by_source.items():
+            if "/" not in key:
+                reasons.update(stage.reasons)
+        top = ", ".join(f"{reason} {n}" for reason, n in reasons.most_common(3)) or "no reason recorded"
+        what = (f"no row read from {sources} passed: {rejected} quarantined (top reasons: {top}); "
+                "see quarantine.jsonl or `mmat status` for every row")
+    else:
+        what = (f"the source(s) {sources} yielded no row at all (an empty file, or curation's limit, sample_rate "
+                "or quotas left nothing); check the path and the curation settings")
+    return NoSamplesError(f"no sample to build: {what}. The (empty) outputs are written; --min-yield 0 accepts an empty build")
 
 
 def _departures(config: Any) -> None:
