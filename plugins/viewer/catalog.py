@@ -100,6 +100,29 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     return {"n": len(values), "p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99), "max": values[-1]}
 
 
+def _equal_filters(f: Filters, columns: tuple[str, ...]) -> tuple[str, list[Any]]:
+    """``AND column = ?`` for each of ``columns`` that the filters set: how every list's WHERE begins."""
+    where, params = "", []
+    for column in columns:
+        value = getattr(f, column)
+        if value:
+            where += f" AND {column} = ?"
+            params.append(value)
+    return where, params
+
+
+def _keyset_page(db: sqlite3.Connection, columns: str, table: str, key: str, where: str, params: list[Any],
+                 after: int, limit: int) -> tuple[list[Any], dict[str, Any]]:
+    """Up to ``limit`` rows of ``table`` after ``after`` on ``key`` (the first of ``columns``), and the
+    paging fields of a list page: ``next`` (None at the end), ``count`` and ``count_capped``."""
+    rows = db.execute(f"SELECT {columns} FROM {table} WHERE {key} > ? {where} ORDER BY {key} LIMIT ?",
+                      [after, *params, limit + 1]).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    count = db.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE 1 {where} LIMIT ?)", [*params, COUNT_CAP + 1]).fetchone()[0]
+    return rows, {"next": rows[-1][0] if more else None, "count": min(count, COUNT_CAP), "count_capped": count > COUNT_CAP}
+
+
 class Catalog:
     """The index of one dataset, kept up to date by :meth:`refresh`."""
 
@@ -252,26 +275,12 @@ class Catalog:
         else:
             where, params = self._store_where(filters)
             db, table, via = self.dataset.connect(), "samples", "store"
-        rows = db.execute(f"SELECT {_LIST_COLUMNS} FROM {table} WHERE seq > ? {where} ORDER BY seq LIMIT ?",
-                          [after, *params, limit + 1]).fetchall()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        count = db.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} WHERE 1 {where} LIMIT ?)", [*params, COUNT_CAP + 1]).fetchone()[0]
+        rows, paging = _keyset_page(db, _LIST_COLUMNS, table, "seq", where, params, after, limit)
         keys = ("seq", "id", "source", "subset", "status", "failure", "tools", "question", "reflected_by", "cost")
-        return {
-            "rows": [dict(zip(keys, r)) for r in rows],
-            "next": rows[-1][0] if more else None,
-            "count": min(count, COUNT_CAP),
-            "count_capped": count > COUNT_CAP,
-            "via": via,
-        }
+        return {"rows": [dict(zip(keys, r)) for r in rows], **paging, "via": via}
 
     def _catalog_where(self, f: Filters) -> tuple[str, list[Any]]:
-        where, params = "", []
-        for column in ("status", "source", "subset"):
-            if getattr(f, column):
-                where += f" AND {column} = ?"
-                params.append(getattr(f, column))
+        where, params = _equal_filters(f, ("status", "source", "subset"))
         if f.tool:
             where += " AND seq IN (SELECT seq FROM tool_uses WHERE tool = ?)"
             params.append(f.tool)
@@ -295,11 +304,7 @@ class Catalog:
 
     def _store_where(self, f: Filters) -> tuple[str, list[Any]]:
         """The same filters straight on the run store (slower; used while the catalog builds)."""
-        where, params = "", []
-        for column in ("status", "source", "subset"):
-            if getattr(f, column):
-                where += f" AND {column} = ?"
-                params.append(getattr(f, column))
+        where, params = _equal_filters(f, ("status", "source", "subset"))
         if f.tool:
             where += " AND instr(',' || tools || ',', ?) > 0"
             params.append(f",{f.tool},")
@@ -314,23 +319,14 @@ class Catalog:
         return where, params
 
     def _quarantine_page(self, f: Filters, after: int, limit: int) -> dict[str, Any]:
-        where, params = "", []
-        for column in ("source", "subset"):
-            if getattr(f, column):
-                where += f" AND {column} = ?"
-                params.append(getattr(f, column))
+        where, params = _equal_filters(f, ("source", "subset"))
         if f.q:
             where += " AND (instr(lower(row || ' ' || reason || ' ' || COALESCE(detail, '')), lower(?)) > 0)"
             params.append(f.q)
         db = self.dataset.connect()
-        rows = db.execute(f"SELECT n, source, subset, row, reason, detail, stage FROM rejected WHERE n > ? {where} ORDER BY n LIMIT ?",
-                          [after, *params, limit + 1]).fetchall()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        count = db.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM rejected WHERE 1 {where} LIMIT ?)", [*params, COUNT_CAP + 1]).fetchone()[0]
         keys = ("n", "source", "subset", "row", "reason", "detail", "stage")
-        return {"rows": [{**dict(zip(keys, r)), "status": QUARANTINED} for r in rows], "next": rows[-1][0] if more else None,
-                "count": min(count, COUNT_CAP), "count_capped": count > COUNT_CAP, "via": "store", "quarantine": True}
+        rows, paging = _keyset_page(db, ", ".join(keys), "rejected", "n", where, params, after, limit)
+        return {"rows": [{**dict(zip(keys, r)), "status": QUARANTINED} for r in rows], **paging, "via": "store", "quarantine": True}
 
     def neighbours(self, seq: int, filters: Filters) -> dict[str, int | None]:
         """The previous and next sample under the same filters (for stepping through a list)."""
