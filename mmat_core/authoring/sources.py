@@ -502,6 +502,33 @@ class RecordSource(Source):
                                f"turn {turn} of a {turn + 1}+ turn dialogue (later_turns: skip)")
         return with_context(question, earlier)
 
+    def dialogue_samples(self, ref: str, subset: str | None, row: str, turns: Iterable[tuple[str, str]], *,
+                         images: list[ImageRef], task_type: str,
+                         tags: list[str] | None = None) -> list[SourceSample | Rejected]:
+        """One sample per (question, answer) turn of a dialogue, all sharing ``images``.
+
+        An answer naming one of the question's options makes a multiple-choice sample (its
+        constraint asks for a letter when the answer was one), any other a ``task_type`` sample;
+        later turns are as ``later_turns`` says (:meth:`later_turn`). ``turns`` is read one turn at
+        a time, so a generator that raises RowError for a bad turn fails the row where it stands."""
+        samples: list[SourceSample | Rejected] = []
+        earlier: list[tuple[str, str]] = []
+        for turn, (question, answer) in enumerate(turns):
+            choices = parse_choices(question)
+            picked = option_answers(answer, choices)
+            answers, by_letter = picked if picked else ([answer], False)
+            asked = self.later_turn(ref, subset, turn, question, earlier)
+            earlier.append((question, answer))
+            if isinstance(asked, Rejected):
+                samples.append(asked)
+                continue
+            samples.append(self.sample(subset=subset, row=row, turn=turn, question=asked, answers=answers,
+                                       images=images, task_type="multiple_choice" if picked else task_type,
+                                       choices=choices if picked else None, letter_constraint=by_letter,
+                                       tags=list(tags) if tags else None,
+                                       meta={"context_turns": turn} if turn else None))
+        return samples
+
     def sample(
         self,
         *,

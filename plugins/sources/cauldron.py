@@ -27,9 +27,7 @@ from mmat_core.authoring.sources import (
     SourceRecord,
     RecordItem,
     RecordSource,
-    option_answers,
     row_key,
-    parse_choices,
     strip_answer_prefix,
     strip_instruction,
 )
@@ -110,29 +108,18 @@ class CauldronSource(RecordSource):
             raise RowError("no_image", "the row embeds no image")
         images = [self.images.from_bytes(item, self.image_store) for item in raw_images]
         row = row_key(ref)
-        samples: list[SourceSample | Rejected] = []
-        earlier: list[tuple[str, str]] = []
-        for turn, text in enumerate(texts):
-            if not isinstance(text, dict):
-                raise RowError("field_type", f"texts[{turn}] is not an object")
-            question, reply = text.get("user"), text.get("assistant")
-            if not isinstance(reply, str):
-                raise RowError("missing_field" if reply is None else "field_type", f"texts[{turn}].assistant")
-            if not isinstance(question, str):
-                raise RowError("missing_field" if question is None else "field_type", f"texts[{turn}].user")
-            question = strip_instruction(question.strip())
-            answer = strip_answer_prefix(reply)
-            choices = parse_choices(question)
-            picked = option_answers(answer, choices)
-            answers, by_letter = picked if picked else ([answer], False)
-            task = "multiple_choice" if picked else TASK_TYPES.get(subset or "", "vqa")
-            asked = self.later_turn(ref, subset, turn, question, earlier)
-            earlier.append((question, answer))
-            if isinstance(asked, Rejected):
-                samples.append(asked)
-                continue
-            samples.append(self.sample(subset=subset, row=row, turn=turn, question=asked, answers=answers, images=images,
-                                       task_type=task, choices=choices if picked else None, letter_constraint=by_letter,
-                                       tags=["math"] if TASK_TYPES.get(subset or "") == "math" else None,
-                                       meta={"context_turns": turn} if turn else None))
-        return samples
+
+        def turns() -> Iterator[tuple[str, str]]:
+            for turn, text in enumerate(texts):
+                if not isinstance(text, dict):
+                    raise RowError("field_type", f"texts[{turn}] is not an object")
+                question, reply = text.get("user"), text.get("assistant")
+                if not isinstance(reply, str):
+                    raise RowError("missing_field" if reply is None else "field_type", f"texts[{turn}].assistant")
+                if not isinstance(question, str):
+                    raise RowError("missing_field" if question is None else "field_type", f"texts[{turn}].user")
+                yield strip_instruction(question.strip()), strip_answer_prefix(reply)
+
+        return self.dialogue_samples(ref, subset, row, turns(), images=images,
+                                     task_type=TASK_TYPES.get(subset or "", "vqa"),
+                                     tags=["math"] if TASK_TYPES.get(subset or "") == "math" else None)

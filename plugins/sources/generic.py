@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from mmat_core.errors import ConfigError
-from mmat_core.models import ImageRef, Rejected, SourceSample
+from mmat_core.models import ImageRef, SourceSample
 from mmat_core.authoring.sources import (
     ImageResolver,
     SourceRecord,
@@ -26,8 +26,8 @@ from mmat_core.authoring.sources import (
     RecordSource,
     SourceOptions,
     dialogue_turns,
-    option_answers,
     local_root,
+    option_answers,
     parse_choices,
     strip_image_tokens,
     strip_instruction,
@@ -316,23 +316,8 @@ class DialogueSource(RecordSource):
             raise RowError("no_image", f"row has no {' or '.join(self.image_keys)}")
         paths = value if isinstance(value, list) else [value]
         images = [self.images.from_path(p) for p in paths]
-        samples: list[SourceSample | Rejected] = []
-        earlier: list[tuple[str, str]] = []
-        for turn, (question, answer) in enumerate(self.turns(record)):
-            question = strip_instruction(strip_image_tokens(question))
-            choices = parse_choices(question)
-            picked = option_answers(answer, choices)
-            answers, by_letter = picked if picked else ([answer], False)
-            asked = self.later_turn(ref, subset, turn, question, earlier)
-            earlier.append((question, answer))
-            if isinstance(asked, Rejected):
-                samples.append(asked)
-                continue
-            samples.append(self.sample(subset=subset, row=str(row_id), turn=turn, question=asked, answers=answers,
-                                       images=images, task_type="multiple_choice" if picked else self.options.task_type,
-                                       choices=choices if picked else None, letter_constraint=by_letter,
-                                       meta={"context_turns": turn} if turn else None))
-        return samples
+        turns = ((strip_instruction(strip_image_tokens(question)), answer) for question, answer in self.turns(record))
+        return self.dialogue_samples(ref, subset, str(row_id), turns, images=images, task_type=self.options.task_type)
 
 
 class LlavaSource(DialogueSource):

@@ -32,8 +32,6 @@ from mmat_core.authoring.sources import (
     RecordSource,
     check_names,
     dialogue_turns,
-    option_answers,
-    parse_choices,
     strip_image_tokens,
     strip_instruction,
 )
@@ -119,26 +117,14 @@ class LlavaCoTSource(RecordSource):
         if not isinstance(row_id, (str, int)) or isinstance(row_id, bool):
             raise RowError("missing_field", "id") if row_id is None else RowError("field_type", "id must be a string")
         image = self.images.from_path(image_path)
-        samples: list[SourceSample | Rejected] = []
-        earlier: list[tuple[str, str]] = []
-        for turn, (question, reply) in enumerate(dialogue_turns(record.get("conversations"))):
-            conclusion = _CONCLUSION.search(reply)
-            if conclusion is None:
-                raise RowError("answer_format", f"turn {turn}: the gpt reply has no <CONCLUSION>")
-            answer = conclusion.group(1).strip()
-            question = strip_instruction(strip_image_tokens(question))
-            choices = parse_choices(question)
-            picked = option_answers(answer, choices)
-            answers, by_letter = picked if picked else ([answer], False)
-            task = "multiple_choice" if picked else TASK_TYPES.get(subset or "", "vqa")
-            asked = self.later_turn(ref, subset, turn, question, earlier)
-            earlier.append((question, answer))
-            if isinstance(asked, Rejected):
-                samples.append(asked)
-                continue
-            samples.append(self.sample(subset=subset, row=str(row_id), turn=turn, question=asked, answers=answers,
-                                       images=[image], task_type=task, choices=choices if picked else None,
-                                       letter_constraint=by_letter,
-                                       tags=["math"] if TASK_TYPES.get(subset or "") == "math" else None,
-                                       meta={"context_turns": turn} if turn else None))
-        return samples
+
+        def turns() -> Iterator[tuple[str, str]]:
+            for turn, (question, reply) in enumerate(dialogue_turns(record.get("conversations"))):
+                conclusion = _CONCLUSION.search(reply)
+                if conclusion is None:
+                    raise RowError("answer_format", f"turn {turn}: the gpt reply has no <CONCLUSION>")
+                yield strip_instruction(strip_image_tokens(question)), conclusion.group(1).strip()
+
+        return self.dialogue_samples(ref, subset, str(row_id), turns(), images=[image],
+                                     task_type=TASK_TYPES.get(subset or "", "vqa"),
+                                     tags=["math"] if TASK_TYPES.get(subset or "") == "math" else None)
