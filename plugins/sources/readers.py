@@ -137,6 +137,8 @@ def iter_json_items(path: Path) -> Iterator[tuple[str, Any | RowError]]:
                 return
             start = pos
             key = str(index)
+            # Set when the item does not end inside the buffer: read more, or give up with this reason.
+            unfinished: RowError | None = None
             try:
                 if is_object:
                     key, pos = decoder.raw_decode(buffer, pos)
@@ -154,20 +156,18 @@ def iter_json_items(path: Path) -> Iterator[tuple[str, Any | RowError]]:
                 # quarantine this item alone and go on after it.
                 end = value_end(buffer, pos)
                 if end is None:
-                    if eof or len(buffer) - start > MAX_ITEM_CHARS:
-                        yield f"{name}#{key}", RowError("json_too_deep", f"item {index} nests too deep and never ends")
-                        return
-                    buffer, pos = buffer[start:], 0
-                    fill()
+                    unfinished = RowError("json_too_deep", f"item {index} nests too deep and never ends")
+                else:
+                    yield f"{name}#{key}", RowError(
+                        "json_too_deep", "the item nests arrays or objects deeper than the JSON parser allows")
+                    pos = end
+                    index += 1
                     continue
-                yield f"{name}#{key}", RowError(
-                    "json_too_deep", "the item nests arrays or objects deeper than the JSON parser allows")
-                pos = end
-                index += 1
-                continue
             except ValueError:
+                unfinished = RowError("invalid_json", f"cannot parse the item after item {index}")
+            if unfinished is not None:
                 if eof or len(buffer) - start > MAX_ITEM_CHARS:
-                    yield f"{name}#{key}", RowError("invalid_json", f"cannot parse the item after item {index}")
+                    yield f"{name}#{key}", unfinished
                     return
                 buffer, pos = buffer[start:], 0
                 fill()
