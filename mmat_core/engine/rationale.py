@@ -200,6 +200,15 @@ def leaks_answer(thought: str, answer: str, *, first_step: bool) -> bool:
     return False
 
 
+def _reask_messages(trace: Trace, what: str, attempt: int, error: StepParseError, messages: list[Message],
+                    reply: str, repair_prompt: str) -> list[Message]:
+    """Note a refused reply in the trace (``step_repair: <what> attempt N: <error>``) and return the
+    conversation that asks again: ``messages``, the refused reply, then ``repair_prompt`` naming the error."""
+    trace.notes.append(f"step_repair: {what} attempt {attempt + 1}: {error}")
+    return [*messages, Message(role="assistant", content=reply),
+            Message(role="user", content=repair_prompt.format(error=error))]
+
+
 @dataclass
 class LoopSettings:
     """Settings of the loop (from the ``engine`` section of the config)."""
@@ -369,11 +378,8 @@ class RationaleLoop:
                 return parsed, response.text, call, None
             except StepParseError as exc:
                 error = exc
-                trace.notes.append(f"step_repair: turn {turn + 1} attempt {attempt + 1}: {exc}")
-                attempt_messages = attempt_messages + [
-                    Message(role="assistant", content=response.text),
-                    Message(role="user", content=prompts.REPAIR_PROMPT.format(error=exc)),
-                ]
+                attempt_messages = _reask_messages(trace, f"turn {turn + 1}", attempt, exc, attempt_messages,
+                                                  response.text, prompts.REPAIR_PROMPT)
         return None, "", call, error
 
     async def _ask_final(self, messages: list[Message], sample: SourceSample, context: dict[str, Any],
@@ -396,11 +402,8 @@ class RationaleLoop:
                 return answer, None
             except StepParseError as exc:
                 error = exc
-                trace.notes.append(f"step_repair: final answer attempt {attempt + 1}: {exc}")
-                attempt_messages = attempt_messages + [
-                    Message(role="assistant", content=response.text),
-                    Message(role="user", content=prompts.ANSWER_REPAIR_PROMPT.format(error=exc)),
-                ]
+                attempt_messages = _reask_messages(trace, "final answer", attempt, exc, attempt_messages,
+                                                  response.text, prompts.ANSWER_REPAIR_PROMPT)
         return None, error
 
     async def _act(self, step: Step, parsed: ParsedStep, ctx: ToolContext, trace: Trace) -> None:
