@@ -101,6 +101,15 @@ def check_url(url: str, policy: FetchPolicy | None = None) -> tuple[str, str, in
     return scheme, host, port, addresses[0]
 
 
+def _time_left(deadline: float, timeout: float | None, expired: type[Exception]) -> float:
+    """Seconds one socket operation may wait: its own ``timeout`` cut to what is left before
+    ``deadline``; once the deadline has passed, ``expired`` (an httpcore timeout) is raised."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise expired("the fetch deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
 class _DeadlineStream:
     """A network stream whose every read and write waits at most until one shared deadline.
 
@@ -116,10 +125,7 @@ class _DeadlineStream:
     def _left(self, timeout: float | None) -> float:
         import httpcore
 
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise httpcore.ReadTimeout("the fetch deadline passed")
-        return left if timeout is None else min(timeout, left)
+        return _time_left(self._deadline, timeout, httpcore.ReadTimeout)
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         return self._stream.read(max_bytes, self._left(timeout))
@@ -149,10 +155,7 @@ class _DeadlineBackend:
     def _left(self, timeout: float | None) -> float:
         import httpcore
 
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise httpcore.ConnectTimeout("the fetch deadline passed")
-        return left if timeout is None else min(timeout, left)
+        return _time_left(self._deadline, timeout, httpcore.ConnectTimeout)
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                     socket_options: Any = None) -> _DeadlineStream:
