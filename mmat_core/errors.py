@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 
 class MmatError(Exception):
@@ -76,3 +77,14 @@ class RowError(MmatError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+if TYPE_CHECKING:  # pydantic is imported only where a model is validated (mmat --help stays light)
+    from pydantic import ValidationError
+
+
+def first_validation_problem(exc: ValidationError, whole: str = "(row)") -> str:
+    """A pydantic error as a one-line quarantine reason: its first problem as ``dotted.key: message``
+    (``whole`` names the place when the problem is the value itself, e.g. a row that is not an object)."""
+    first = exc.errors()[0]
+    return f"{'.'.join(map(str, first['loc'])) or whole}: {first['msg']}"

@@ -32,7 +32,7 @@ from mmat_plugins.agent.agent import AgentResult, AgentRuntime
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mmat_core import prompts
-from mmat_core.errors import ConfigError
+from mmat_core.errors import ConfigError, first_validation_problem
 from mmat_core.images import ImageError
 from mmat_core.jsonl import BadLine, iter_jsonl
 from mmat_core.models import Rejected, SourceSample
@@ -149,9 +149,8 @@ def read_bench(path: Path) -> tuple[list[SourceSample], list[Rejected]]:
         try:
             item = BenchItem.model_validate(data)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            detail = f"{'.'.join(map(str, first['loc'])) or '(row)'}: {first['msg']}"
-            rejected.append(Rejected(source="bench", row=origin, reason="invalid_row", detail=detail, stage="eval"))
+            rejected.append(Rejected(source="bench", row=origin, reason="invalid_row", detail=first_validation_problem(exc),
+                                     stage="eval"))
             continue
         sample_id = item.id or f"{path.stem}-{number}"
         if sample_id in seen:

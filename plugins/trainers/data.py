@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mmat_core.errors import ConfigError, MmatError
+from mmat_core.errors import ConfigError, MmatError, first_validation_problem
 from mmat_core.jsonl import BadLine, iter_jsonl
 from mmat_core.models import Rejected, TrainingRecord
 
@@ -92,9 +92,8 @@ def load_records(files: Sequence[Path], image_root: Path | None = None) -> tuple
             try:
                 record = TrainingRecord.model_validate(data)
             except ValidationError as exc:
-                first = exc.errors()[0]
-                detail = f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
-                rejected.append(_rejected(origin, "invalid_record", detail))
+                # whole="": a line that is not an object keeps the reason it always had (": message").
+                rejected.append(_rejected(origin, "invalid_record", first_validation_problem(exc, whole="")))
                 continue
             if not any(message.role == "assistant" for message in record.messages):
                 rejected.append(_rejected(origin, "no_assistant_turn"))
