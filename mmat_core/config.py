@@ -65,6 +65,12 @@ class ResumeSettings(BaseModel):
     retry_failed_calls: bool = Field(
         True, description="redo samples that failed only because a model call failed (429s, 5xx, timeouts)"
     )
+    on_source_change: Literal["refuse", "regenerate", "keep"] = Field(
+        "refuse",
+        description="when finished samples' source rows changed since they were built (question, answers, choices, "
+        "constraint, images): refuse (stop before any model call, naming them), regenerate them, or keep the "
+        "stored ones (run.json says how many)",
+    )
 
 
 class PipelineConfig(BaseModel):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Container, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 
 from mmat_core.components import Source
 from mmat_core.config import CurationSettings
@@ -67,13 +67,19 @@ class Curator:
 
     def __init__(self, settings: CurationSettings, sources: Sequence[Source] = (), *,
                  trusted: Container[str] | None = None, seen: Iterable[int] | None = None,
-                 record_keys: bool = False) -> None:
+                 record_keys: bool = False, redo: Callable[[SourceSample], bool] | None = None,
+                 stored_key: Callable[[str], int | None] | None = None) -> None:
         self.settings = settings
         #: Ids of samples a resumed run finished under these same settings: they were kept at
         #: this point of this same stream before, so only the state later rows depend on (dedup
         #: keys, quotas, counts) is updated for them; the checks and the sampling draw are skipped.
         #: On a resume at 900,000 finished samples this is most of the time to the first new one.
         self.trusted = trusted
+        #: A trusted sample for which ``redo(row)`` is true (its source row changed and the run
+        #: builds it again) is curated as a new row; ``stored_key(id)`` gives the dedup key stored
+        #: with it, so the changed row is not taken for a duplicate of its own earlier version.
+        self._redo = redo
+        self._stored_key = stored_key
         #: Dedup keys of every trusted sample, when the run store kept them (see
         #: :meth:`dedup_key`): loaded at once, so trusted rows need not be hashed again.
         self._seen: set[int] = set(seen) if seen is not None else set()
@@ -105,6 +111,10 @@ class Curator:
         self._ids: set[str] = set()
         #: Repeats of an id so far (id -> copies after the first), for distinct quarantine rows.
         self._repeats: Counter[str] = Counter()
+
+    def met(self, sample_id: str) -> bool:
+        """Whether a row with this sample id has come through (kept, skipped or quarantined)."""
+        return sample_id in self._ids
 
     def _reject(self, sample: SourceSample, reason: str, detail: str = "") -> Rejected:
         return Rejected(source=sample.source, subset=sample.subset, row=sample.id, reason=reason, detail=detail, stage="curation")
@@ -175,7 +185,14 @@ class Curator:
                 continue
             self._ids.add(row.id)
             dialogue = row.meta.get("dialogue") or row.id
-            if trusted is not None and row.id in trusted:
+            redo = False
+            if trusted is not None and row.id in trusted and self._redo is not None and self._redo(row):
+                redo = True
+                if self._seen_loaded and self._stored_key is not None:
+                    old = self._stored_key(row.id)
+                    if old is not None:
+                        self._seen.discard(old)  # kept keys are unique: none other holds it
+            if trusted is not None and not redo and row.id in trusted:
                 if s.dedup and not self._seen_loaded:
                     self._seen.add(self.dedup_key(row))
                 if key in quotas:

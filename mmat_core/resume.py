@@ -29,6 +29,7 @@ from typing import Any
 
 from mmat_core.config import PipelineConfig
 from mmat_core.errors import ConfigError
+from mmat_core.models import SourceSample
 from mmat_core.store import RunStore
 
 #: Option names whose values are secrets (matched case-insensitively, anywhere in the config).
@@ -187,6 +188,91 @@ def prepare_resume(store: RunStore, config: PipelineConfig, *, run_dir: Path | N
     store.set_meta("config", redact_secrets(config.model_dump(mode="json")))
     store.set_meta("config_hash", config.fingerprint())
     return plan
+
+
+def sample_fingerprint(sample: SourceSample) -> int:
+    """A hash of what a source row says (question, constraint, answers, choices, task type,
+    metric, image hashes) as a signed 64-bit number (SQLite's INTEGER): stored with each finished
+    sample, so a resume can tell a row edited since it was built (see :class:`SourceChanges`)."""
+    choices = "\x01" if sample.choices is None else "\x1e".join(sample.choices)
+    parts = (sample.question, sample.constraint, sample.task_type, sample.metric or "", "\x1e".join(sample.answers),
+             choices, "\x1e".join(image.sha256 for image in sample.images))
+    digest = hashlib.blake2b("\x1f".join(parts).encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class SourceChangedError(ConfigError):
+    """A resume met finished samples whose source rows changed since they were built, and
+    ``resume.on_source_change`` is ``refuse``: nothing was generated."""
+
+
+@dataclass
+class SourceChanges:
+    """Finished samples whose source row changed since they were built, met during a resume.
+
+    ``stored`` maps each finished sample's id to the fingerprint stored with it (None for a
+    sample stored by an mmat that kept none). The run compares each finished row it meets
+    (:meth:`compare`) and acts on ``policy`` (``resume.on_source_change``): ``refuse`` stops
+    before any model call, ``regenerate`` builds the changed ones again, ``keep`` keeps them."""
+
+    policy: str
+    stored: dict[str, int | None]
+    #: Ids of finished samples whose row changed (or is now quarantined), in stream order.
+    changed: list[str] = field(default_factory=list)
+    #: Ids of finished samples whose row is no longer in the stream (removed, or quarantined now).
+    gone: list[str] = field(default_factory=list)
+    #: (id, fingerprint) of finished samples stored without one: recorded now, compared next time.
+    unverified: list[tuple[str, int]] = field(default_factory=list)
+    _last: tuple[Any, bool] | None = None
+
+    def compare(self, row: SourceSample) -> bool:
+        """Whether the finished sample ``row.id`` was built from different content (recorded in
+        :attr:`changed` once). Curation and the run may both ask about the same row: the last
+        answer is remembered."""
+        if self._last is not None and self._last[0] is row:
+            return self._last[1]
+        old = self.stored.get(row.id)
+        now = sample_fingerprint(row)
+        changed = False
+        if old is None:
+            if row.id in self.stored:
+                self.unverified.append((row.id, now))
+        elif old != now:
+            changed = True
+            self.changed.append(row.id)
+        self._last = (row, changed)
+        return changed
+
+    def redo(self, row: SourceSample) -> bool:
+        """Whether curation must check ``row`` again as a new row: changed, under ``regenerate``."""
+        return self.policy == "regenerate" and self.compare(row)
+
+    def quarantined(self, sample_id: str) -> bool:
+        """A finished sample's row is quarantined now: a change (recorded) when it was finished."""
+        if sample_id in self.stored:
+            self.gone.append(sample_id)
+            return True
+        return False
+
+    def refusal(self, run_dir: Path) -> SourceChangedError:
+        """The error of a resume refused for changed rows: how many, a few ids, what to do."""
+        def listed(ids: list[str]) -> str:
+            return ", ".join(repr(i) for i in ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+
+        parts = []
+        if self.changed:
+            parts.append(f"{len(self.changed)} built from rows edited since ({listed(self.changed)})")
+        if self.gone:
+            parts.append(f"{len(self.gone)} whose rows are no longer in the source or are quarantined now "
+                         f"({listed(self.gone)})")
+        return SourceChangedError(
+            f"the source changed under {len(self.changed) + len(self.gone)} finished sample(s) in {run_dir}: "
+            f"{'; '.join(parts)}; nothing was generated. To build the changed samples again (paying only for them) "
+            "and drop the gone ones, rerun with "
+            "--set resume.on_source_change=regenerate; to keep the stored samples as they are (run.json counts them), "
+            "--set resume.on_source_change=keep; or give a new --out directory.",
+            key="resume.on_source_change",
+        )
 
 
 def stored_config(run_dir: Path) -> dict[str, Any]:

@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS samples (
     reflected_by TEXT,
     cost REAL NOT NULL DEFAULT 0,
     trace TEXT NOT NULL,
-    dedup INTEGER
+    dedup INTEGER,
+    source_fp INTEGER
 );
 CREATE INDEX IF NOT EXISTS samples_status ON samples(status);
 CREATE INDEX IF NOT EXISTS samples_source ON samples(source, subset);
@@ -62,12 +63,20 @@ class RunStore:
         # Ray workers and `mmat status` may read while a run writes: wait for a lock, do not fail.
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(_SCHEMA)
-        if "dedup" not in {row[1] for row in self._db.execute("PRAGMA table_info(samples)")}:
-            self._db.execute("ALTER TABLE samples ADD COLUMN dedup INTEGER")  # stores written before it existed
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(samples)")}
+        # Stores written before these columns existed: their samples hold NULL (a resume
+        # computes dedup keys again, and records the source fingerprints it meets).
+        if "dedup" not in columns:
+            self._db.execute("ALTER TABLE samples ADD COLUMN dedup INTEGER")
+        if "source_fp" not in columns:
+            self._db.execute("ALTER TABLE samples ADD COLUMN source_fp INTEGER")
         # What a resume reads of every finished sample, apart from the traces: scanning this index
         # reads tens of megabytes where the table holds gigabytes (a trace is kilobytes). It
         # leads with seq, so finished samples append to it as they append to the table.
-        self._db.execute("CREATE INDEX IF NOT EXISTS samples_resume ON samples(seq, id, status, failure, dedup)")
+        indexed = [row[2] for row in self._db.execute("PRAGMA index_info(samples_resume)")]
+        if indexed and "source_fp" not in indexed:
+            self._db.execute("DROP INDEX samples_resume")  # an older store's: built again with the fingerprint
+        self._db.execute("CREATE INDEX IF NOT EXISTS samples_resume ON samples(seq, id, status, failure, dedup, source_fp)")
         self._pending: list[tuple[Any, ...]] = []
         self._pending_moves: list[tuple[int, str]] = []
 
@@ -110,6 +119,44 @@ class RunStore:
         if retry_failed_calls:
             query += " WHERE NOT (status='failed' AND (failure LIKE 'llm_error:%' OR failure LIKE 'critic_llm_error:%'))"
         return dict(self._db.execute(query))
+
+    def finished_state(self, *, retry_failed_calls: bool = False) -> tuple[dict[str, int], dict[str, int | None]]:
+        """(id -> seq, id -> source fingerprint) of every finished sample, as :meth:`finished_seqs`
+        selects them, in one scan of the covering index (the two maps share their id strings).
+        The fingerprint is None for a sample stored without one (by an older mmat)."""
+        query = "SELECT id, seq, source_fp FROM samples INDEXED BY samples_resume"
+        if retry_failed_calls:
+            query += " WHERE NOT (status='failed' AND (failure LIKE 'llm_error:%' OR failure LIKE 'critic_llm_error:%'))"
+        seqs: dict[str, int] = {}
+        fingerprints: dict[str, int | None] = {}
+        for sample_id, seq, fingerprint in self._db.execute(query):
+            seqs[sample_id] = seq
+            fingerprints[sample_id] = fingerprint
+        return seqs, fingerprints
+
+    def set_fingerprints(self, pairs: list[tuple[str, int]]) -> None:
+        """Record the source fingerprints of finished samples stored without one, in one transaction."""
+        if not pairs:
+            return
+        self.flush()
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("UPDATE samples SET source_fp=? WHERE id=?", [(fp, i) for i, fp in pairs])
+
+    def forget(self, ids: list[str]) -> int:
+        """Delete finished samples by id (their source row is now quarantined and the run was
+        asked to regenerate changed rows); returns how many were deleted."""
+        if not ids:
+            return 0
+        self.flush()
+        deleted = 0
+        with self._db:
+            self._db.execute("BEGIN")
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                deleted += self._db.execute(f"DELETE FROM samples WHERE id IN ({marks})", chunk).rowcount
+        return deleted
 
     # -- re-sequencing (a changed configuration applied on resume) ------------------------------
 
@@ -161,9 +208,15 @@ class RunStore:
             return None
         return [row[0] for row in self._db.execute("SELECT dedup FROM samples INDEXED BY samples_resume")]
 
-    def add_trace(self, seq: int, trace: Trace, dedup: int | None = None) -> None:
-        """Queue a finished trace (with the curation dedup key of its sample, kept for the next
-        resume); :meth:`flush` commits queued traces in one transaction."""
+    def dedup_key_of(self, sample_id: str) -> int | None:
+        """The curation dedup key stored with one finished sample (None when none was)."""
+        row = self._db.execute("SELECT dedup FROM samples WHERE id=?", (sample_id,)).fetchone()
+        return row[0] if row else None
+
+    def add_trace(self, seq: int, trace: Trace, dedup: int | None = None, fingerprint: int | None = None) -> None:
+        """Queue a finished trace (with the curation dedup key of its sample and the fingerprint
+        of its source row, kept for the next resume); :meth:`flush` commits queued traces in one
+        transaction."""
         tools = sorted({call.name for step in trace.steps for call in step.tool_calls})
         # The critics whose reflection was really spliced in (as run.json counts them).
         reflected_by = sorted(reflected_by_critics(trace))
@@ -171,7 +224,7 @@ class RunStore:
             # No credential is ever stored (mmat_core/secrets.py).
             (seq, trace.id, trace.sample.source, trace.sample.subset, trace.status,
              trace.failure and scrub(trace.failure), ",".join(tools), scrub(trace.sample.question),
-             ",".join(reflected_by), trace.usage.cost_usd, scrub(trace.model_dump_json()), dedup)
+             ",".join(reflected_by), trace.usage.cost_usd, scrub(trace.model_dump_json()), dedup, fingerprint)
         )
 
     def take_pending(self) -> tuple[list[tuple[Any, ...]], list[tuple[int, str]]]:
@@ -198,7 +251,7 @@ class RunStore:
                 self._db.executemany("UPDATE samples SET seq=? WHERE id=?", moves)
             self._db.executemany(
                 "INSERT OR REPLACE INTO samples(seq, id, source, subset, status, failure, tools, question, "
-                "reflected_by, cost, trace, dedup) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "reflected_by, cost, trace, dedup, source_fp) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 rows,
             )
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from mmat_core.engine.tools import ToolRunner
     from mmat_core.images import ImageStore
     from mmat_core.pipeline import Pipeline
-    from mmat_core.resume import ResumePlan
+    from mmat_core.resume import ResumePlan, SourceChanges
     from mmat_core.stats import StatsTally
     from mmat_core.store import RunStore
     from mmat_core.yields import YieldTally
@@ -139,6 +139,8 @@ class RunContext:
     plan: ResumePlan | None = None
     #: id -> seq of the samples already finished (in this store, or the run's main store for a worker).
     finished: dict[str, int] = field(default_factory=dict)
+    #: Finished samples whose source row changed, found while generating (None for a worker).
+    source_changes: SourceChanges | None = None
     #: This invocation's counts for run.json (read, rejected, generated, skipped_finished, ...).
     counts: dict[str, int] = field(default_factory=lambda: {"read": 0, "rejected": 0, "generated": 0, "skipped_finished": 0})
     #: When the run started: ``time.monotonic()`` and the wall-clock time for run.json.

@@ -37,7 +37,7 @@ from mmat_core.curation import Curator
 from mmat_core.images import ImageStore
 from mmat_core.models import KEPT_STATUSES, Provenance, Rejected, RunManifest, SourceSample, Trace
 from mmat_core.plugins import mmat_version
-from mmat_core.resume import ResumePlan, prepare_resume, redact_secrets
+from mmat_core.resume import ResumePlan, SourceChanges, prepare_resume, redact_secrets, sample_fingerprint
 from mmat_core.run.context import (
     EngineTotals,
     OutputTally,
@@ -133,7 +133,12 @@ def prepare(pipeline: Pipeline, out_dir: Path, *, progress: ProgressCallback | N
             run.plan = resume(store, cfg, out_dir)
             run.counts["config_changes_applied"] = len(run.plan.changes)
         # id -> seq of finished samples; a worker also skips what the driver's store already holds.
-        run.finished = store.finished_seqs(retry_failed_calls=cfg.resume.retry_failed_calls)
+        if shard is None:
+            # With the fingerprint of each one's source row, to find rows edited since.
+            run.finished, fingerprints = store.finished_state(retry_failed_calls=cfg.resume.retry_failed_calls)
+            run.source_changes = SourceChanges(cfg.resume.on_source_change, fingerprints)
+        else:
+            run.finished = store.finished_seqs(retry_failed_calls=cfg.resume.retry_failed_calls)
         if work_dir != out_dir and (out_dir / STORE_FILE).exists():
             main = RunStore.open(out_dir)
             try:
@@ -227,12 +232,12 @@ async def generate(run: RunContext) -> float:
                 crashed.append(exc)
                 return
 
-    async def process(seq: int, sample: SourceSample, dedup: int | None) -> None:
+    async def process(seq: int, sample: SourceSample, dedup: int | None, fingerprint: int | None) -> None:
         try:
             trace = Trace(id=sample.id, sample=sample, tools=tool_names, provenance=provenance(p, sample, run.client))
             await run.loop.run(trace)
             await run.reflection.run(trace)
-            store.add_trace(seq, trace, dedup)
+            store.add_trace(seq, trace, dedup, fingerprint)
             counts["generated"] += 1
             if store.pending >= COMMIT_EVERY:
                 commit_wanted.set()
@@ -259,8 +264,32 @@ async def generate(run: RunContext) -> float:
         trusted = finished if same_config and finished else None
         # The finished samples' dedup keys come from the store, not from hashing them again.
         seen = store.dedup_keys() if trusted is not None and cfg.curation.dedup else None
-        curator = Curator(cfg.curation, p.sources, trusted=trusted, seen=seen, record_keys=True)
+        changes = run.source_changes if finished else None
+        curator = Curator(cfg.curation, p.sources, trusted=trusted, seen=seen, record_keys=True,
+                          redo=changes.redo if changes is not None else None, stored_key=store.dedup_key_of)
         new_keys = curator.keys
+        # Under `refuse`, no new sample starts until every finished one has been met and compared
+        # (or the stream ended): a resume over changed rows stops before any model call. The
+        # rows read meanwhile wait here: the unfinished ones before the last finished one (after
+        # a crash, about engine.concurrency of them).
+        holding = changes is not None and changes.policy == "refuse"
+        held: list[tuple[int, SourceSample, int | None, int]] = []
+        met_finished = 0
+
+        def release() -> list[tuple[int, SourceSample, int | None, int]]:
+            nonlocal holding
+            holding = False
+            if changes is not None and (changes.changed or changes.gone):
+                raise changes.refusal(run.out_dir)
+            waiting = held[:]
+            held.clear()
+            return waiting
+
+        async def start(seq: int, row: SourceSample, dedup: int | None, fingerprint: int) -> None:
+            await semaphore.acquire()
+            task = asyncio.create_task(process(seq, row, dedup, fingerprint))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
         def rows() -> Iterator[SourceSample | Rejected]:
             # A source failing mid-stream must not cost the samples already in flight.
@@ -276,6 +305,9 @@ async def generate(run: RunContext) -> float:
                 counts["rejected"] += 1
                 if shard_index == 0:  # every worker reads every row; one records the rejects
                     store.add_rejected(row)
+                # A finished sample whose row is quarantined now (edited into a bad row): a change.
+                if changes is not None and row.row in finished and changes.quarantined(row.row):
+                    met_finished += 1
                 continue
             seq += 1
             counts["read"] += 1
@@ -284,14 +316,31 @@ async def generate(run: RunContext) -> float:
                 continue
             done_at = finished.get(row.id)
             if done_at is not None:
-                counts["skipped_finished"] += 1
-                if done_at != seq and run.shard is None:  # a changed configuration moved it
-                    store.move(row.id, seq)
+                met_finished += 1
+                if changes is not None and changes.compare(row) and changes.policy == "regenerate":
+                    counts["source_changed_regenerated"] = counts.get("source_changed_regenerated", 0) + 1
+                    await start(seq, row, dedup, sample_fingerprint(row))  # replaces the stored one
+                else:
+                    counts["skipped_finished"] += 1
+                    if done_at != seq and run.shard is None:  # a changed configuration moved it
+                        store.move(row.id, seq)
+                if holding and met_finished >= len(finished):
+                    for waiting in release():
+                        await start(*waiting)
                 continue
-            await semaphore.acquire()
-            task = asyncio.create_task(process(seq, row, dedup))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            if holding:
+                held.append((seq, row, dedup, sample_fingerprint(row)))
+                continue
+            await start(seq, row, dedup, sample_fingerprint(row))
+        if (changes is not None and not crashed and not source_error and met_finished < len(finished)
+                and not (run.plan is not None and run.plan.changes)):
+            # The whole stream was read and some finished samples never came: their rows were
+            # removed, or are quarantined by the source now. (An applied configuration change
+            # retires such samples itself.)
+            changes.gone.extend(i for i in finished if not curator.met(i) and i not in changes.gone)
+        if holding and not crashed and not source_error:
+            for waiting in release():
+                await start(*waiting)
         if run.shard is None and not source_error and not crashed:
             store.set_meta("stream_total", seq)  # the whole curated stream has been read
         if tasks:
@@ -305,6 +354,8 @@ async def generate(run: RunContext) -> float:
             raise crashed[0]
         if source_error:
             raise source_error[0]
+        if changes is not None:
+            record_source_changes(store, changes, counts)
         if run.shard is None:
             retired = store.drop_retired()
             if retired:
@@ -317,6 +368,28 @@ async def generate(run: RunContext) -> float:
         committing.cancel()
         # Its traces go back to the store's queue, which closing the store commits.
         await asyncio.gather(committing, return_exceptions=True)
+
+
+def record_source_changes(store: RunStore, changes: SourceChanges, counts: dict[str, int]) -> None:
+    """After a resume's pass: count and log the finished samples whose source row changed
+    (kept under ``keep``; under ``regenerate`` rebuilt, or deleted when the row is gone from the
+    stream), and record the fingerprints of samples stored without one."""
+    kept = changes.changed + changes.gone
+    if kept and changes.policy == "keep":
+        counts["source_changed_kept"] = len(changes.changed)
+        counts["source_gone_kept"] = len(changes.gone)
+        log.warning("kept %d finished sample(s) whose source rows changed or are gone since they were built (%s%s), "
+                    "as resume.on_source_change=keep asks; run.json counts them (source_changed_kept, "
+                    "source_gone_kept)", len(kept), ", ".join(kept[:5]), " ..." if len(kept) > 5 else "")
+    if changes.policy == "regenerate" and changes.gone:
+        counts["source_gone_dropped"] = store.forget(changes.gone)
+    if changes.unverified:
+        # An older mmat stored no fingerprint: these rows could not be compared this time.
+        counts["source_unverified"] = len(changes.unverified)
+        log.warning("%d finished sample(s) were stored without a source fingerprint (an older mmat): their rows "
+                    "could not be compared with the source this time; recorded now, compared on the next resume",
+                    len(changes.unverified))
+        store.set_fingerprints(changes.unverified)
 
 
 # -- phase 3: decide the manifest -----------------------------------------------------------
