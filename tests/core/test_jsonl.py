@@ -59,3 +59,29 @@ def test_a_validating_loads_reports_its_validation_error(tmp_path: Path) -> None
 
 def test_lines_already_in_memory_are_read_the_same_way() -> None:
     assert list(iter_jsonl('{"a": 1}\n\n{"b": 2}'.splitlines())) == [(1, {"a": 1}), (3, {"b": 2})]
+
+
+def test_a_line_longer_than_the_cap_is_a_bad_line_and_the_next_is_read(tmp_path: Path) -> None:
+    long_line = b'{"q": "' + b"x" * (5 * 1024 * 1024) + b'"}\n'
+    path = write(tmp_path, b'{"a": 1}\n' + long_line + b'{"b": 2}\n')
+    rows = list(iter_jsonl(path, max_line_bytes=1024 * 1024))
+    assert rows[0] == (1, {"a": 1})
+    assert isinstance(rows[1][1], BadLine) and rows[1][0] == 2 and rows[1][1].reason == "line_too_long"
+    assert rows[2] == (3, {"b": 2})
+
+
+def test_an_over_long_last_line_without_a_newline_is_a_bad_line(tmp_path: Path) -> None:
+    rows = list(iter_jsonl(write(tmp_path, b'{"a": 1}\n' + b"y" * 4096), max_line_bytes=1000))
+    assert rows[0] == (1, {"a": 1}) and rows[1][1].reason == "line_too_long" and len(rows) == 2
+
+
+def test_a_line_exactly_at_the_cap_is_read(tmp_path: Path) -> None:
+    line = b'{"q": "' + b"z" * 93 + b'"}'  # 102 bytes with its newline
+    rows = list(iter_jsonl(write(tmp_path, line + b"\n"), max_line_bytes=len(line) + 1))
+    assert rows == [(1, {"q": "z" * 93})]
+
+
+def test_an_over_long_line_raises_naming_the_file_and_line_when_asked(tmp_path: Path) -> None:
+    path = write(tmp_path, b"[" + b"1," * 3000 + b"1]\n")
+    with pytest.raises(JsonlLineError, match=r"rows\.jsonl:1: the line is longer than 1,000 bytes"):
+        list(iter_jsonl(path, on_error="raise", max_line_bytes=1000))

@@ -276,3 +276,20 @@ def test_the_runtime_refuses_a_fifo_as_an_image(tmp_path: Path) -> None:
     with pytest.raises(ImageError) as caught:
         data_url(tmp_path / "pipe.png")
     assert caught.value.reason == "image_not_a_file"
+
+
+@pytest.mark.timeout(120)
+def test_a_build_quarantines_a_line_longer_than_the_cap_and_keeps_the_next_row(tmp_path: Path) -> None:
+    from mmat_core.jsonl import DEFAULT_MAX_LINE_BYTES
+
+    data = tmp_path / "data"
+    fixtures.save(fixtures.photo("astronaut"), data / "good.jpg")
+    huge = {"id": "huge", "question": "q" * (DEFAULT_MAX_LINE_BYTES + 10), "answer": "a", "image": "good.jpg"}
+    lines = [json.dumps(_row("good", "good.jpg")).encode(), json.dumps(huge).encode(),
+             json.dumps(_row("after", "good.jpg")).encode()]
+    fixtures.write_jsonl(data / "rows.jsonl", lines)
+    del lines, huge
+    result, quarantined = _build(data / "rows.jsonl", tmp_path / "run", image_root=str(data))
+    assert {row: q["reason"] for row, q in quarantined.items()} == {"rows.jsonl:2": "line_too_long"}
+    kept = [json.loads(line)["id"] for line in (tmp_path / "run" / "rr.jsonl").read_text().splitlines()]
+    assert sorted(kept) == ["jsonl/after/0", "jsonl/good/0"]
