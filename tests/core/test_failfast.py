@@ -37,10 +37,10 @@ def test_an_engine_error_stops_feeding_samples_and_is_raised(tmp_path: Path, mon
 
     original = RunStore.add_trace
 
-    def add_trace(self: RunStore, seq: int, trace: Any, dedup: int | None = None) -> None:
+    def add_trace(self: RunStore, seq: int, trace: Any, *args: Any, **kwargs: Any) -> None:
         if trace.id == "many/3":
             raise OSError(28, "No space left on device")  # what a full disk looks like
-        original(self, seq, trace, dedup)
+        original(self, seq, trace, *args, **kwargs)
 
     monkeypatch.setattr(RunStore, "add_trace", add_trace)
     pm = PluginManager()
