@@ -202,3 +202,12 @@ def test_log_records_are_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
     record = logging.LogRecord("mmat", logging.WARNING, __file__, 1, "retrying after %s", (f"401 {KEY[:-2]}",), None)
     ScrubFilter().filter(record)
     assert record.getMessage() == "retrying after 401 ***"
+
+
+def test_a_key_right_after_a_word_ending_in_sk_is_still_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # "task-" holds an "sk-" that is not a key; it must not hide the real key that follows it.
+    from mmat_core import secrets
+
+    monkeypatch.setattr(secrets, "_remembered", set())
+    key = "sk-proj-" + "Zq8Lw3Xk9Rv2Nt7Hb4Jm1Pd6"
+    assert key not in secrets.scrub(f"task-{key} failed")
