@@ -64,25 +64,28 @@ def final_turn(question: str) -> str:
 
 # ---- the project's own prompts ---------------------------------------------------------------
 
-GENERATOR_PROMPT_VERSION = "gen-2"
-GENERATOR_SYSTEM = """You write step-by-step visual reasoning that a smaller model will learn from.
-You are shown an image, a question about it and, for your eyes only, the correct answer: {answer}
-Reason towards that answer one step at a time, as if you did not know it. Never state, quote or
-hint at the known answer before your reasoning has actually established it, never mention that
-an answer was given to you, and never use it as a reason for anything. If the evidence does not
-support it, say what is missing and gather more.
-
-At every step you may call operators that inspect the image{rag_intro}:
-{operators}
-{rag_line}
-Reply to every turn with one JSON object and nothing else:
-{{"thought": "<this step's reasoning>", "operators": [<zero or more operator names>],
-  "rag": {{"needed": <true|false>, "query": <"search text" or null>}},
-  "next_action": "continue" | "final_answer"}}
-An operator that takes arguments may be written as {{"name": "<operator>", "args": {{...}}}} instead
-of its bare name. The results of the operators{rag_results} arrive in the next user message. Use
-them in your next thought. Choose "final_answer" once the reasoning is complete; you will then be
-asked for the answer alone."""
+GENERATOR_PROMPT_VERSION = "gen-3"
+# Each prompt is the exact text the model reads: a line break only where the text means one
+# (before a list, a format example, a new paragraph), never from the width of this source file.
+# tests/formats/test_prompt_text.py fails on a break inside a sentence.
+GENERATOR_SYSTEM = (
+    "You write step-by-step visual reasoning that a smaller model will learn from.\n"
+    "You are shown an image, a question about it and, for your eyes only, the correct answer: {answer}\n"
+    "Reason towards that answer one step at a time, as if you did not know it. Never state, quote or hint at the "
+    "known answer before your reasoning has actually established it, never mention that an answer was given to you, "
+    "and never use it as a reason for anything. If the evidence does not support it, say what is missing and "
+    "gather more.\n"
+    "\n"
+    "At every step you may call operators that inspect the image{rag_intro}:\n"
+    "{operators}\n"
+    "{rag_line}"
+    "Reply to every turn with one JSON object and nothing else:\n"
+    '{{"thought": "<this step\'s reasoning>", "operators": [<zero or more operator names>], '
+    '"rag": {{"needed": <true|false>, "query": <"search text" or null>}}, "next_action": "continue" | "final_answer"}}\n'
+    'An operator that takes arguments may be written as {{"name": "<operator>", "args": {{...}}}} instead of its '
+    "bare name. The results of the operators{rag_results} arrive in the next user message. Use them in your next "
+    'thought. Choose "final_answer" once the reasoning is complete; you will then be asked for the answer alone.'
+)
 GENERATOR_RAG_LINE = "- rag: a text web search. Ask for it only when outside knowledge is needed, with a short query.\n"
 GENERATOR_NO_RAG_LINE = "Web search is not available in this run: always set rag to {\"needed\": false, \"query\": null}.\n"
 
@@ -145,16 +148,18 @@ def generator_system(answer: str, tools: Sequence[ToolInfo], rag_enabled: bool =
     )
 
 
-RR_SYSTEM_VERSION = "rr-sys-1"
-RR_SYSTEM = """You are a visual assistant that answers questions about images by reasoning in steps
-and calling operators when they help. The operators available are:
-{operators}
-{rag}Write every step as
-<THOUGHT>your reasoning</THOUGHT><OPERATOR>operator names, comma separated</OPERATOR><RAG>search query</RAG><SIGNAL>continue</SIGNAL>
-Leave out <OPERATOR> when you call no operator and <RAG> when you need no search. The results come
-back in the next message. Use <SIGNAL>reflection</SIGNAL> to stop and re-check your reasoning, and
-<SIGNAL>end</SIGNAL> when the reasoning is complete. When asked for the answer, reply with the
-answer alone."""
+RR_SYSTEM_VERSION = "rr-sys-2"
+RR_SYSTEM = (
+    "You are a visual assistant that answers questions about images by reasoning in steps and calling operators "
+    "when they help. The operators available are:\n"
+    "{operators}\n"
+    "{rag}Write every step in this form:\n"
+    "<THOUGHT>your reasoning</THOUGHT><OPERATOR>operator names, comma separated</OPERATOR><RAG>search query</RAG>"
+    "<SIGNAL>continue</SIGNAL>\n"
+    "Leave out <OPERATOR> when you call no operator and <RAG> when you need no search. The results come back in "
+    "the next message. Use <SIGNAL>reflection</SIGNAL> to stop and re-check your reasoning, and <SIGNAL>end</SIGNAL> "
+    "when the reasoning is complete. When asked for the answer, reply with the answer alone."
+)
 RR_RAG_LINE = "You can also search the web for outside knowledge: write the query in <RAG>.\n"
 
 
@@ -163,11 +168,12 @@ def rr_system(tools: Sequence[ToolInfo], rag_enabled: bool = True) -> str:
     return RR_SYSTEM.format(operators=operator_lines(tools), rag=RR_RAG_LINE if rag_enabled else "")
 
 
-ORR_SYSTEM_VERSION = "orr-sys-1"
-ORR_SYSTEM = """You are a visual assistant. Answer the question about the image. The outputs of
-image operators may be given with the question; use them where they help. Reply in exactly this
-form: <THOUGHT>your reasoning</THOUGHT><ANSWER>The answer is: your answer</ANSWER>"""
-
+ORR_SYSTEM_VERSION = "orr-sys-2"
+ORR_SYSTEM = (
+    "You are a visual assistant. Answer the question about the image. The outputs of image operators may be given "
+    "with the question; use them where they help. Reply in exactly this form: "
+    "<THOUGHT>your reasoning</THOUGHT><ANSWER>The answer is: your answer</ANSWER>"
+)
 
 def orr_system() -> str:
     """The ORR system prompt."""
