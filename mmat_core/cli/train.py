@@ -57,8 +57,9 @@ def train(trainer: str, data: tuple[Path, ...], model: str, out: Path, preset: s
                              overrides=overrides, resume=resume_from or resume, log=log)
     extra = result.model_extra or {}
     if result.command and not extra.get("ran"):
-        click.echo("ms-swift is not installed here; run this where it is (also written to "
-                   f"{extra.get('script')}):")
+        missing = any("not found on PATH" in note for note in extra.get("notes", []))
+        click.echo(("ms-swift is not installed here; run this where it is" if missing else "Not run (run=false)")
+                   + f" (also written to {extra.get('script')}):")
         click.echo(shlex.join(result.command))
         for note in extra.get("notes", []):
             click.echo(f"note: {note}", err=True)

@@ -9,7 +9,10 @@ It writes, under ``<output_dir>/swift/``:
 
 When the ``swift`` executable is on PATH it runs the command (output in ``swift_sft.log``);
 otherwise it prints the command and returns it, so the user can run it where ms-swift is
-installed. The flags are those of ms-swift 3.x (``--train_type lora``).
+installed. The flags follow the installed ms-swift's major version (option ``swift_version``):
+4.x names the LoRA switch ``--tuner_type lora``, 3.x ``--train_type lora``; every other flag the
+trainer writes is spelled the same in both. Without ms-swift on this machine the command is
+written for the current major version, 4.x.
 """
 
 from __future__ import annotations
@@ -19,18 +22,23 @@ import shlex
 import shutil
 import subprocess
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mmat_plugins.trainers.data import data_files, load_records
 from mmat_plugins.trainers.settings import TrainSettings, resolve_settings
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 
 from mmat_core.components import Trainer, TrainResult
 from mmat_core.errors import ConfigError, MmatError
 from mmat_core.writers import AtomicFile, dumps_line, write_json_atomic
 
 _DTYPES = {"auto": "bfloat16", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+#: The flag that picks LoRA, by ms-swift major version (4.0 renamed it).
+_TUNER_FLAG = {3: "--train_type", 4: "--tuner_type"}
+#: The major version a command is written for when no ms-swift is found: the current one on PyPI.
+CURRENT_MAJOR = 4
 
 
 class SwiftOptions(TrainSettings):
@@ -40,6 +48,14 @@ class SwiftOptions(TrainSettings):
     nproc_per_node: int | None = Field(None, ge=1, description="GPUs per node (NPROC_PER_NODE); None: ms-swift decides")
     extra_args: list[str] = Field(default_factory=list, description="more `swift sft` flags, appended verbatim")
     run: bool = Field(True, description="run the command when the executable is found; False only writes it")
+    swift_version: Literal["auto", "3", "4"] = Field(
+        "auto", description="ms-swift major version to write flags for; auto: the installed one, else 4")
+
+    @field_validator("swift_version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        """``--set swift_version=3`` arrives as the number 3."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 class SwiftTrainer(Trainer):
@@ -67,8 +83,15 @@ class SwiftTrainer(Trainer):
         checkpoint folder) becomes ``--resume_from_checkpoint``. ``log`` is accepted for a common
         signature with ``hf-lora`` (ms-swift logs to its own output).
         """
-        settings = resolve_settings(preset, self.options, overrides)
-        options = SwiftOptions(**{**self.options.model_dump(), **settings.model_dump()})
+        # The swift-only options (swift_version, nproc_per_node, ...) may come as overrides too, so
+        # `mmat train --set nproc_per_node=8` reaches them; the rest are training settings.
+        own = {k: v for k, v in (overrides or {}).items() if k in SwiftOptions.model_fields and k not in TrainSettings.model_fields}
+        settings = resolve_settings(preset, self.options, {k: v for k, v in (overrides or {}).items() if k not in own})
+        try:
+            options = SwiftOptions(**{**self.options.model_dump(), **own, **settings.model_dump()})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ConfigError(f"{first['msg']} (got {first.get('input')!r})", key=".".join(map(str, first["loc"]))) from None
         output_dir = Path(output_dir).resolve()
         files = data_files(data)
         records, rejected = load_records(files, Path(settings.image_root) if settings.image_root else None)
@@ -83,20 +106,22 @@ class SwiftTrainer(Trainer):
         with AtomicFile(output_dir / "quarantine.jsonl") as out:
             for row in rejected:
                 out.write(dumps_line(row.model_dump(mode="json")))
-        arguments = sft_arguments(options, model, dataset, output_dir, resume)
+        executable = shutil.which(options.swift_bin)
+        major, how = swift_major(options.swift_version, executable)
+        arguments = sft_arguments(options, model, dataset, output_dir, resume, major=major)
         command = [options.swift_bin, "sft", *arguments, *options.extra_args]
         env = {"NPROC_PER_NODE": str(options.nproc_per_node)} if options.nproc_per_node else {}
-        write_json_atomic(work / "sft_args.json", {"command": command, "env": env, "settings": settings.model_dump(mode="json")})
+        write_json_atomic(work / "sft_args.json", {"command": command, "env": env, "swift_major": major,
+                                                   "settings": settings.model_dump(mode="json")})
         script = work / "swift_sft.sh"
         prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in env.items())
         with AtomicFile(script) as out:
-            out.write("#!/bin/sh\n# Written by mmat's swift trainer: the paper's LoRA SFT run with ms-swift 3.x.\n")
+            out.write(f"#!/bin/sh\n# Written by mmat's swift trainer: the paper's LoRA SFT run, flags of ms-swift {major}.x ({how}).\n")
             out.write(f"exec {prefix}{shlex.join(command)}\n")
         script.chmod(0o755)
-        notes = []
+        notes = [f"flags written for ms-swift {major}.x ({how})"]
         if settings.frobenius_lambda > 0:
             notes.append("ms-swift has no Frobenius penalty on LoRA updates: frobenius_lambda is not applied (use hf-lora)")
-        executable = shutil.which(options.swift_bin)
         result = TrainResult(
             output_dir=str(output_dir),
             command=command,
@@ -143,11 +168,54 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def sft_arguments(options: SwiftOptions, model: str, dataset: Path, output_dir: Path, resume: bool | str | Path) -> list[str]:
-    """The ``swift sft`` flags for the settings (ms-swift 3.x names)."""
+def swift_major(choice: str, executable: str | None) -> tuple[int, str]:
+    """The ms-swift major version to write flags for, and how it was chosen (for the notes).
+
+    ``choice`` is the ``swift_version`` option. On ``auto`` the version is read from the
+    environment the ``swift`` executable belongs to (its script's interpreter), else from this
+    one; with no ms-swift anywhere it is the current major version.
+    """
+    if choice != "auto":
+        return int(choice), "swift_version option"
+    version = _version_beside(executable) if executable else None
+    if version is None:
+        try:
+            version = metadata.version("ms-swift")
+        except metadata.PackageNotFoundError:
+            version = None
+    if version is None:
+        return CURRENT_MAJOR, "no ms-swift found: the current major version"
+    major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else CURRENT_MAJOR
+    if major not in _TUNER_FLAG:
+        # 5.x and later: assume the newest spelling we know; the note says which one was used.
+        return max(_TUNER_FLAG), f"ms-swift {version} installed; flags of the newest known major"
+    return major, f"ms-swift {version} installed"
+
+
+def _version_beside(executable: str) -> str | None:
+    """The ms-swift version of the Python that runs ``executable`` (a console script), or None."""
+    try:
+        with open(executable, "rb") as script:
+            first = script.readline(512).decode("utf-8", "replace")
+    except OSError:
+        return None
+    if not first.startswith("#!") or "python" not in first:
+        return None
+    interpreter = shlex.split(first[2:].strip())
+    query = "import importlib.metadata as m\ntry:\n print(m.version('ms-swift'))\nexcept m.PackageNotFoundError:\n pass"
+    try:
+        done = subprocess.run([*interpreter, "-c", query], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None
+
+
+def sft_arguments(options: SwiftOptions, model: str, dataset: Path, output_dir: Path, resume: bool | str | Path,
+                  *, major: int = CURRENT_MAJOR) -> list[str]:
+    """The ``swift sft`` flags for the settings, spelled for ms-swift ``major`` (3 or 4)."""
     args = {
         "--model": model,
-        "--train_type": "lora",
+        _TUNER_FLAG[major]: "lora",
         "--dataset": str(dataset),
         "--output_dir": str(output_dir),
         "--num_train_epochs": _number(options.epochs),

@@ -40,10 +40,10 @@ def test_runs_swift_sft_with_the_paper_hyperparameters(fake_swift: Path, tmp_pat
     argv = json.loads(fake_swift.read_text())["argv"]
     flags = _flags(argv)
     assert argv[0] == "sft"
-    assert {k: flags[k] for k in ("--train_type", "--num_train_epochs", "--per_device_train_batch_size",
+    assert {k: flags[k] for k in ("--tuner_type", "--num_train_epochs", "--per_device_train_batch_size",
                                   "--gradient_accumulation_steps", "--learning_rate", "--weight_decay", "--max_length",
                                   "--torch_dtype", "--seed", "--deepspeed")} == {
-        "--train_type": "lora", "--num_train_epochs": "1", "--per_device_train_batch_size": "1",
+        "--tuner_type": "lora", "--num_train_epochs": "1", "--per_device_train_batch_size": "1",
         "--gradient_accumulation_steps": "1", "--learning_rate": "4e-05", "--weight_decay": "0.1",
         "--max_length": "16384", "--torch_dtype": "bfloat16", "--seed": "42", "--deepspeed": "zero2"}
     assert flags["--model"] == "OpenGVLab/InternVL2_5-8B"
@@ -79,7 +79,7 @@ def test_without_swift_it_writes_the_exact_command_instead(tmp_path: Path, train
     result = SwiftTrainer().train(data=training_files[0], model="m", output_dir=tmp_path / "out")
     script = Path(result.script).read_text()
     assert result.ran is False and result.command[:2] == ["swift", "sft"]
-    assert "swift sft --model m --train_type lora" in script
+    assert "swift sft --model m --tuner_type lora" in script
     assert any("not found on PATH" in note for note in result.notes)
 
 
@@ -100,3 +100,53 @@ def test_failing_swift_raises_with_the_log_path(tmp_path: Path, training_files: 
     monkeypatch.setenv("PATH", str(bin_dir))
     with pytest.raises(MmatError, match=r"exited with status 3; see .*swift_sft.log"):
         SwiftTrainer().train(data=training_files[0], model="m", output_dir=tmp_path / "out")
+
+
+def _swift_in_a_venv(tmp_path: Path, version: str | None) -> Path:
+    """A `swift` console script whose interpreter reports ms-swift `version` (None: not installed)."""
+    bin_dir = tmp_path / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    python = bin_dir / "python"
+    # The interpreter answers the version query the trainer sends it, like a venv with ms-swift.
+    python.write_text(f"#!/bin/sh\n{'echo ' + version if version else 'exit 0'}\n")
+    python.chmod(0o755)
+    swift = bin_dir / "swift"
+    swift.write_text(f"#!{python}\nimport sys\n")
+    swift.chmod(0o755)
+    return swift
+
+
+def test_flags_follow_the_ms_swift_3_installed_beside_the_executable(tmp_path: Path, training_files: tuple[Path, Path]) -> None:
+    swift = _swift_in_a_venv(tmp_path, "3.12.1")
+    result = SwiftTrainer(run=False, swift_bin=str(swift)).train(data=training_files[0], model="m", output_dir=tmp_path / "out")
+    assert result.command[4:6] == ["--train_type", "lora"]
+    assert "flags written for ms-swift 3.x (ms-swift 3.12.1 installed)" in result.notes
+
+
+def test_flags_follow_the_ms_swift_4_installed_beside_the_executable(tmp_path: Path, training_files: tuple[Path, Path]) -> None:
+    swift = _swift_in_a_venv(tmp_path, "4.6.0")
+    result = SwiftTrainer(run=False, swift_bin=str(swift)).train(data=training_files[0], model="m", output_dir=tmp_path / "out")
+    assert result.command[4:6] == ["--tuner_type", "lora"]
+
+
+def test_without_ms_swift_the_command_is_written_for_the_current_major(tmp_path: Path, training_files: tuple[Path, Path],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    result = SwiftTrainer().train(data=training_files[0], model="m", output_dir=tmp_path / "out")
+    assert result.command[4:6] == ["--tuner_type", "lora"]
+    assert any("ms-swift 4.x (no ms-swift found" in note for note in result.notes)
+
+
+def test_swift_version_option_overrides_the_installed_version(tmp_path: Path, training_files: tuple[Path, Path]) -> None:
+    swift = _swift_in_a_venv(tmp_path, "4.6.0")
+    result = SwiftTrainer(run=False, swift_bin=str(swift), swift_version="3").train(
+        data=training_files[0], model="m", output_dir=tmp_path / "out")
+    assert result.command[4:6] == ["--train_type", "lora"]
+    assert "ms-swift 3.x" in Path(result.script).read_text()
+
+
+def test_unknown_swift_version_is_refused_naming_the_allowed_ones() -> None:
+    from mmat_core.errors import ConfigError
+
+    with pytest.raises((ConfigError, ValueError), match="swift_version"):
+        SwiftTrainer(swift_version="2")
