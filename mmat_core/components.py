@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from mmat_core.models import (
+    DEFER_BUILD,
     ImageRef,
     ModelCall,
     Rejected,
@@ -44,7 +45,7 @@ T = TypeVar("T")
 class ComponentOptions(BaseModel):
     """Options of a component. Unknown keys are rejected so a typo in a config never passes silently."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=DEFER_BUILD)
 
 
 class Component:

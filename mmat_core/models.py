@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from pydantic import VERSION as PYDANTIC_VERSION
 from pydantic import BaseModel, ConfigDict, Field
 
 #: Version of the Trace layout; bumped when a stored Trace could no longer be read back.
@@ -23,12 +24,18 @@ VerdictKind = Literal["pass", "fix", "reject"]
 TraceStatus = Literal["kept", "reflected", "flagged", "dropped", "failed"]
 #: The statuses of samples that go into the training data.
 KEPT_STATUSES = frozenset({"kept", "reflected", "flagged"})
+#: Whether mmat's models build their validators on first use instead of when their module is
+#: imported (pydantic's ``defer_build``): listing commands import every record and every
+#: component's Options and validate none of them. Only from pydantic 2.14 on, whose first build
+#: holds a lock; before it, a thread could validate with the parent class's validator while
+#: another thread built the model's own.
+DEFER_BUILD = tuple(int(part) for part in PYDANTIC_VERSION.split(".")[:2]) >= (2, 14)
 
 
 class Record(BaseModel):
     """Base for stored records: unknown fields are an error, so typos in files surface at once."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=DEFER_BUILD)
 
 
 class ImageRef(Record):

@@ -18,10 +18,10 @@ import difflib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mmat_core.components import Component, SearchBackend, Tool
 from mmat_core.errors import ConfigError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the component bases import pydantic; `mmat recipes` lists files and needs none
+    from mmat_core.components import Component, SearchBackend, Tool
     from mmat_core.plugins import PluginManager
 
 RECIPES_DIR = Path(__file__).resolve().parent
@@ -94,6 +94,8 @@ def registered(family: str, name: str, plugins: PluginManager | None = None) -> 
 
 
 def _tool(name: str, plugins: PluginManager | None) -> type[Tool] | None:
+    from mmat_core.components import Tool
+
     cls = registered("tool", name, plugins)
     return cls if isinstance(cls, type) and issubclass(cls, Tool) else None
 
@@ -123,6 +125,8 @@ def default_tools(llm_name: str, plugins: PluginManager | None = None) -> list[d
 
 def search_off_reason(plugins: PluginManager | None = None) -> str | None:
     """Why a real build that names no search has RAG off (None: the web backend can be used)."""
+    from mmat_core.components import SearchBackend
+
     cls = registered("search", WEB_SEARCH, plugins)
     if not (isinstance(cls, type) and issubclass(cls, SearchBackend)):
         return f"no search backend named {WEB_SEARCH!r} is registered (its plugin is blocked or not installed)"

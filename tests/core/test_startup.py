@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 import click
+import pytest
 
 from mmat_core import hookimpl
+from mmat_core.models import DEFER_BUILD, PYDANTIC_VERSION
 from mmat_core.plugins import PluginManager
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,6 +73,59 @@ def test_a_core_commands_help_imports_no_pydantic_and_no_plugin() -> None:
     _output, modules = run_mmat("validate", "--help")
     assert heavy_modules(modules) == []
     assert [name for name in modules if name.startswith("mmat_plugins")] == []
+
+
+def test_the_recipes_listing_imports_no_pydantic_and_no_plugin() -> None:
+    output, modules = run_mmat("recipes")
+    assert output.startswith("paper ")
+    assert heavy_modules(modules) == []
+    assert [name for name in modules if name.startswith("mmat_plugins")] == []
+
+
+#: Runs ``mmat ARGS`` (built-in plugins only), then prints the names of mmat's pydantic models whose
+#: validator was built, after a marker line.
+BUILT_MODELS = """
+import json, sys
+sys.argv = ["mmat", *json.loads(sys.argv[1]), "--plugins", "builtins"]
+from mmat_core.cli import run
+try:
+    run()
+except SystemExit:
+    pass
+from mmat_core.components import ComponentOptions
+from mmat_core.models import Record
+
+def subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from subclasses(sub)
+
+print("--built--")
+print(json.dumps(sorted(f"{cls.__module__}.{cls.__qualname__}" for base in (ComponentOptions, Record)
+                        for cls in subclasses(base) if cls.__pydantic_complete__)))
+"""
+
+
+def built_models(*args: str) -> list[str]:
+    """The names of mmat's records and component options whose validator ``mmat ARGS`` built."""
+    done = subprocess.run([sys.executable, "-c", BUILT_MODELS, json.dumps(list(args))],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    _output, _, built = done.stdout.rpartition("--built--\n")
+    return json.loads(built)
+
+
+@pytest.mark.skipif(not DEFER_BUILD, reason=f"pydantic {PYDANTIC_VERSION} builds every model when it is defined")
+def test_the_plugins_listing_builds_no_records_and_no_component_options() -> None:
+    # Listing names components; validating their options or any record is for a build.
+    assert built_models("plugins") == []
+
+
+@pytest.mark.skipif(not DEFER_BUILD, reason=f"pydantic {PYDANTIC_VERSION} builds every model when it is defined")
+def test_the_sources_listing_builds_the_options_of_sources_only() -> None:
+    # `mmat sources` shows each source's options, which needs their schemas: only theirs.
+    built = built_models("sources")
+    assert "mmat_plugins.sources.sample.SampleOptions" in built
+    assert [name for name in built if not name.startswith("mmat_plugins.sources.")] == []
 
 
 def test_the_plugins_listing_imports_the_components() -> None:
