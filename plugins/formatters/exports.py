@@ -7,6 +7,7 @@ in ``docs/formats.md``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -134,26 +135,77 @@ class LlamaFactoryFormatter(_Export):
         return FinishingWriter(writer, finish)
 
 
+#: InternVL's chat templates (``--conv_style``) and the preprocess function each selects in
+#: ``LazySupervisedDataset.get_preprocess_function`` (internvl_chat/internvl/train/internvl_chat_finetune.py).
+#: Only ``preprocess_internvl2_5`` reads a leading ``system`` turn; the others map roles with
+#: ``{'human': ..., 'gpt': ...}`` and fail on it with ``KeyError: 'system'``.
+INTERNVL_TEMPLATES = ("internvl2_5", "internlm2-chat", "Hermes-2", "phi3-chat", "plain")
+
+
+class InternVLOptions(ExportOptions):
+    """Options of the InternVL export."""
+
+    template: Literal["internvl2_5", "internlm2-chat", "Hermes-2", "phi3-chat", "plain"] = Field(
+        "internvl2_5", description="InternVL's --conv_style the data is for: internvl2_5 reads a system turn; "
+                                   "the others (plain: any other template) take the system prompt in the first human turn",
+    )
+    system: Literal["auto", "turn", "prepend", "drop"] = Field(
+        "auto", description="where the system prompt goes: a leading system turn (internvl2_5 only), prepended to the "
+                            "first human turn, or dropped (the template's own system message is used); auto: turn for "
+                            "internvl2_5, prepend otherwise",
+    )
+
+
 class InternVLFormatter(_Export):
     """InternVL chat fine-tuning JSONL (``id``, ``image``, ``width``/``height``, ``conversations``)
-    plus the meta file its training scripts take (``--meta_path``)."""
+    plus the meta file its training scripts take (``--meta_path``).
+
+    Mirrors ``LazySupervisedDataset`` of InternVL's ``internvl_chat_finetune.py`` (OpenGVLab/InternVL,
+    commit b9b1bb86): a string ``image`` goes through ``multi_modal_get_item``, which prepends
+    ``<image>\\n`` to ``conversations[0]`` when that turn has none, so with a leading system turn
+    the image tag would land in the system prompt. With ``internvl2_5`` every image list is
+    therefore written as a list (one image too): ``multi_modal_multi_image_get_item`` checks no
+    turn, and ``preprocess_internvl2_5`` takes the system turn as the system prompt and replaces
+    the ``<image>`` tags of the human turns in order.
+    """
 
     name = "internvl"
-    version = "1"
-    description = "InternVL chat JSONL (image, width, height, conversations) and its meta JSON"
+    version = "2"
+    description = "InternVL chat JSONL (image, conversations) per --conv_style template, and its meta JSON"
     stem = "internvl"
+    Options = InternVLOptions
+
+    def __init__(self, options: Any = None, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        if self.options.system == "turn" and self.options.template != "internvl2_5":
+            from mmat_core.errors import ConfigError
+
+            raise ConfigError(f"system=turn needs template=internvl2_5: InternVL's preprocess for {self.options.template} "
+                              "fails on a system turn (KeyError: 'system'); use system=prepend or system=drop", key="system")
+
+    def system_placement(self) -> str:
+        """``turn``, ``prepend`` or ``drop``: where this export puts the system prompt."""
+        if self.options.system != "auto":
+            return str(self.options.system)
+        return "turn" if self.options.template == "internvl2_5" else "prepend"
 
     def record_function(self, ctx: FormatContext) -> RecordFunction:
-        """InternVL records; a leading ``system`` turn carries the system prompt."""
+        """InternVL records for the chosen template."""
         system = view_system(self.options.view, ctx)
         root = self.options.image_root
+        placement = self.system_placement()
+        as_list = self.options.template == "internvl2_5"
 
         def record(data: Mapping[str, Any]) -> dict[str, Any]:
             images = export_images(data, root)
+            messages = self.messages(data, ctx, system)
+            turns = messages[1:]
+            if placement == "prepend":
+                turns = tag_first_user(turns, messages[0]["content"] + "\n\n")
             out: dict[str, Any] = {"id": data["id"]}
             if len(images) == 1:
                 prefix = "<image>\n"
-                out["image"] = images[0]
+                out["image"] = images if as_list else images[0]
                 ref = data["sample"]["images"][0]
                 if ref.get("width") and ref.get("height"):
                     out["width"] = ref["width"]
@@ -163,7 +215,10 @@ class InternVLFormatter(_Export):
                 out["image"] = images
             else:
                 prefix = ""
-            out["conversations"] = _sharegpt(tag_first_user(self.messages(data, ctx, system), prefix))
+            turns = tag_first_user(turns, prefix)
+            if placement == "turn":
+                turns = [messages[0], *turns]
+            out["conversations"] = _sharegpt(turns)
             return out
 
         return record
@@ -195,10 +250,16 @@ class LlavaOptions(ExportOptions):
 
 
 class LlavaFormatter(_Export):
-    """LLaVA's instruction-tuning JSON: one array of ``{id, image, conversations}``, streamed."""
+    """LLaVA's instruction-tuning JSON: one array of ``{id, image, conversations}``, streamed.
+
+    Mirrors ``LazySupervisedDataset.__getitem__`` and ``preprocess_multimodal`` of
+    haotian-liu/LLaVA ``llava/train/train.py`` (commit 0034661): ``image`` is one path joined to
+    ``--image_folder``, ``<image>`` is moved to the start of its turn, and the conversation
+    templates map only ``human`` and ``gpt``. Rows with several images are quarantined
+    (``too_many_images``)."""
 
     name = "llava"
-    version = "1"
+    version = "2"
     description = "LLaVA JSON array (id, image, conversations with <image>), written as a stream"
     stem = "llava"
     suffix = "json"
@@ -213,6 +274,10 @@ class LlavaFormatter(_Export):
 
         def record(data: Mapping[str, Any]) -> dict[str, Any]:
             images = export_images(data, root)
+            # LLaVA's LazySupervisedDataset opens `image` with os.path.join (a list fails) and its
+            # preprocess_multimodal merges every <image> tag into one: one image per row.
+            ensure(len(images) <= 1, "too_many_images",
+                   f"{len(images)} images; LLaVA-1.5 (train.py LazySupervisedDataset) takes one image per row")
             messages = self.messages(data, ctx, system)
             turns = messages[1:]
             if prepend:
@@ -220,7 +285,7 @@ class LlavaFormatter(_Export):
             turns = tag_first_user(turns, "<image>\n" * len(images))
             out: dict[str, Any] = {"id": data["id"]}
             if images:
-                out["image"] = images[0] if len(images) == 1 else images
+                out["image"] = images[0]
             out["conversations"] = _sharegpt(turns)
             return out
 
@@ -267,7 +332,12 @@ class OpenAIChatFormatter(_Export):
 
         def url_of(image: Mapping[str, Any], path: str) -> str:
             if mode == "url":
-                return f"{base_url}/{path.lstrip('/')}"
+                # An absolute path (no image_root, or an image outside it) would publish this
+                # machine's folders (/home/me/...) in the URL and point at nothing.
+                ensure(not os.path.isabs(path), "local_image_path",
+                       f"{path}: images=url would put this machine's absolute path into the URL; set image_root to "
+                       f"the local folder served at image_base_url" + (f" (this image is outside {root})" if root else ""))
+                return f"{base_url}/{path}"
             data, mime = image_bytes(image, ctx, root)
             ensure(mime in OPENAI_IMAGE_TYPES, "image_format_unsupported", f"{mime}; OpenAI takes JPEG, PNG or WEBP")
             return data_url(data, mime)

@@ -106,7 +106,7 @@ def test_internvl_records_and_meta_match_their_schemas(tmp_path: Path) -> None:
     validate(records, "export_internvl")
     validate([json.loads(meta.read_text())], "export_internvl_meta")
     first = records[0]
-    assert (first["image"], first["width"], first["height"]) == ("sroie/X51005.jpg", 463, 1013)
+    assert (first["image"], first["width"], first["height"]) == (["sroie/X51005.jpg"], 463, 1013)
     assert first["conversations"][0]["from"] == "system"
     assert first["conversations"][1]["value"].startswith("<image>\nWhat is the total amount?")
     assert json.loads(meta.read_text())["mmat_rr"]["length"] == 3
@@ -215,3 +215,20 @@ def test_hf_dataset_card_records_sources_licences_models_tools_yield_and_cost(tm
 def test_hf_dataset_split_writes_train_and_validation_shards(tmp_path: Path) -> None:
     files = export(HFDatasetFormatter(val_ratio=0.5), tmp_path)
     assert [p.name for p in files] == ["train-00000-of-00001.parquet", "validation-00000-of-00001.parquet", "README.md"]
+
+
+def test_openai_chat_url_mode_refuses_a_local_absolute_path(tmp_path: Path) -> None:
+    trace, _ = with_png(tmp_path, cases.ocr_receipt())
+    writer = OpenAIChatFormatter(images="url", image_base_url="https://img.example.org/d/").open(tmp_path, cases.context())
+    writer.write(trace)
+    writer.close()
+    assert (tmp_path / "openai_chat_rr.jsonl").read_text() == ""
+    assert [r.reason for r in writer.rejected] == ["local_image_path"]
+    assert "set image_root" in writer.rejected[0].detail and str(tmp_path) in writer.rejected[0].detail
+
+
+def test_openai_chat_url_mode_with_image_root_writes_the_relative_url(tmp_path: Path) -> None:
+    trace, _ = with_png(tmp_path, cases.ocr_receipt())
+    (path,) = export(OpenAIChatFormatter(images="url", image_base_url="https://img.example.org/d/", image_root=str(tmp_path)),
+                     tmp_path, [trace])
+    assert lines(path)[0]["messages"][1]["content"][0]["image_url"]["url"] == "https://img.example.org/d/photo.png"
