@@ -1,6 +1,7 @@
 """The agent runtime: run a model tuned on RR or ORR data with its tools, the way it was trained.
 
-A built-in plugin beside the core: it adds ``mmat infer`` through the ``register_commands`` hook.
+A built-in plugin beside the core: it adds ``mmat infer`` and ``mmat serve`` (the agent behind an
+OpenAI-compatible endpoint) through the ``register_commands`` hook.
 From Python::
 
     from mmat_plugins.agent import AgentRuntime, open_chat_model
@@ -59,10 +60,11 @@ _LAZY = {
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    """Add ``mmat infer``."""
-    from mmat_plugins.agent.command import infer
+    """Add ``mmat infer`` and ``mmat serve``."""
+    from mmat_plugins.agent.command import infer, serve
 
     cli.add_command(infer)
+    cli.add_command(serve)
 
 
 def __getattr__(name: str) -> Any:

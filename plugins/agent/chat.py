@@ -170,9 +170,25 @@ class TransformersChatModel:
         self._model = None
 
 
+#: Where the model behind the agent runs; ``auto``: ``openai`` with an endpoint, else ``transformers``.
+BACKENDS = ("auto", "openai", "transformers", "offline")
+
+
 def open_chat_model(model: str, *, endpoint: str | None = None, adapter: str | None = None, api_key: str | None = None,
-                    max_tokens: int = 1024, device: str = "auto") -> ChatModel:
-    """An endpoint model when ``endpoint`` is given, else a local transformers model."""
+                    max_tokens: int = 1024, device: str = "auto", backend: str = "auto") -> ChatModel:
+    """An endpoint model when ``endpoint`` is given, else a local transformers model; ``backend``
+    names one explicitly (``offline``: the rule-following stand-in of :mod:`mmat_plugins.agent.offline`)."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend '{backend}'; allowed: {', '.join(BACKENDS)}", key="backend")
+    if backend == "offline":
+        from mmat_plugins.agent.offline import OfflineChatModel
+
+        return OfflineChatModel()
+    if backend == "openai" and not endpoint:
+        raise ConfigError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1 for vLLM)", key="base_url")
+    if backend == "transformers" and endpoint:
+        raise ConfigError("--base-url applies to the openai backend; the transformers backend loads --model locally",
+                          key="base_url")
     if endpoint:
         if adapter:
             raise ConfigError("--adapter applies to local models; an endpoint serves its adapter itself (vLLM --lora-modules)", key="adapter")

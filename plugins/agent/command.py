@@ -14,6 +14,7 @@ from mmat_core.errors import ConfigError
 
 if TYPE_CHECKING:
     from mmat_plugins.agent.agent import AgentRuntime
+    from mmat_plugins.agent.chat import ChatModel
 
 
 def _split(value: str | None) -> list[str]:
@@ -24,8 +25,11 @@ def model_options(func: Any) -> Any:
     """The options that choose a model and how it runs (shared by ``mmat infer`` and ``mmat eval``)."""
     options = [
         click.option("--model", required=True, help="Model name at the endpoint, or a local model / adapter folder."),
-        click.option("--endpoint", help="OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1 for vLLM). "
-                     "Without it the model is loaded with transformers."),
+        click.option("--endpoint", "--base-url", "endpoint", help="OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1 "
+                     "for vLLM). Without it the model is loaded with transformers."),
+        click.option("--backend", type=click.Choice(["auto", "openai", "transformers", "offline"]), default="auto",
+                     show_default=True, help="Where the model runs. auto: openai with --endpoint, else transformers; "
+                     "offline: a rule-following stand-in that needs no model (tries and tests)."),
         click.option("--adapter", help="LoRA adapter folder to load on top of a local model."),
         click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="Environment variable with the endpoint's key."),
         click.option("--mode", type=click.Choice(["rr", "orr", "plain"]), default="rr", show_default=True,
@@ -45,13 +49,15 @@ def model_options(func: Any) -> Any:
 
 def open_runtime(model: str, endpoint: str | None, adapter: str | None, api_key_env: str, mode: str, tools: str,
                  extra_operators: str, search: str | None, corpus: Path | None, max_turns: int, max_tokens: int,
-                 device: str) -> AgentRuntime:
-    """An :class:`AgentRuntime` built from the values of :func:`model_options`."""
+                 device: str, backend: str = "auto", chat: ChatModel | None = None) -> AgentRuntime:
+    """An :class:`AgentRuntime` built from the values of :func:`model_options` (``chat``: use this
+    model instead of opening one, e.g. one model shared by the runtimes of several modes)."""
     from mmat_plugins.agent.agent import AgentRuntime
     from mmat_plugins.agent.chat import open_chat_model
 
-    chat = open_chat_model(model, endpoint=endpoint, adapter=adapter, api_key=os.environ.get(api_key_env),
-                           max_tokens=max_tokens, device=device)
+    if chat is None:
+        chat = open_chat_model(model, endpoint=endpoint, adapter=adapter, api_key=os.environ.get(api_key_env),
+                               max_tokens=max_tokens, device=device, backend=backend)
     search_spec: dict[str, Any] | None = None
     if search:
         search_spec = {"name": search, **({"corpus": str(corpus)} if corpus else {})}
@@ -90,3 +96,71 @@ def infer(images: tuple[Path, ...], question: str, constraint: str, trace_out: P
     if result.trace.failure:
         raise ConfigError(f"the run failed: {result.trace.failure}")
     click.echo(f"Answer: {result.answer}")
+
+
+def _loopback(host: str) -> bool:
+    try:
+        import ipaddress
+
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+@click.command(short_help="Serve the agent (RR, ORR or plain) behind an OpenAI-compatible endpoint.")
+@model_options
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind. Keep the loopback default unless others must reach it: the server has no login.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8300, show_default=True, help="Port (0: any free port; "
+              "the address is printed).")
+@click.option("--served-model-name", help="The model name clients use (default: --model). NAME:rr, NAME:orr and "
+              "NAME:plain choose a mode per request.")
+@click.option("--concurrency", type=click.IntRange(1), default=4, show_default=True, help="Questions answered at once.")
+@click.option("--max-waiting", type=click.IntRange(0), default=64, show_default=True,
+              help="Requests that may wait for a free slot; past that a request gets 429.")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Append every answer with its full Trace to this JSONL file.")
+@click.option("--local-images/--no-local-images", default=None,
+              help="Accept image_url values that are local paths or file:// URLs (default: only when bound to loopback).")
+@click.option("--allow-remote-images", is_flag=True, help="Fetch http(s) image URLs (public addresses only, size and "
+              "time bounded); refused by default.")
+@click.option("--allow-host", "allowed_hosts", multiple=True, help="Another Host header name to answer (repeatable), "
+              "e.g. the name clients on a cluster use.")
+def serve(host: str, port: int, served_model_name: str | None, concurrency: int, max_waiting: int, log_path: Path | None,
+          local_images: bool | None, allow_remote_images: bool, allowed_hosts: tuple[str, ...], **model_args: Any) -> None:
+    """Serve the agent behind an OpenAI-compatible endpoint: POST /v1/chat/completions, GET /v1/models.
+
+    Each answer comes from the tuned model calling mmat's tools and retrieval (--mode rr), from
+    one turn over the tool outputs (orr) or from the model alone (plain); the response's
+    mmat_trace field lists the steps. Ctrl-C stops it.
+    """
+    from mmat_plugins.agent.chat import open_chat_model
+    from mmat_plugins.agent.serve import AgentServer
+    from mmat_plugins.agent.wire import ImagePolicy
+
+    chat = open_chat_model(model_args["model"], endpoint=model_args["endpoint"], adapter=model_args["adapter"],
+                           api_key=os.environ.get(model_args["api_key_env"]), max_tokens=model_args["max_tokens"],
+                           device=model_args["device"], backend=model_args["backend"])
+    # Fail on a bad tool or search name now, not at the first request.
+    first = open_runtime(**{**model_args, "chat": chat})
+    made = {model_args["mode"]: first}
+
+    def runtime_for(mode: str) -> AgentRuntime:
+        if mode not in made:
+            made[mode] = open_runtime(**{**model_args, "mode": mode, "chat": chat})
+        return made[mode]
+
+    images = ImagePolicy(local_files=_loopback(host) if local_images is None else local_images,
+                         remote_urls=allow_remote_images)
+    server = AgentServer(runtime_for, model_name=served_model_name or model_args["model"], mode=model_args["mode"],
+                         host=host, port=port, concurrency=concurrency, max_waiting=max_waiting, images=images,
+                         log_path=log_path, allowed_hosts=allowed_hosts)
+
+    def ready(running: AgentServer) -> None:
+        click.echo(f"mmat serve: listening on {running.base_url} (model '{running.model_name}', mode {running.mode}, "
+                   f"backend {chat.name if model_args['backend'] == 'offline' else model_args['backend']}; Ctrl-C to stop)")
+
+    try:
+        server.serve_forever(ready)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another with --port") from None

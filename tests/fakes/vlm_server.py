@@ -15,7 +15,13 @@ socket, and it records every request so a test can assert the exact dialogue pro
         dialogue = vlm.dialogue("How many apples?")   # the final request's messages
 
 Samples without a script follow ``default_steps`` (a plain protocol follower), which is what the
-loop benchmark uses. ``python -m tests.fakes.vlm_server --latency 0.2`` serves in its own process
+loop benchmark uses.
+
+``FakeVLM(protocol="rr")`` plays a *tuned* model instead, for the agent runtime and ``mmat serve``:
+the same scripted steps are written in the RR tags (``<THOUGHT>..</THOUGHT><OPERATOR>ocr</OPERATOR>
+<RAG>..</RAG><SIGNAL>continue</SIGNAL>``), an ORR request (ORR system prompt) gets
+``<THOUGHT>..</THOUGHT><ANSWER>The answer is: ANSWER</ANSWER>`` (purpose ``orr_answer``) and a
+plain request (no system message) gets the bare answer (purpose ``plain_answer``). ``python -m tests.fakes.vlm_server --latency 0.2`` serves in its own process
 and prints ``LISTENING <port>``.
 """
 
@@ -91,6 +97,23 @@ def _text_of(content: Any) -> tuple[str, int]:
     return "".join(texts), images
 
 
+def rr_text(reply: dict[str, Any]) -> str:
+    """A step object written in the RR tags a tuned model replies with."""
+    names = [op if isinstance(op, str) else op.get("name", "") for op in reply.get("operators", [])]
+    rag = reply.get("rag") or {}
+    text = f"<THOUGHT>{reply.get('thought', '')}</THOUGHT>"
+    if names:
+        text += f"<OPERATOR>{', '.join(names)}</OPERATOR>"
+    if rag.get("needed") and rag.get("query"):
+        text += f"<RAG>{rag['query']}</RAG>"
+    signal = "end" if reply.get("next_action") == "final_answer" else reply.get("signal", "continue")
+    return text + f"<SIGNAL>{signal}</SIGNAL>"
+
+
+ORR_SYSTEM_MARK = "<ANSWER>The answer is:"
+PROTOCOLS = ("steps", "rr")
+
+
 DEFAULT_STEPS: list[dict[str, Any]] = [
     step("The question needs a careful look at the image; nothing outside it is required."),
     step("The observations so far settle the question, so the reasoning is complete.", final=True),
@@ -101,7 +124,10 @@ class FakeVLM:
     """The scripted fake (see the module docstring)."""
 
     def __init__(self, *, latency: float = 0.0, default_steps: list[dict[str, Any]] | None = None,
-                 default_answer: str = "unknown", port: int = 0) -> None:
+                 default_answer: str = "unknown", port: int = 0, protocol: str = "steps") -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}")
+        self.protocol = protocol
         self.latency = latency
         self.default_steps = default_steps or DEFAULT_STEPS
         self.default_answer = default_answer
@@ -150,9 +176,17 @@ class FakeVLM:
         last_user = next((m["text"] for m in reversed(messages) if m["role"] == "user"), "")
         key = self._find(everything)
         script = self.scripts.get(key) if key else None
-        if last_user.startswith(FINAL_PREFIX):
+        system = next((m["text"] for m in messages if m["role"] == "system"), None)
+        if self.protocol == "rr" and system is not None and ORR_SYSTEM_MARK in system:
+            purpose = "orr_answer"
+            answer = script.answer if script else self.default_answer
+            reply: Any = f"<THOUGHT>The operator outputs settle it.</THOUGHT><ANSWER>The answer is: {answer}</ANSWER>"
+        elif self.protocol == "rr" and system is None and not (SCENE_GRAPH_MARK in last_user or CAPTION_MARK in last_user):
+            purpose = "plain_answer"
+            reply = script.answer if script else self.default_answer
+        elif last_user.startswith(FINAL_PREFIX):
             purpose = "final_answer"
-            reply: Any = script.answer if script else self.default_answer
+            reply = script.answer if script else self.default_answer
         elif SCENE_GRAPH_MARK in last_user:
             purpose = "scene_graph"
             reply = script.scene_graph if script else {"objects": ["object"], "attributes": [], "relationships": []}
@@ -170,6 +204,8 @@ class FakeVLM:
                 # Stateless for unscripted samples: the step number is the number of assistant turns.
                 turn = sum(1 for m in messages if m["role"] == "assistant")
                 reply = self.default_steps[min(turn, len(self.default_steps) - 1)]
+            if self.protocol == "rr" and isinstance(reply, dict):
+                reply = rr_text(reply)
         status, headers = 200, {}
         if isinstance(reply, Fault):
             status = reply.status
@@ -365,8 +401,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="steps",
+                        help="steps: the rationale loop's generator; rr: a tuned model (for mmat serve / infer)")
     args = parser.parse_args()
-    vlm = FakeVLM(latency=args.latency, port=args.port).start()
+    vlm = FakeVLM(latency=args.latency, port=args.port, protocol=args.protocol).start()
     print(f"LISTENING {vlm.port}", flush=True)
     try:
         while True:

@@ -1,0 +1,352 @@
+"""``mmat serve``: the agent behind an OpenAI-compatible endpoint.
+
+Routes::
+
+    POST /v1/chat/completions   one answer from the agent (``stream: true`` gets it as one SSE chunk)
+    GET  /v1/models             the served model name, and NAME:rr / NAME:orr / NAME:plain
+    GET  /health                200 once the server listens
+
+Each answer comes from an :class:`~mmat_plugins.agent.agent.AgentRuntime` (RR: the model calls
+mmat's tools and retrieval until it answers; ORR; or plain), so any harness that speaks the OpenAI
+API can evaluate the agent. The response carries what the agent did in ``mmat_trace`` (steps,
+operators, tool results, RAG queries), and ``--log`` appends the full Trace of every answer to a
+JSONL file. The model name picks the mode: the bare name answers in the server's ``--mode``;
+``NAME:rr``, ``NAME:orr`` and ``NAME:plain`` choose one, so one server answers in all three.
+
+The server is aiohttp on 127.0.0.1 by default. Like the viewer, it answers only requests whose
+Host header names it (a web page elsewhere cannot reach it through DNS rebinding). At most
+``concurrency`` questions run at once; up to ``max_waiting`` more wait, and past that a request
+gets 429 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+from mmat_plugins.agent.agent import MODES
+from mmat_plugins.agent.wire import (
+    ImagePolicy,
+    RequestError,
+    agent_query,
+    completion_body,
+    error_body,
+    parse_request,
+    stream_chunks,
+    trace_summary,
+)
+
+from mmat_core.errors import ConfigError, MmatError
+
+if TYPE_CHECKING:
+    from aiohttp import web
+    from mmat_plugins.agent.agent import AgentRuntime
+
+#: Largest request body (base64 images make requests big).
+MAX_BODY_BYTES = 64 * 1024 * 1024
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+RuntimeFactory = Callable[[str], "AgentRuntime"]
+
+
+def host_allowed(header: str, bound_host: str, port: int, extra: Iterable[str] = ()) -> bool:
+    """Whether a request's Host header names this server: a loopback name, the bound address, a
+    name given with ``--allow-host``, or, when bound to every interface, any address in digits or
+    this machine's own name. Anything else could be a DNS-rebinding page, so it is refused."""
+    if header.startswith("["):
+        name, _, rest = header[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif header.count(":") == 1:
+        name, _, port_text = header.partition(":")
+    else:
+        name, port_text = header, ""
+    if port_text and port_text != str(port):
+        return False
+    name = name.lower()
+    if name in LOOPBACK_NAMES or name == bound_host.lower() or name in {e.lower() for e in extra}:
+        return True
+    if bound_host in ("", "0.0.0.0", "::"):
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            return name in {socket.gethostname().lower(), socket.getfqdn().lower()}
+    return False
+
+
+class AgentServer:
+    """An OpenAI-compatible server over the agent runtime (see the module docstring).
+
+    ``runtime_for(mode)`` makes the runtime of a mode; each is made on first use and kept. Use
+    :meth:`start_in_thread` (a context manager too) from Python and tests, :meth:`serve_forever`
+    from the command line.
+    """
+
+    def __init__(self, runtime_for: RuntimeFactory, *, model_name: str, mode: str = "rr", host: str = "127.0.0.1",
+                 port: int = 0, concurrency: int = 4, max_waiting: int = 64, images: ImagePolicy | None = None,
+                 log_path: Path | None = None, allowed_hosts: Sequence[str] = ()) -> None:
+        if mode not in MODES:
+            raise ConfigError(f"unknown mode '{mode}'; allowed: {', '.join(MODES)}", key="mode")
+        self.runtime_for = runtime_for
+        self.model_name = model_name
+        self.mode = mode
+        self.host = host
+        self.port = port
+        self.concurrency = max(1, concurrency)
+        self.max_waiting = max(0, max_waiting)
+        self.images = images or ImagePolicy()
+        self.log_path = log_path
+        self.allowed_hosts = list(allowed_hosts)
+        self._runtimes: dict[str, AgentRuntime] = {}
+        self._semaphore: asyncio.Semaphore | None = None
+        self._waiting = 0
+        self._runner: Any = None
+        self._workdir: Path | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped: asyncio.Event | None = None
+        self.served = 0
+
+    # -- names --------------------------------------------------------------------------------
+
+    def model_ids(self) -> list[str]:
+        """The names ``/v1/models`` lists: the served name first, then one per mode."""
+        return [self.model_name] + [f"{self.model_name}:{mode}" for mode in MODES]
+
+    def mode_of(self, model: str) -> str:
+        """The mode a request's ``model`` asks for; 404 for a name this server does not serve."""
+        if model == self.model_name:
+            return self.mode
+        name, _, mode = model.rpartition(":")
+        if name == self.model_name and mode in MODES:
+            return mode
+        raise RequestError(f"The model '{model}' does not exist here; this server serves: {', '.join(self.model_ids())}",
+                           status=404, code="model_not_found", param="model")
+
+    def runtime(self, mode: str) -> AgentRuntime:
+        """The runtime of ``mode``, made on first use."""
+        if mode not in self._runtimes:
+            self._runtimes[mode] = self.runtime_for(mode)
+        return self._runtimes[mode]
+
+    # -- handlers -----------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-style base URL clients use (``http://HOST:PORT/v1``)."""
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}/v1"
+
+    def _app(self) -> web.Application:
+        from aiohttp import web
+
+        @web.middleware
+        async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+            if not host_allowed(request.headers.get("Host", ""), self.host, self.port, self.allowed_hosts):
+                return web.json_response(error_body("unknown Host header: use the address `mmat serve` printed "
+                                                    "(or start it with --allow-host NAME)", type="permission_error"),
+                                         status=403)
+            try:
+                return await handler(request)
+            except RequestError as exc:
+                headers = {"Retry-After": "1"} if exc.status == 429 else None
+                return web.json_response(exc.body(), status=exc.status, headers=headers)
+            except web.HTTPException as exc:
+                kind = "not_found_error" if exc.status == 404 else "invalid_request_error"
+                return web.json_response(error_body(f"{exc.reason}: {request.method} {request.path}", type=kind),
+                                         status=exc.status)
+            except MmatError as exc:
+                return web.json_response(error_body(str(exc)), status=400)
+            except Exception as exc:  # noqa: BLE001 - a client gets a message, never a dropped connection
+                return web.json_response(error_body(f"internal error: {type(exc).__name__}: {exc}", type="server_error"),
+                                         status=500)
+
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[guard])
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/models/{name}", self._model)
+        app.router.add_get("/health", self._health)
+        return app
+
+    async def _health(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web
+
+        return web.json_response({"status": "ok", "model": self.model_name, "mode": self.mode})
+
+    def _model_object(self, name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": 0, "owned_by": "mmat"}
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web
+
+        return web.json_response({"object": "list", "data": [self._model_object(n) for n in self.model_ids()]})
+
+    async def _model(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web
+
+        name = request.match_info["name"]
+        self.mode_of(name)
+        return web.json_response(self._model_object(name))
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web
+
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise RequestError("the request body is not valid JSON") from None
+        chat = parse_request(body)
+        mode = self.mode_of(chat.model)
+        assert self._semaphore is not None and self._workdir is not None
+        if self._semaphore.locked() and self._waiting >= self.max_waiting:
+            raise RequestError(f"too many requests: {self.concurrency} running and {self._waiting} waiting; retry later",
+                               status=429, type="rate_limit_error", code="rate_limit_exceeded")
+        self._waiting += 1
+        try:
+            await self._semaphore.acquire()
+        finally:
+            self._waiting -= 1
+        folder = self._workdir / uuid.uuid4().hex
+        try:
+            query = await agent_query(chat, self.images, folder)
+            runtime = self.runtime(mode)
+            sample = runtime.make_sample(query.images, query.question, constraint=query.constraint,
+                                         sample_id=f"serve-{uuid.uuid4().hex[:12]}", source="serve")
+            result = await runtime.run_sample(sample)
+        finally:
+            self._semaphore.release()
+            shutil.rmtree(folder, ignore_errors=True)
+        self.served += 1
+        summary = trace_summary(result.trace, mode, query.ignored)
+        reply = completion_body(chat.model, result.answer, summary, result.trace)
+        self._log(reply, query.question, result.trace.model_dump(mode="json"))
+        if result.trace.status == "failed":
+            failure = error_body(f"the agent run failed: {result.trace.failure}", type="server_error")
+            failure["mmat_trace"] = summary
+            return web.json_response(failure, status=500)
+        if not chat.stream:
+            return web.json_response(reply)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        for chunk in stream_chunks(reply):
+            await response.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    def _log(self, reply: dict[str, Any], question: str, trace: dict[str, Any]) -> None:
+        """Append one answer to the ``--log`` JSONL file (the loop is single-threaded: no lock)."""
+        if self.log_path is None:
+            return
+        record = {"id": reply["id"], "created": reply["created"], "model": reply["model"],
+                  "mode": reply["mmat_trace"]["mode"], "question": question,
+                  "answer": reply["choices"][0]["message"]["content"], "trace": trace}
+        with self.log_path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen (port 0 picks a free one; :attr:`port` then holds it)."""
+        from aiohttp import web
+
+        self._semaphore = asyncio.Semaphore(self.concurrency)
+        self._stopped = asyncio.Event()
+        self._workdir = Path(tempfile.mkdtemp(prefix="mmat-serve-"))
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._runner = web.AppRunner(self._app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        try:
+            await site.start()
+        except OSError:
+            await self._cleanup()
+            raise
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def _cleanup(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        for runtime in self._runtimes.values():
+            await runtime.aclose()
+        self._runtimes.clear()
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    async def serve(self, ready: Callable[[AgentServer], None] | None = None) -> None:
+        """Start, call ``ready(self)``, serve until :meth:`request_stop` (or SIGINT/SIGTERM), clean up."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        assert self._stopped is not None
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.add_signal_handler(sig, self._stopped.set)
+                except (NotImplementedError, RuntimeError):  # pragma: no cover - platforms without it
+                    pass
+        try:
+            if ready is not None:
+                ready(self)
+            await self._stopped.wait()
+        finally:
+            await self._cleanup()
+
+    def request_stop(self) -> None:
+        """Ask a running server to stop (safe from any thread)."""
+        if self._loop is not None and self._stopped is not None:
+            self._loop.call_soon_threadsafe(self._stopped.set)
+
+    def serve_forever(self, ready: Callable[[AgentServer], None] | None = None) -> None:
+        """Serve in this thread until SIGINT or SIGTERM."""
+        asyncio.run(self.serve(ready))
+
+    def start_in_thread(self, timeout_s: float = 30.0) -> AgentServer:
+        """Serve from a background thread; returns once it listens."""
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                asyncio.run(self.serve(lambda _: started.set()))
+            except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
+                failure.append(exc)
+                started.set()
+
+        self._thread = threading.Thread(target=run, name="mmat-serve", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not started.wait(0.05):
+            if time.monotonic() > deadline:
+                raise RuntimeError("mmat serve did not start in time")
+        if failure:
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        """Stop a server started with :meth:`start_in_thread`."""
+        self.request_stop()
+        if self._thread is not None:
+            self._thread.join(30)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        self.start_in_thread()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
