@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         ViewOptions,
         checked_record_function,
     )
+    from mmat_core.chat import ChatEngine, ChatRequest, ChatResult, ChatResults, ChatRowError, ChatSummary
     from mmat_core.authoring.sources import (
         ImageResolver,
         QuotaOptions,
@@ -159,6 +160,8 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     # Reading a model's reply (a backend, a judge or an operator that asks a model for JSON).
     "mmat_core.replies": ("extract_json_object", "strip_code_fence", "ReplyJSONError"),
     "mmat_core.writers": ("RecordWriter", "SkipTrace"),
+    # Many chat requests (text and images) through the engine's cache, limits and backends.
+    "mmat_core.chat": ("ChatEngine", "ChatRequest", "ChatResult", "ChatResults", "ChatSummary", "ChatRowError"),
 }
 
 _LAZY: dict[str, str] = {name: module for module, names in _PUBLIC.items() for name in names}
@@ -179,6 +182,7 @@ __all__ = [
     "parse_choices", "option_answers", "local_root", "ViewFormatter", "ViewOptions", "ExportOptions",
     "FinishingWriter", "RecordFunction", "checked_record_function", "PAPER_VAL_RATIO", "trace_data",
     "view_messages", "iter_jsonl", "BadLine", "JsonlLineError", "extract_json_object", "strip_code_fence", "ReplyJSONError", "RecordWriter", "SkipTrace",
+    "ChatEngine", "ChatRequest", "ChatResult", "ChatResults", "ChatSummary", "ChatRowError",
 ]
 
 
