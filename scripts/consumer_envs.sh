@@ -29,8 +29,9 @@ for req in requires(sys.argv[1]) or []:
 PYEOF
 }
 
-make_env() {  # make_env NAME PACKAGE [--no-deps]
+make_env() {  # make_env NAME PACKAGE [--no-deps] [EXTRA_REQUIREMENT...]
   local name="$1" pkg="$2" nodeps="${3:-}" env="$ROOT/$1"
+  local extras=("${@:4}")
   if [ -x "$env/bin/python" ] && [ -f "$env/.ready" ]; then echo "consumer env $name: ready"; return; fi
   rm -rf "$env"
   "$PY" -m venv "$env"
@@ -43,6 +44,7 @@ make_env() {  # make_env NAME PACKAGE [--no-deps]
   else
     "$env/bin/pip" install -q "$pkg"
   fi
+  [ "${#extras[@]}" -gt 0 ] && "$env/bin/pip" install -q "${extras[@]}"
   touch "$env/.ready"
   echo "consumer env $name: built"
 }
@@ -53,7 +55,9 @@ for t in "${targets[@]}"; do
   case "$t" in
     swift) make_env swift "ms-swift==4.6.0" ;;
     llamafactory) make_env llamafactory "llamafactory==0.9.5" --no-deps ;;
-    lmms) make_env lmms "lmms-eval==0.7.3" --no-deps ;;
+    # lmms-eval 0.7.3 imports filelock._api (gone in filelock 4) and MathVista's scorer imports
+    # Levenshtein (its optional "metrics" extra, whose other members the paper's tasks do not use).
+    lmms) make_env lmms "lmms-eval==0.7.3" --no-deps "filelock<4" "Levenshtein" ;;
     *) echo "unknown consumer env: $t (allowed: swift, llamafactory, lmms)" >&2; exit 2 ;;
   esac
 done
