@@ -37,6 +37,7 @@ from mmat_plugins.trainers.data import (
     iter_order,
     load_records,
 )
+from mmat_plugins.trainers.model_source import check_model_source
 from mmat_plugins.trainers.settings import TrainSettings, resolve_settings
 
 from mmat_core.components import Trainer, TrainResult
@@ -169,6 +170,7 @@ class HFLoraTrainer(Trainer):
         ``log`` receives each logged record (step, loss, lr, tokens_per_s, ...).
         """
         settings = resolve_settings(preset, self.options, overrides)
+        check_model_source(model)  # before transformers, which would retry an unreachable Hub for minutes
         output_dir = Path(output_dir)
         files = data_files(data)
         records, rejected = load_records(files, Path(settings.image_root) if settings.image_root else None)
