@@ -37,7 +37,9 @@ class HFDatasetOptions(ExportOptions):
 
     file: str | None = Field(None, description="folder name of the dataset (default hf_dataset_<view>)")
     images: Literal["path", "embed"] = Field(
-        "path", description="path: Image() cells hold the file path; embed: the image bytes go into the parquet",
+        "embed", description="embed: the image bytes go into the parquet (the dataset travels); path: Image() cells "
+                             "hold this machine's absolute path (datasets opens a relative one from the current "
+                             "directory, so the data only loads here)",
     )
     rows_per_group: int = Field(1000, ge=1, description="rows buffered per parquet row group")
     pretty_name: str | None = Field(None, description="title of the dataset card")
@@ -62,28 +64,25 @@ def features(view: str) -> Any:
 
 
 class _Shard:
-    """One parquet file being written (hidden name until published)."""
+    """One parquet file being written by ``datasets``' own ``ParquetWriter`` (hidden name until
+    published); it encodes rows with the features and counts rows and bytes for the card."""
 
-    def __init__(self, path: Path, schema: Any) -> None:
-        import pyarrow.parquet as pq
+    def __init__(self, path: Path, features: Any) -> None:
+        from datasets.arrow_writer import ParquetWriter
 
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        self.writer = pq.ParquetWriter(str(self.tmp), schema)
-        self.rows: list[dict[str, Any]] = []
+        self.writer = ParquetWriter(features=features, path=str(self.tmp))
         self.count = 0
+        self.num_bytes = 0
 
-    def flush(self, schema: Any) -> None:
-        import pyarrow as pa
+    def write(self, row: dict[str, Any], rows_per_group: int) -> None:
+        self.writer.write(row, writer_batch_size=rows_per_group)
+        self.count += 1
 
-        if self.rows:
-            self.writer.write_table(pa.Table.from_pylist(self.rows, schema=schema))
-            self.rows.clear()
-
-    def commit(self, schema: Any) -> Path:
-        self.flush(schema)
-        self.writer.close()
+    def commit(self) -> Path:
+        _, self.num_bytes = self.writer.finalize()
         with open(self.tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(self.tmp, self.path)
@@ -91,7 +90,9 @@ class _Shard:
 
     def abort(self) -> None:
         try:
-            self.writer.close()
+            self.writer.finalize()
+        except Exception:  # nothing written yet, or already closed: the file goes either way
+            pass
         finally:
             self.tmp.unlink(missing_ok=True)
 
@@ -137,12 +138,11 @@ class HFDatasetWriter:
         self.ctx = ctx
         self.root = out_dir / formatter.folder_name()
         self.features = features(formatter.options.view)
-        self.schema = self.features.arrow_schema
         self.make = checked_record_function(formatter.record_function(ctx))
         self.ratio = formatter.val_ratio()
         self.salt = formatter.options.split_salt
         splits = SPLITS if self.ratio > 0 else SPLITS[:1]
-        self.shards = {split: _Shard(self.root / "data" / f"{split}-00000-of-00001.parquet", self.schema) for split in splits}
+        self.shards = {split: _Shard(self.root / "data" / f"{split}-00000-of-00001.parquet", self.features) for split in splits}
         self.stats = _CardStats()
         self.rejected: list[Rejected] = []
 
@@ -163,19 +163,24 @@ class HFDatasetWriter:
         if row is None:
             return
         split = "validation" if "validation" in self.shards and in_validation(row["id"], self.ratio, self.salt) else "train"
-        shard = self.shards[split]
-        shard.rows.append(self.features.encode_example(row))
-        shard.count += 1
-        if len(shard.rows) >= self.formatter.options.rows_per_group:
-            shard.flush(self.schema)
+        self.shards[split].write(row, self.formatter.options.rows_per_group)
 
     def close(self) -> list[Path]:
         """Publish the shards, then the card."""
-        files = [shard.commit(self.schema) for shard in self.shards.values()]
-        card = dataset_card(self.formatter, self.ctx, self.stats, {s: sh.count for s, sh in self.shards.items()})
+        # An empty validation split is left out: datasets refuses to load a split with no data.
+        for name in [n for n, shard in self.shards.items() if n != "train" and shard.count == 0]:
+            self.shards.pop(name).abort()
+        files = [shard.commit() for shard in self.shards.values()]
+        splits = {name: (shard.count, shard.num_bytes, shard.path.stat().st_size) for name, shard in self.shards.items()}
+        card = dataset_card(self.formatter, self.ctx, self.stats, splits, self.features)
         with AtomicFile(self.root / "README.md") as out:
             out.write(card)
-        return [*files, self.root / "README.md"]
+        written = list(files)
+        if "license_link" in card.split("\n---\n", 1)[0]:
+            with AtomicFile(self.root / "LICENSE.md") as out:
+                out.write(licence_text(self.stats))
+            written.append(self.root / "LICENSE.md")
+        return [*written, self.root / "README.md"]
 
     def abort(self) -> None:
         """Discard partial shards."""
@@ -191,6 +196,15 @@ class HFDatasetFormatter(ViewFormatter):
     description = "Hugging Face dataset: parquet via datasets features (images by path or embedded) + README card"
     Options = HFDatasetOptions
     suffix: ClassVar[str] = ""
+
+    def __init__(self, options: Any = None, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        if self.options.images == "path" and self.options.image_root:
+            from mmat_core.errors import ConfigError
+
+            raise ConfigError("hf_dataset images=path with image_root would write relative paths, which datasets opens "
+                              "from the current directory, not the dataset folder; use images=embed (the default) or "
+                              "`mmat export --bundle DIR`", key="image_root")
 
     def folder_name(self) -> str:
         """The dataset folder inside the output directory."""
@@ -241,22 +255,59 @@ def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
     return "\n".join(lines)
 
 
-def dataset_card(formatter: HFDatasetFormatter, ctx: FormatContext, stats: _CardStats, split_counts: dict[str, int]) -> str:
-    """The README.md of the dataset: YAML header for the Hub, then provenance in tables."""
-    import yaml
+#: Licence names as sources record them -> the Hub's licence identifiers.
+HUB_LICENCES = {
+    "apache-2.0": "apache-2.0", "apache 2.0": "apache-2.0", "mit": "mit", "cc0-1.0": "cc0-1.0", "cc0 1.0": "cc0-1.0",
+    "cc by 4.0": "cc-by-4.0", "cc-by-4.0": "cc-by-4.0", "cc by-sa 4.0": "cc-by-sa-4.0", "cc-by-sa-4.0": "cc-by-sa-4.0",
+    "cc by-nc 4.0": "cc-by-nc-4.0", "cc-by-nc-4.0": "cc-by-nc-4.0", "cc by-nc-sa 4.0": "cc-by-nc-sa-4.0",
+    "cc-by-nc-sa-4.0": "cc-by-nc-sa-4.0", "bsd-3-clause": "bsd-3-clause",
+}
+
+
+def licence_fields(licences: list[str]) -> dict[str, str]:
+    """The card's licence keys: the Hub identifier when every source has the same known licence,
+    else ``other`` with a ``license_name`` and a ``license_link`` to the card's licence table."""
+    known = {HUB_LICENCES.get(name.strip().lower()) for name in licences}
+    if len(known) == 1 and None not in known:
+        return {"license": str(known.pop())}
+    return {"license": "other", "license_name": "mmat-source-licences", "license_link": "LICENSE.md"}
+
+
+def licence_text(stats: _CardStats) -> str:
+    """LICENSE.md: the licence of every source the rows come from (the card's ``license_link``)."""
+    rows = [(key, stats.licences.get(key, "not recorded")) for key in sorted(stats.by_source)]
+    return ("# Licences\n\nEach row keeps its source's licence in the `licence` column; the dataset as a whole is bound "
+            "by every licence below.\n\n" + _table(("source", "licence"), rows) + "\n")
+
+
+def dataset_card(formatter: HFDatasetFormatter, ctx: FormatContext, stats: _CardStats,
+                 splits: dict[str, tuple[int, int, int]], feature_set: Any, data_dir: str = "data") -> str:
+    """The README.md of the dataset: the YAML header written by ``datasets``' and
+    ``huggingface_hub``'s own card code (configs, complete ``dataset_info`` with features, split
+    sizes and bytes, licence keys), then provenance in tables. ``splits`` maps a split to
+    (rows, Arrow bytes, parquet file bytes)."""
+    import datasets
+    from datasets.info import DatasetInfosDict
+    from datasets.utils.metadata import MetadataConfigs
+    from huggingface_hub import DatasetCard, DatasetCardData
 
     opts = formatter.options
     manifest = ctx.manifest
+    split_counts = {name: rows for name, (rows, _, _) in splits.items()}
     total_rows = sum(split_counts.values())
-    header = {
-        "pretty_name": opts.pretty_name or f"MMAT {opts.view.upper()} data",
-        "license": "other",
-        "task_categories": ["visual-question-answering", "image-text-to-text"],
-        "tags": ["mmat", "multimodal-agent-tuning", opts.view],
-        "configs": [{"config_name": "default",
-                     "data_files": [{"split": split, "path": f"data/{split}-*"} for split in split_counts]}],
-        "dataset_info": {"splits": [{"name": s, "num_examples": n} for s, n in split_counts.items()]},
-    }
+    pretty = opts.pretty_name or f"MMAT {opts.view.upper()} data"
+    card_data = DatasetCardData(pretty_name=pretty, task_categories=["visual-question-answering", "image-text-to-text"],
+                                tags=["mmat", "multimodal-agent-tuning", opts.view],
+                                **licence_fields([stats.licences.get(k, "") for k in stats.by_source] or [""]))
+    split_dict = datasets.SplitDict()
+    for name, (rows, arrow_bytes, _) in splits.items():
+        split_dict.add(datasets.SplitInfo(name=name, num_bytes=arrow_bytes, num_examples=rows))
+    info = datasets.DatasetInfo(features=feature_set, splits=split_dict,
+                                download_size=sum(size for _, _, size in splits.values()),
+                                dataset_size=sum(b for _, b, _ in splits.values()))
+    MetadataConfigs({"default": {"data_files": [{"split": name, "path": f"{data_dir}/{name}-*"} for name in splits]}}
+                    ).to_dataset_card_data(card_data)
+    DatasetInfosDict({"default": info}).to_dataset_card_data(card_data)
     finished = sum(stats.status.values())
     kept = sum(n for s, n in stats.status.items() if s in KEPT_STATUSES)
     source_rows = [
@@ -266,8 +317,7 @@ def dataset_card(formatter: HFDatasetFormatter, ctx: FormatContext, stats: _Card
     tool_rows = [(name, n) for name, n in stats.tools.most_common()] + ([("rag (retrieval)", stats.rag_calls)] if stats.rag_calls else [])
     enabled = ", ".join(t.name for t in ctx.tools) or "none"
     parts = [
-        "---\n" + yaml.safe_dump(header, sort_keys=False) + "---",
-        f"# {header['pretty_name']}",
+        f"# {pretty}",
         (f"{'Multi-turn Rationale-and-Reflection (RR)' if opts.view == 'rr' else 'One-turn (ORR)'} training dialogues "
          f"written by mmat, the MMAT-1M data engine. {total_rows} rows ({', '.join(f'{s}: {n}' for s, n in split_counts.items())}); "
          f"images are {'embedded in the parquet' if opts.images == 'embed' else 'referenced by path'}."),
@@ -292,4 +342,4 @@ def dataset_card(formatter: HFDatasetFormatter, ctx: FormatContext, stats: _Card
             ("run id", manifest.run_id), ("mmat version", manifest.mmat_version),
             ("config hash", manifest.config_hash), ("finished at", manifest.finished_at or ""),
         ]))
-    return "\n\n".join(parts) + "\n"
+    return str(DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n\n".join(parts) + "\n"))

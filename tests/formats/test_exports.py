@@ -198,12 +198,12 @@ def test_hf_dataset_loads_with_datasets_and_decodes_images(tmp_path: Path, mode:
 def test_hf_dataset_rows_match_their_schema(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
-    files = export(HFDatasetFormatter(view="orr"), tmp_path)
+    files = export(HFDatasetFormatter(view="orr", images="path"), tmp_path)
     validate(pq.read_table(files[0]).to_pylist(), "export_hf_dataset")
 
 
 def test_hf_dataset_card_records_sources_licences_models_tools_yield_and_cost(tmp_path: Path) -> None:
-    *_, card = export(HFDatasetFormatter(), tmp_path)
+    *_, card = export(HFDatasetFormatter(images="path"), tmp_path)
     text = card.read_text()
     assert text.startswith("---\n") and "data/train-*" in text
     for fact in ("| tabmwp | 1 | 1 | 100.0% | CC BY-NC-SA 4.0 |", "| visual_cot/sroie | 2 | 1 | 50.0% | Apache-2.0 |",
@@ -213,8 +213,8 @@ def test_hf_dataset_card_records_sources_licences_models_tools_yield_and_cost(tm
 
 
 def test_hf_dataset_split_writes_train_and_validation_shards(tmp_path: Path) -> None:
-    files = export(HFDatasetFormatter(val_ratio=0.5), tmp_path)
-    assert [p.name for p in files] == ["train-00000-of-00001.parquet", "validation-00000-of-00001.parquet", "README.md"]
+    files = export(HFDatasetFormatter(val_ratio=0.99, images="path"), tmp_path)
+    assert [p.name for p in files] == ["train-00000-of-00001.parquet", "validation-00000-of-00001.parquet", "LICENSE.md", "README.md"]
 
 
 def test_openai_chat_url_mode_refuses_a_local_absolute_path(tmp_path: Path) -> None:
@@ -232,3 +232,55 @@ def test_openai_chat_url_mode_with_image_root_writes_the_relative_url(tmp_path: 
     (path,) = export(OpenAIChatFormatter(images="url", image_base_url="https://img.example.org/d/", image_root=str(tmp_path)),
                      tmp_path, [trace])
     assert lines(path)[0]["messages"][1]["content"][0]["image_url"]["url"] == "https://img.example.org/d/photo.png"
+
+
+def test_hf_dataset_card_has_complete_dataset_info_and_licence_fields(tmp_path: Path) -> None:
+    import yaml
+
+    *_, licence, card = export(HFDatasetFormatter(images="path"), tmp_path)
+    header = yaml.safe_load(card.read_text().split("---\n")[1])
+    assert header["license"] == "other" and header["license_name"] and header["license_link"] == "LICENSE.md"
+    assert "| tabmwp | CC BY-NC-SA 4.0 |" in licence.read_text()
+    (split,) = header["dataset_info"]["splits"]
+    assert split["num_examples"] == 3 and split["num_bytes"] > 0 and header["dataset_info"]["dataset_size"] == split["num_bytes"]
+    assert {f["name"] for f in header["dataset_info"]["features"]} >= {"id", "messages", "images", "licence"}
+
+
+def test_hf_dataset_card_uses_the_hub_licence_id_when_every_source_shares_one(tmp_path: Path) -> None:
+    import yaml
+
+    files = export(HFDatasetFormatter(images="path"), tmp_path, [cases.ocr_receipt(), cases.rag_landmark()])
+    header = yaml.safe_load(files[-1].read_text().split("---\n")[1])
+    assert header["license"] == "apache-2.0" and "license_name" not in header
+    assert [p.name for p in files] == ["train-00000-of-00001.parquet", "README.md"]
+
+
+def test_hf_dataset_refuses_relative_paths_that_datasets_would_open_from_the_current_directory() -> None:
+    from mmat_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="current directory"):
+        HFDatasetFormatter(images="path", image_root="/data")
+
+
+def test_hf_dataset_folder_loads_by_its_card_without_warnings(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import warnings
+
+    import datasets
+
+    traces = [with_png(tmp_path, make(), f"img{i}.png")[0] for i, make in enumerate(cases.CASES.values())]
+    files = export(HFDatasetFormatter(val_ratio=0.5), tmp_path / "out", traces)
+    (tmp_path / "img0.png").unlink()  # embedded: the dataset no longer needs the originals
+    caplog.set_level(logging.WARNING, logger="datasets")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = datasets.load_dataset(str(files[-1].parent), cache_dir=str(tmp_path / "cache"))
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert sum(split.num_rows for split in loaded.values()) == 3
+    assert next(iter(loaded.values()))[0]["images"][0].size == (24, 16)
+
+
+def test_hf_dataset_leaves_out_an_empty_validation_split(tmp_path: Path) -> None:
+    files = export(HFDatasetFormatter(val_ratio=0.01, images="path"), tmp_path)
+    assert [p.name for p in files if p.suffix == ".parquet"] == ["train-00000-of-00001.parquet"]
+    assert "validation" not in files[-1].read_text()
