@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 # The engine's own sections are defined beside the engine (which must not import this module);
 # they are re-exported here, where the configuration is assembled.
-from mmat_core.engine.settings import EngineSettings, LLMEngineSettings, ReflectionSettings
+from mmat_core.engine.settings import EngineSettings, LLMEngineSettings, ReflectionSettings, samples_in_flight
 from mmat_core.errors import ConfigError
 
 
@@ -136,6 +136,15 @@ class PipelineConfig(BaseModel):
             # The paper's four operators, less label_bbox where it would need a download the build
             # did not ask for (the offline backend's); kept a default so the summary can say why.
             self.__dict__["tools"] = [ComponentSpec(**spec) for spec in default_tools(self.llm.name)]
+        return self
+
+    @model_validator(mode="after")
+    def _samples_in_flight(self) -> PipelineConfig:
+        # engine.concurrency follows llm_engine.concurrency unless set (mmat_core/engine/settings.py
+        # says why); filled in without marking it set, so the stored config keeps it unset.
+        model = self.llm.options.get("model")
+        self.engine.__dict__["concurrency"] = samples_in_flight(
+            self.engine, self.llm_engine, self.llm.name, model if isinstance(model, str) else None)
         return self
 
     @property

@@ -6,8 +6,10 @@ They live beside the engine that reads them, so the engine never imports :mod:`m
 
 ::
 
+    engine:
+      concurrency: null      # samples in flight; unset = 2 x llm_engine.concurrency (see below)
     llm_engine:
-      concurrency: 64        # most calls in flight
+      concurrency: 64        # most model calls in flight: the one concurrency setting to tune
       rpm: 500               # requests per minute (unset = no limit)
       tpm: 200000            # tokens per minute (unset = no limit)
       timeout_s: 120
@@ -18,13 +20,25 @@ They live beside the engine that reads them, so the engine never imports :mod:`m
         "openai:gpt-4o-mini": {rpm: 5000}
 
 Every field is documented in docs/llms.md.
+
+Two settings count things in flight, and only one of them is the user's to tune:
+``llm_engine.concurrency`` is how many model calls may be in flight at once (what a provider's
+limits are about). ``engine.concurrency`` is how many *samples* are in flight, and each sample
+makes about one model call at a time, so it caps the model calls too. Left unset, it follows:
+:data:`SAMPLES_PER_CALL_SLOT` samples per call slot of the generator's backend, so the call slots
+stay full while some samples are between calls (running a tool, waiting for a commit), and raising
+``llm_engine.concurrency`` raises both. Set it only to bound the samples held in memory, or in
+batch mode (where it is the number of requests per batch round); set below the call slots in
+online mode it would hold calls below ``llm_engine.concurrency``, and :class:`ConcurrencyWarning`
+says so (:func:`samples_in_flight`).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, FieldSerializationInfo, field_serializer
 
 from mmat_core.engine.gcpolicy import DEFAULT_THRESHOLD as DEFAULT_GC_THRESHOLD
 from mmat_core.engine.prices import Price
@@ -52,6 +66,16 @@ class LLMEngineSettings(SchedulerSettings):
         base.update(self.per_model.get(f"{backend}:{model}", {}))
         return SchedulerSettings.model_validate(base)
 
+    def call_slots(self, backend: str, model: str | None = None) -> int:
+        """The most model calls ``backend:model`` may have in flight (``per_model`` applied).
+        With no model named (a backend left at its default model), the largest that any
+        ``per_model`` entry of the backend allows, or ``concurrency``."""
+        if model:
+            return self.scheduler_for(backend, model).concurrency
+        slots = [int(options["concurrency"]) for key, options in self.per_model.items()
+                 if key.startswith(f"{backend}:") and isinstance(options.get("concurrency"), int)]
+        return max([self.concurrency, *slots])
+
 
 class EngineSettings(BaseModel):
     """How the rationale loop runs."""
@@ -59,7 +83,10 @@ class EngineSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_turns: int = Field(8, ge=1, le=64, description="turn cap of the rationale loop")
     repair_attempts: int = Field(2, ge=0, le=10, description="re-asks of a malformed step")
-    concurrency: int = Field(32, ge=1, description="samples in flight at once")
+    concurrency: int | None = Field(
+        None, ge=1, description="samples in flight at once; unset = twice the generator's llm_engine.concurrency "
+        "(docs/llms.md, 'Concurrency')"
+    )
     tool_workers: int = Field(2, ge=1, description="worker threads for CPU-bound tools")
     rag_top_k: int = Field(3, ge=1, le=50)
     temperature: float | None = None
@@ -82,6 +109,12 @@ class EngineSettings(BaseModel):
         20_000, ge=1, description="a longer operator or RAG result becomes an error observation (result_too_long)"
     )
 
+    @field_serializer("concurrency")
+    def _concurrency_as_given(self, value: int | None, info: FieldSerializationInfo) -> int | None:
+        # A derived value is written as unset: a resumed run (which reloads the stored config)
+        # derives it again from its own llm_engine.concurrency instead of freezing the old figure.
+        return value if "concurrency" in self.model_fields_set else None
+
 
 class ReflectionSettings(BaseModel):
     """Stage-3 reflection policy."""
@@ -97,3 +130,34 @@ class ReflectionSettings(BaseModel):
         "drop", description="what happens when every regeneration still fails"
     )
     quality_threshold: float = Field(0.6, ge=0, le=1, description="quality critic's keep threshold unless it sets its own")
+
+
+#: Samples in flight per model-call slot when ``engine.concurrency`` is unset. A sample spends
+#: part of its time outside model calls (tools, retrieval, commits); with twice as many samples as
+#: call slots the slots stay full while up to half of them are elsewhere, and the extra samples
+#: only wait at the admission gate (a few kilobytes each).
+SAMPLES_PER_CALL_SLOT = 2
+
+
+class ConcurrencyWarning(UserWarning):
+    """``engine.concurrency`` is set below ``llm_engine.concurrency`` in online mode: each sample
+    makes about one model call at a time, so the lower figure is what binds."""
+
+
+def samples_in_flight(engine: EngineSettings, llm_engine: LLMEngineSettings, backend: str,
+                      model: str | None = None) -> int:
+    """How many samples a build keeps in flight: ``engine.concurrency`` when set, else
+    :data:`SAMPLES_PER_CALL_SLOT` times the generator's call slots. Warns
+    (:class:`ConcurrencyWarning`) when a set value holds model calls below ``llm_engine.concurrency``."""
+    slots = llm_engine.call_slots(backend, model)
+    if engine.concurrency is None:
+        return SAMPLES_PER_CALL_SLOT * slots
+    if llm_engine.mode == "online" and engine.concurrency < slots:
+        warnings.warn(
+            f"engine.concurrency={engine.concurrency} keeps at most {engine.concurrency} samples in flight, and each "
+            f"makes one model call at a time, so llm_engine.concurrency={slots} is never reached. Leave "
+            "engine.concurrency unset (it follows llm_engine.concurrency) or lower llm_engine.concurrency to match "
+            "(docs/llms.md, 'Concurrency').",
+            ConcurrencyWarning, stacklevel=2,
+        )
+    return engine.concurrency

@@ -135,14 +135,16 @@ async def critique_traces(traces: Iterator[Trace | Unreadable], critics: list[Cr
     from mmat_core.engine.cache import Cache
     from mmat_core.engine.client import EngineClient
     from mmat_core.engine.reflection import ReflectionStage, recritique
-    from mmat_core.engine.scheduler import Scheduler, SchedulerSettings
+    from mmat_core.engine.scheduler import Scheduler
     from mmat_core.images import ImageStore
     from mmat_core.writers import AtomicFile, dumps_line
 
     settings = config.reflection if reflect else config.reflection.model_copy(update={"max_rounds": 0})
     cache = Cache(cache_path) if cache_path else None
     images = ImageStore(image_dir)
-    client = EngineClient(llm, Scheduler(SchedulerSettings(concurrency=config.engine.concurrency)), images, cache)
+    # The judges' calls keep the llm_engine limits (calls in flight, rpm, tpm) as in a build;
+    # engine.concurrency is the traces in flight.
+    client = EngineClient(llm, Scheduler(config.llm_engine.scheduler_for(llm.name, llm.model)), images, cache)
     stage = ReflectionStage(critics, client, images, settings)
     names = {critic.name for critic in critics}
     report = CritiqueReport(out=out)
