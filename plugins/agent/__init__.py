@@ -26,17 +26,22 @@ if TYPE_CHECKING:
     import click
     from mmat_plugins.agent.agent import MODES, AgentResult, AgentRuntime
     from mmat_plugins.agent.chat import ChatModel, OpenAIChatModel, TransformersChatModel, open_chat_model
+    from mmat_plugins.agent.offline import OfflineChatModel
     from mmat_plugins.agent.parsing import ParsedAnswer, ParsedStep, parse_answer, parse_step
+    from mmat_plugins.agent.serve import AgentServer, agent_server
 
 __all__ = [
     "MODES",
     "AgentResult",
     "AgentRuntime",
+    "AgentServer",
     "ChatModel",
+    "OfflineChatModel",
     "OpenAIChatModel",
     "ParsedAnswer",
     "ParsedStep",
     "TransformersChatModel",
+    "agent_server",
     "open_chat_model",
     "parse_answer",
     "parse_step",
@@ -47,6 +52,9 @@ _LAZY = {
     "MODES": "agent",
     "AgentResult": "agent",
     "AgentRuntime": "agent",
+    "AgentServer": "serve",
+    "agent_server": "serve",
+    "OfflineChatModel": "offline",
     "ChatModel": "chat",
     "OpenAIChatModel": "chat",
     "TransformersChatModel": "chat",

@@ -134,31 +134,30 @@ def serve(host: str, port: int, served_model_name: str | None, concurrency: int,
     one turn over the tool outputs (orr) or from the model alone (plain); the response's
     mmat_trace field lists the steps. Ctrl-C stops it.
     """
-    from mmat_plugins.agent.chat import open_chat_model
-    from mmat_plugins.agent.serve import AgentServer
+    from mmat_plugins.agent.serve import AgentServer, agent_server
     from mmat_plugins.agent.wire import ImagePolicy
 
-    chat = open_chat_model(model_args["model"], endpoint=model_args["endpoint"], adapter=model_args["adapter"],
-                           api_key=os.environ.get(model_args["api_key_env"]), max_tokens=model_args["max_tokens"],
-                           device=model_args["device"], backend=model_args["backend"])
-    # Fail on a bad tool or search name now, not at the first request.
-    first = open_runtime(**{**model_args, "chat": chat})
-    made = {model_args["mode"]: first}
-
-    def runtime_for(mode: str) -> AgentRuntime:
-        if mode not in made:
-            made[mode] = open_runtime(**{**model_args, "mode": mode, "chat": chat})
-        return made[mode]
-
+    corpus = model_args["corpus"]
+    search: dict[str, Any] | None = None
+    if model_args["search"]:
+        search = {"name": model_args["search"], **({"corpus": str(corpus)} if corpus else {})}
+    elif corpus:
+        search = {"name": "local", "corpus": str(corpus)}
     images = ImagePolicy(local_files=_loopback(host) if local_images is None else local_images,
                          remote_urls=allow_remote_images)
-    server = AgentServer(runtime_for, model_name=served_model_name or model_args["model"], mode=model_args["mode"],
-                         host=host, port=port, concurrency=concurrency, max_waiting=max_waiting, images=images,
-                         log_path=log_path, allowed_hosts=allowed_hosts)
+    server = agent_server(model_args["model"], mode=model_args["mode"], backend=model_args["backend"],
+                          endpoint=model_args["endpoint"], adapter=model_args["adapter"],
+                          api_key=os.environ.get(model_args["api_key_env"]), tools=_split(model_args["tools"]),
+                          extra_operators=_split(model_args["extra_operators"]), search=search,
+                          max_turns=model_args["max_turns"], max_tokens=model_args["max_tokens"],
+                          device=model_args["device"], served_model_name=served_model_name, host=host, port=port,
+                          concurrency=concurrency, max_waiting=max_waiting, images=images, log_path=log_path,
+                          allowed_hosts=allowed_hosts)
+    backend = model_args["backend"] if model_args["backend"] != "auto" else ("openai" if model_args["endpoint"] else "transformers")
 
     def ready(running: AgentServer) -> None:
         click.echo(f"mmat serve: listening on {running.base_url} (model '{running.model_name}', mode {running.mode}, "
-                   f"backend {chat.name if model_args['backend'] == 'offline' else model_args['backend']}; Ctrl-C to stop)")
+                   f"backend {backend}; Ctrl-C to stop)")
 
     try:
         server.serve_forever(ready)

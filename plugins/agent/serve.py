@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from mmat_plugins.agent.agent import MODES
+from mmat_plugins.agent.agent import DEFAULT_TOOLS, MODES
 from mmat_plugins.agent.wire import (
     ImagePolicy,
     RequestError,
@@ -350,3 +350,35 @@ class AgentServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def agent_server(model: str, *, mode: str = "rr", backend: str = "auto", endpoint: str | None = None,
+                 adapter: str | None = None, api_key: str | None = None, tools: Sequence[str] = DEFAULT_TOOLS,
+                 extra_operators: Sequence[str] = (), search: str | dict[str, Any] | None = None, max_turns: int = 8,
+                 max_tokens: int = 1024, device: str = "auto", served_model_name: str | None = None,
+                 host: str = "127.0.0.1", port: int = 0, concurrency: int = 4, max_waiting: int = 64,
+                 images: ImagePolicy | None = None, log_path: Path | None = None,
+                 allowed_hosts: Sequence[str] = ()) -> AgentServer:
+    """An :class:`AgentServer` over one model (opened once, shared by the runtimes of all modes),
+    as ``mmat serve`` makes it::
+
+        with agent_server("demo", backend="offline", tools=["ocr"]) as server:
+            client = openai.OpenAI(base_url=server.base_url, api_key="unused")
+
+    Tool and search names are checked here, before the server listens.
+    """
+    from mmat_plugins.agent.agent import AgentRuntime
+    from mmat_plugins.agent.chat import open_chat_model
+
+    chat = open_chat_model(model, endpoint=endpoint, adapter=adapter, api_key=api_key, max_tokens=max_tokens,
+                           device=device, backend=backend)
+
+    def runtime_for(runtime_mode: str) -> AgentRuntime:
+        return AgentRuntime.from_names(chat, tools=list(tools), search=search, extra_operators=list(extra_operators),
+                                       mode=runtime_mode, max_turns=max_turns)  # type: ignore[arg-type]
+
+    server = AgentServer(runtime_for, model_name=served_model_name or model, mode=mode, host=host, port=port,
+                         concurrency=concurrency, max_waiting=max_waiting, images=images, log_path=log_path,
+                         allowed_hosts=allowed_hosts)
+    server.runtime(mode)  # a wrong tool or search name fails now, not at the first request
+    return server

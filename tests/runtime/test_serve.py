@@ -27,6 +27,7 @@ from mmat_plugins.agent.serve import AgentServer, host_allowed
 from mmat_plugins.agent.wire import CONTEXT_HEADER
 
 from mmat_core import prompts
+from mmat_core.models import Trace
 from tests.fakes.vlm_server import FakeVLM, Fault, step
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +61,8 @@ class ServeProcess:
     def client(self) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.base_url, api_key="unused", max_retries=0, timeout=120)
 
-    def stop(self) -> None:
+    def stop(self) -> int:
+        """SIGTERM, as a service manager stops it; the exit status."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -68,6 +70,7 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        return self.process.returncode
 
 
 def data_url(path: Path) -> str:
@@ -113,7 +116,8 @@ def served(vlm: FakeVLM, log_file: Path) -> Iterator[ServeProcess]:
     server = ServeProcess(["--model", "tuned", "--backend", "openai", "--base-url", vlm.base_url, "--mode", "rr",
                            "--tools", "ocr,face_detection", "--search", "local", "--log", str(log_file)])
     yield server
-    server.stop()
+    # It stops cleanly on SIGTERM, closing the model client the three modes' runtimes share.
+    assert server.stop() == 0 and "Traceback" not in "".join(server.output), "".join(server.output)
 
 
 # -- answers ------------------------------------------------------------------------------------
@@ -207,8 +211,24 @@ def test_log_file_holds_each_answer_with_its_full_trace(served: ServeProcess, vl
     records = [json.loads(line) for line in log_file.read_text().splitlines()]
     record = next(r for r in records if r["id"] == response.id)
     assert record["answer"] == "42" and record["question"] == question and record["mode"] == "rr"
-    assert record["trace"]["steps"][0]["tool_calls"][0]["name"] == "ocr"
+    assert Trace.model_validate(record["trace"]).steps[0].tool_calls[0].name == "ocr"
     assert record["trace"]["sample"]["images"][0]["sha256"]
+
+
+def test_mmat_constraint_is_kept_apart_from_the_question(served: ServeProcess, vlm: FakeVLM, sign: Path) -> None:
+    question = "What number is on the sign (constraint)?"
+    constraint = "Answer the question using a single word or phrase."
+    vlm.script(question, [step("Done.", final=True)], answer="42")
+    served.client().chat.completions.create(model="tuned", messages=ask(question, sign),  # type: ignore[arg-type]
+                                            extra_body={"mmat_constraint": constraint})
+    assert vlm.recorded(question, "rationale_step")[0].messages[1]["text"] == prompts.first_turn(question, "\n" + constraint)
+    assert vlm.recorded(question, "final_answer")[0].messages[-1]["text"] == prompts.final_turn(question)
+
+
+def test_health_and_one_model_by_name(served: ServeProcess) -> None:
+    assert httpx.get(served.base_url.removesuffix("/v1") + "/health").json() == {"status": "ok", "model": "tuned", "mode": "rr"}
+    assert served.client().models.retrieve("tuned:orr").id == "tuned:orr"
+    assert httpx.get(f"{served.base_url}/models/other").status_code == 404
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -341,6 +361,26 @@ def test_requests_run_concurrently_up_to_the_limit_and_the_overflow_gets_429() -
     assert results == [200, 200]
 
 
+def test_a_request_whose_client_went_away_is_still_answered_and_logged(tmp_path: Path) -> None:
+    model = GatedModel()
+    log = tmp_path / "answers.jsonl"
+    server = AgentServer(lambda mode: AgentRuntime(model, mode=mode), model_name="gated", mode="plain", log_path=log)
+    with server:
+        body = {"model": "gated", "messages": [{"role": "user", "content": "Hi?"}]}
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=httpx.Timeout(60, read=0.5))
+        model.gate.set()
+        _wait_for(lambda: server.served == 1)
+    assert json.loads(log.read_text())["answer"] == "done"
+
+
+def test_an_unknown_tool_stops_mmat_serve_before_it_listens() -> None:
+    result = subprocess.run([*MMAT, "serve", "--backend", "offline", "--model", "demo", "--tools", "ocrr", "--port", "0"],
+                            check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Unknown tool 'ocrr'. Did you mean 'ocr'?" in result.stderr
+    assert "listening" not in result.stdout
+
+
 # -- other backends -------------------------------------------------------------------------------
 
 
@@ -362,6 +402,7 @@ def test_offline_backend_answers_with_what_ocr_read(sign: Path) -> None:
     try:
         response = server.client().chat.completions.create(model="demo", messages=ask("What does the sign say?", sign))  # type: ignore[arg-type]
     finally:
-        server.stop()
+        status = server.stop()
     assert response.choices[0].message.content == "EXIT 42"
+    assert status == 0 and "Traceback" not in "".join(server.output)
     assert response.model_extra["mmat_trace"]["steps"][0]["operators"] == ["ocr"]  # type: ignore[index]
