@@ -28,6 +28,7 @@ import json
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from concurrent.futures import Future
 from pathlib import Path
@@ -162,6 +163,11 @@ def _reply_data(text: str, schema: dict[str, Any], model: type[BaseModel] | None
     return data
 
 
+def _stop_loop(loop: asyncio.AbstractEventLoop) -> None:
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(loop.stop)
+
+
 #: The scheduler limits that ChatEngine takes as keyword arguments of their own.
 _LIMIT_ARGUMENTS = ("concurrency", "rpm", "tpm", "max_attempts", "timeout_s")
 
@@ -242,6 +248,7 @@ class ChatEngine:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._finalizer: weakref.finalize[Any, Any] | None = None
 
     # -- set-up and tear-down ---------------------------------------------------------------
 
@@ -279,6 +286,9 @@ class ChatEngine:
                 self._thread.start()
                 started.wait()
                 self._loop = loop
+                # An engine dropped without close() must not leave its thread running for ever
+                # (its answers are committed at the end of each run already).
+                self._finalizer = weakref.finalize(self, _stop_loop, loop)
             return self._loop
 
     def _client_ready(self) -> EngineClient:
@@ -304,6 +314,8 @@ class ChatEngine:
             loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
+        if self._finalizer is not None:
+            self._finalizer.detach()
         try:
             asyncio.run_coroutine_threadsafe(self._aclose(), loop).result(timeout=60)
         finally:

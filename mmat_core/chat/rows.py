@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mmat_core.components import ContentPart, LLMRequest, Message
 from mmat_core.errors import RowError, first_validation_problem
-from mmat_core.images import DEFAULT_MAX_BYTES, image_ref_from_bytes, read_regular_file
+from mmat_core.images import DEFAULT_MAX_BYTES, ImageError, image_ref_from_bytes, read_regular_file
 
 #: The purpose of every ChatEngine request (cache entries and ``mmat cache stats`` show it).
 CHAT_PURPOSE = "chat"
@@ -75,9 +75,21 @@ class RowDefaults:
     max_image_bytes: int = DEFAULT_MAX_BYTES
 
 
+def _has_parts(messages: Any) -> bool:
+    return isinstance(messages, list) and any(isinstance(m, dict) and not isinstance(m.get("content"), str)
+                                              for m in messages)
+
+
 def needs_io(row: Any) -> bool:
-    """Whether preparing ``row`` may read files or decode images (so it belongs off the event loop)."""
-    return not isinstance(row, str)
+    """Whether preparing ``row`` may read files or decode images (so it belongs off the event loop):
+    a row with images, or with message content given as parts."""
+    if isinstance(row, str):
+        return False
+    if isinstance(row, ChatRequest):
+        return bool(row.images) or _has_parts(row.messages)
+    if isinstance(row, dict):
+        return bool(row.get("images")) or _has_parts(row.get("messages"))
+    return _has_parts(row)
 
 
 def response_schema(response_format: Any) -> tuple[dict[str, Any] | None, type[BaseModel] | None]:
@@ -98,7 +110,7 @@ def image_bytes(image: Any, max_bytes: int) -> tuple[bytes, str | None]:
     if isinstance(image, (bytes, bytearray, memoryview)):
         data = bytes(image)
         if len(data) > max_bytes:
-            raise RowError("image_too_large", f"{len(data):,} bytes > {max_bytes:,}")
+            raise ImageError("image_too_large", f"{len(data):,} bytes > {max_bytes:,}")
         return data, None
     if isinstance(image, (str, os.PathLike)):
         path = os.fspath(image)

@@ -305,3 +305,50 @@ def test_anthropic_receives_path_and_bytes_images_as_base64_blocks(tmp_path):
     images = [base64.b64decode(b["source"]["data"]) for b in blocks if b["type"] == "image"]
     assert [hashlib.sha256(i).hexdigest() for i in images] == [hashlib.sha256(path.read_bytes()).hexdigest(),
                                                               hashlib.sha256(blue).hexdigest()]
+
+
+def test_a_pil_image_in_a_mode_png_cannot_hold_is_sent_as_rgb(server):
+    cmyk = Image.new("CMYK", (4, 4), (0, 255, 255, 0))
+    with engine(server) as chat:
+        [answer] = chat.run([{"prompt": "colour?", "images": [cmyk]}])
+    assert answer.ok, answer.error
+    sent = Image.open(io.BytesIO(sent_images(server.completions()[0])[0]))
+    assert (sent.format, sent.mode) == ("PNG", "RGB")
+
+
+def test_image_bytes_over_the_limit_fail_their_row_unread(server):
+    with engine(server, max_image_bytes=100) as chat:
+        [answer] = chat.run([{"prompt": "x", "images": [png((1, 2, 3), (64, 64)) + b"\0" * 200]}])
+    assert answer.error_type == "ImageError"
+    assert "image_too_large" in (answer.error or "")
+
+
+def test_a_cancelled_arun_cancels_its_rows_and_the_engine_goes_on(server):
+    server.queue(Reply.hang())
+    with engine(server, timeout_s=30) as chat:
+
+        async def start_and_cancel() -> None:
+            task = asyncio.ensure_future(chat.arun(["hangs"]))
+            while not server.completions():
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(start_and_cancel())
+        answers = chat.run(["after"])
+    assert answers.texts() == ["echo: after"]
+
+
+def test_an_engine_dropped_without_close_stops_its_thread(server):
+    import gc
+    import threading
+
+    chat = engine(server)
+    chat.run(["a"])
+    thread = chat._thread
+    assert thread is not None and thread.is_alive()
+    del chat
+    gc.collect()
+    thread.join(5)
+    assert not thread.is_alive()
