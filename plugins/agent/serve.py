@@ -209,23 +209,26 @@ class AgentServer:
         chat = parse_request(body)
         mode = self.mode_of(chat.model)
         assert self._semaphore is not None and self._workdir is not None
-        if self._semaphore.locked() and self._waiting >= self.max_waiting:
-            raise RequestError(f"too many requests: {self.concurrency} running and {self._waiting} waiting; retry later",
-                               status=429, type="rate_limit_error", code="rate_limit_exceeded")
-        self._waiting += 1
-        try:
-            await self._semaphore.acquire()
-        finally:
-            self._waiting -= 1
         folder = self._workdir / uuid.uuid4().hex
         try:
+            # The images are checked before the request waits: a bad one is a 400 at once, even under load.
             query = await agent_query(chat, self.images, folder)
-            runtime = self.runtime(mode)
-            sample = runtime.make_sample(query.images, query.question, constraint=query.constraint,
-                                         sample_id=f"serve-{uuid.uuid4().hex[:12]}", source="serve")
-            result = await runtime.run_sample(sample)
+            if self._semaphore.locked() and self._waiting >= self.max_waiting:
+                raise RequestError(f"too many requests: {self.concurrency} running and {self._waiting} waiting; "
+                                   "retry later", status=429, type="rate_limit_error", code="rate_limit_exceeded")
+            self._waiting += 1
+            try:
+                await self._semaphore.acquire()
+            finally:
+                self._waiting -= 1
+            try:
+                runtime = self.runtime(mode)
+                sample = runtime.make_sample(query.images, query.question, constraint=query.constraint,
+                                             sample_id=f"serve-{uuid.uuid4().hex[:12]}", source="serve")
+                result = await runtime.run_sample(sample)
+            finally:
+                self._semaphore.release()
         finally:
-            self._semaphore.release()
             shutil.rmtree(folder, ignore_errors=True)
         self.served += 1
         summary = trace_summary(result.trace, mode, query.ignored)

@@ -245,7 +245,7 @@ async def agent_query(request: ChatRequest, policy: ImagePolicy, folder: Path) -
     if messages[-1].role != "user":
         raise RequestError(f"the last message must be the user's question, not '{messages[-1].role}'",
                            param=f"messages.{len(messages) - 1}.role")
-    images: list[Path] = []
+    image_urls: list[tuple[str, str]] = []
     history: list[str] = []
     ignored: list[str] = []
     question = ""
@@ -254,8 +254,7 @@ async def agent_query(request: ChatRequest, policy: ImagePolicy, folder: Path) -
         text, urls = _text(message.content, where)
         if urls and message.role != "user":
             raise RequestError(f"images are accepted in user messages only, not '{message.role}'", param=where)
-        for url, param in urls:
-            images.append(await resolve_image(url, param, policy, folder))
+        image_urls.extend(urls)
         if message.role in ("system", "developer"):
             if text:
                 ignored.append(message.role)
@@ -271,6 +270,8 @@ async def agent_query(request: ChatRequest, policy: ImagePolicy, folder: Path) -
                            param=f"messages.{len(messages) - 1}.content")
     if history:
         question = CONTEXT_HEADER + "\n".join(history) + "\n\n" + question
+    # Images last: the cheap checks above answer a malformed chat before any image is decoded.
+    images = [await resolve_image(url, param, policy, folder) for url, param in image_urls]
     return AgentQuery(question=question, images=images, constraint=request.mmat_constraint, ignored=ignored)
 
 

@@ -86,16 +86,20 @@ def ask(text: str, image: Path | None = None, url: str | None = None) -> list[di
     return [{"role": "user", "content": parts}]
 
 
+def draw_sign(path: Path, text: str) -> Path:
+    """A white sign with ``text`` drawn large enough for OCR."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.new("RGB", (360, 120), "white")
+    ImageDraw.Draw(image).text((20, 30), text, fill="black", font=ImageFont.load_default(size=48))
+    image.save(path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def sign(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A drawn sign reading 'EXIT 42'."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    path = tmp_path_factory.mktemp("sign") / "sign.png"
-    image = Image.new("RGB", (360, 120), "white")
-    ImageDraw.Draw(image).text((20, 30), "EXIT 42", fill="black", font=ImageFont.load_default(size=48))
-    image.save(path)
-    return path
+    return draw_sign(tmp_path_factory.mktemp("sign") / "sign.png", "EXIT 42")
 
 
 @pytest.fixture(scope="module")
@@ -231,6 +235,24 @@ def test_health_and_one_model_by_name(served: ServeProcess) -> None:
     assert httpx.get(f"{served.base_url}/models/other").status_code == 404
 
 
+def test_concurrent_questions_each_get_their_own_image_and_answer(served: ServeProcess, vlm: FakeVLM, tmp_path: Path) -> None:
+    numbers = [17, 23, 42, 58, 61, 76]
+    for number in numbers:
+        vlm.script(f"Which exit is this (concurrent {number})?", [step("Read it.", ["ocr"]), step("Done.", final=True)],
+                   answer=str(number))
+
+    async def ask_all() -> list[Any]:
+        client = openai.AsyncOpenAI(base_url=served.base_url, api_key="unused", max_retries=0, timeout=120)
+        async with client:
+            return await asyncio.gather(*(client.chat.completions.create(  # type: ignore[call-overload]
+                model="tuned", messages=ask(f"Which exit is this (concurrent {n})?", draw_sign(tmp_path / f"{n}.png", f"EXIT {n}")))
+                for n in numbers))
+
+    responses = asyncio.run(ask_all())
+    assert [r.choices[0].message.content for r in responses] == [str(n) for n in numbers]
+    assert [r.model_extra["mmat_trace"]["steps"][0]["tool_calls"][0]["result"] for r in responses] == [f"EXIT {n}" for n in numbers]
+
+
 # -- errors -------------------------------------------------------------------------------------
 
 
@@ -310,6 +332,58 @@ def test_allow_host_admits_a_named_host() -> None:
     assert host_allowed("gpu-node-7:8300", "0.0.0.0", 8300, ["gpu-node-7"])
 
 
+@pytest.fixture(scope="module")
+def strict() -> Iterator[AgentServer]:
+    """An in-thread server over the offline stand-in, without tools, refusing local image paths."""
+    from mmat_plugins.agent import OfflineChatModel
+    from mmat_plugins.agent.wire import ImagePolicy
+
+    model = OfflineChatModel()
+    with AgentServer(lambda mode: AgentRuntime(model, mode=mode), model_name="m", mode="plain",
+                     images=ImagePolicy(local_files=False)) as server:
+        yield server
+
+
+def post(server: AgentServer, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=60)
+
+
+@pytest.mark.parametrize(("messages", "extra", "message"), [
+    ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], {},
+     "the last message must be the user's question, not 'assistant'"),
+    ([{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}], {},
+     "unsupported content part type 'input_audio'; allowed: text, image_url"),
+    ([{"role": "tool", "content": "42"}, {"role": "user", "content": "Hi"}], {}, "tool messages are not accepted"),
+    ([{"role": "assistant", "content": [{"type": "image_url", "image_url": {"url": "x.png"}}]},
+      {"role": "user", "content": "Hi"}], {}, "images are accepted in user messages only"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR"}}]}], {},
+     "the last user message has no text"),
+    ([{"role": "user", "content": "Hi"}], {"n": 2}, "only n=1 is supported"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png,rawbytes"}},
+                                   {"type": "text", "text": "Hi"}]}], {}, "must be base64-encoded"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,%%%"}},
+                                   {"type": "text", "text": "Hi"}]}], {}, "not valid base64"),
+    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://host/a.png"}},
+                                   {"type": "text", "text": "Hi"}]}], {}, "unsupported image URL scheme 'ftp'"),
+])
+def test_a_malformed_chat_is_a_400_that_says_what_is_wrong(strict: AgentServer, messages: list[dict[str, Any]],
+                                                           extra: dict[str, Any], message: str) -> None:
+    response = post(strict, {"model": "m", "messages": messages, **extra})
+    assert response.status_code == 400 and message in response.json()["error"]["message"]
+
+
+def test_a_local_path_is_refused_when_local_images_are_off(strict: AgentServer, sign: Path) -> None:
+    for url in (str(sign), sign.as_uri()):
+        response = post(strict, {"model": "m", "messages": ask("What?", url=url)})
+        assert response.status_code == 400 and "local image paths are refused" in response.json()["error"]["message"]
+
+
+def test_an_image_url_given_as_a_bare_string_is_read(strict: AgentServer, sign: Path) -> None:
+    content = [{"type": "image_url", "image_url": data_url(sign)}, {"type": "text", "text": "What?"}]
+    response = post(strict, {"model": "m", "messages": [{"role": "user", "content": content}]})
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "unknown"
+
+
 # -- concurrency (in-thread server, a model that waits at a gate) ------------------------------------
 
 
@@ -359,6 +433,21 @@ def test_requests_run_concurrently_up_to_the_limit_and_the_overflow_gets_429() -
     assert overflow.status_code == 429 and overflow.headers["Retry-After"] == "1"
     assert overflow.json()["error"]["type"] == "rate_limit_error"
     assert results == [200, 200]
+
+
+def test_a_bad_image_is_refused_at_once_even_when_every_slot_is_busy() -> None:
+    model = GatedModel()
+    server = AgentServer(lambda mode: AgentRuntime(model, mode=mode), model_name="gated", mode="plain",
+                         concurrency=1, max_waiting=0)
+    with server, httpx.Client(base_url=server.base_url, timeout=60) as client:
+        busy = threading.Thread(target=client.post, args=("/chat/completions",),
+                                kwargs={"json": {"model": "gated", "messages": [{"role": "user", "content": "Hi?"}]}})
+        busy.start()
+        _wait_for(lambda: model.inside == 1)
+        bad = client.post("/chat/completions", json={"model": "gated", "messages": ask("Hi?", url="data:image/png;base64,AAAA")})
+        model.gate.set()
+        busy.join(30)
+    assert bad.status_code == 400 and "not a usable image" in bad.json()["error"]["message"]
 
 
 def test_a_request_whose_client_went_away_is_still_answered_and_logged(tmp_path: Path) -> None:
