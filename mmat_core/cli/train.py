@@ -66,7 +66,7 @@ def train(trainer: str, data: tuple[Path, ...], model: str, out: Path, preset: s
         return
     click.echo(f"Trained {result.steps} steps, final loss {result.final_loss}" if result.final_loss is not None
                else f"Finished ({result.steps} steps)")
-    for key in ("adapter_dir", "merged_dir", "log_file"):
+    for key in ("adapter_dir", "merged_dir", "checkpoint", "log_file"):
         if extra.get(key):
             click.echo(f"  {key.replace('_', ' ')}: {extra[key]}")
     if extra.get("rejected"):

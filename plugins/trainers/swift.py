@@ -17,6 +17,7 @@ written for the current major version, 4.x.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -145,10 +146,41 @@ class SwiftTrainer(Trainer):
         result.ran = True
         result.returncode = completed.returncode
         result.log_file = str(log_path)
+        if completed.returncode == 0:
+            steps, final_loss, checkpoint = read_swift_log(output_dir)
+            result.steps, result.final_loss = steps, final_loss
+            if checkpoint:
+                result.checkpoint = checkpoint
         write_json_atomic(output_dir / "train_result.json", result.model_dump(mode="json"))
         if completed.returncode != 0:
             raise MmatError(f"`swift sft` exited with status {completed.returncode}; see {log_path}")
         return result
+
+
+def read_swift_log(output_dir: Path) -> tuple[int, float | None, str | None]:
+    """Steps, last logged loss and last checkpoint of the newest run ms-swift wrote under
+    ``output_dir`` (it adds a ``v<N>-<time>/`` folder holding ``logging.jsonl``); zeros when absent."""
+    logs = sorted(output_dir.glob("v*-*/logging.jsonl"), key=lambda p: p.stat().st_mtime)
+    steps, loss, checkpoint = 0, None, None
+    if not logs:
+        return steps, loss, checkpoint
+    for line in logs[-1].read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict):
+            continue
+        if isinstance(entry.get("loss"), (int, float)):
+            loss = float(entry["loss"])
+        progress = str(entry.get("global_step/max_steps", ""))
+        if progress.partition("/")[0].isdigit():
+            steps = int(progress.partition("/")[0])
+        if isinstance(entry.get("global_step"), int):
+            steps = entry["global_step"]
+        if entry.get("last_model_checkpoint"):
+            checkpoint = str(entry["last_model_checkpoint"])
+    return steps, loss, checkpoint
 
 
 def swift_record(record: dict[str, Any], images: list[str]) -> dict[str, Any]:

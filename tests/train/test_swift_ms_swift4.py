@@ -7,7 +7,8 @@ level loads no model. One command, on the tiny local model and without DeepSpeed
 the consumer venv), is also built into a full `SftArguments`: every check ms-swift runs before
 training (model type from `config.json`, template, LoRA targets, the transformers
 `TrainingArguments`) passes, still without loading weights. `NPROC_PER_NODE` goes through ms-swift's
-own `get_torchrun_args`.
+own `get_torchrun_args`. Last, ms-swift 4.6's `swift sft` runs the trainer's command for real: two
+LoRA steps of the tiny model on the CPU.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 from mmat_plugins.trainers.swift import SwiftTrainer
 
-from tests.consumers import run_in_consumer
+from tests.consumers import consumer_python, run_in_consumer
 
 # Runs inside the consumer venv: argv[1] is a JSON list of cases, the answer is one JSON line on stdout.
 PARSE_WITH_MS_SWIFT = r"""
@@ -139,3 +140,18 @@ def test_command_on_a_local_model_passes_every_ms_swift_check_before_training(ms
     assert full["rest"] == []
     assert full["model_type"] == "llava1_5_hf" and full["tuner_type"] == "lora"
     assert full["learning_rate"] == 2e-3 and full["max_steps"] == 3 and full["lora_rank"] == 8
+
+
+def test_ms_swift_4_trains_the_tiny_model_with_the_written_command(tmp_path: Path, training_files: tuple[Path, Path],
+                                                                   tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    swift = consumer_python("swift").with_name("swift")
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.setenv(name, "1")
+    monkeypatch.setenv("PYTHONPATH", "")  # the consumer's own packages only
+    trainer = SwiftTrainer(swift_bin=str(swift), extra_args=["--model_type", "llava1_5_hf", "--report_to", "none"])
+    result = trainer.train(data=training_files[0], model=str(tiny_model), output_dir=tmp_path / "out", preset="smoke",
+                           overrides={"max_steps": 2})
+    assert result.ran is True and result.returncode == 0
+    assert "flags written for ms-swift 4.x (ms-swift 4.6.0 installed)" in result.notes  # read beside the executable
+    assert result.steps == 2 and result.final_loss is not None and result.final_loss > 0
+    assert Path(result.checkpoint, "adapter_model.safetensors").is_file()
