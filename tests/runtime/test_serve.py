@@ -495,3 +495,17 @@ def test_offline_backend_answers_with_what_ocr_read(sign: Path) -> None:
     assert response.choices[0].message.content == "EXIT 42"
     assert status == 0 and "Traceback" not in "".join(server.output)
     assert response.model_extra["mmat_trace"]["steps"][0]["operators"] == ["ocr"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("backend", "endpoint", "message"), [
+    ("openai", None, "the openai backend needs --base-url"),
+    ("transformers", "http://127.0.0.1:9/v1", "--base-url applies to the openai backend"),
+    ("vllm", None, "unknown backend 'vllm'; allowed: auto, openai, transformers, offline"),
+])
+def test_a_backend_that_contradicts_the_options_is_refused(backend: str, endpoint: str | None, message: str) -> None:
+    from mmat_plugins.agent import open_chat_model
+
+    from mmat_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        open_chat_model("m", endpoint=endpoint, backend=backend)
