@@ -44,6 +44,8 @@ class ExportResult:
     traces: int = 0
     rejected: list[Rejected] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
+    #: The formatters that wrote ``files`` (with the options they ran with).
+    formatters: list[Formatter] = field(default_factory=list)
 
 
 def context_to_meta(ctx: FormatContext) -> dict[str, Any]:
@@ -202,6 +204,7 @@ def write_formats(formatters: Sequence[Formatter], items: Iterable[tuple[Any, An
             yield item
 
     published = write_all(feeds, counted())
+    result.formatters = list(formatters)
     for formatter, feed, files in zip(formatters, feeds, published):
         result.files[formatter.name] = files
         result.rejected.extend(getattr(feed.writer, "rejected", []))
@@ -263,6 +266,7 @@ def export_run(run_dir: str | Path, formats: Sequence[str | dict[str, Any] | For
         store.close()
     if parallel:
         result = export_parallel(run_dir, formatters, out, status, bounds, workers)
+        result.formatters = list(formatters)
     if result.rejected:
         write_rejected(out / EXPORT_QUARANTINE, result.rejected)
     return result
@@ -348,3 +352,244 @@ def export_parallel(run_dir: Path, formatters: list[Formatter], out: Path, statu
     finally:
         shutil.rmtree(parts_root, ignore_errors=True)
     return result
+
+
+# ---- bundles: rows + the images they use + card + manifest, in one folder --------------------
+
+#: The bundle's manifest (what is in it, with sizes and hashes, and how each consumer loads it).
+BUNDLE_MANIFEST = "manifest.json"
+#: Where a bundle keeps its images, content-addressed (``images/ab/<sha256>.<ext>``).
+BUNDLE_IMAGES = "images"
+BUNDLE_LAYOUT_VERSION = 1
+_IMAGE_SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tiff"}
+
+
+def _bundle_specs(formats: Sequence[str | dict[str, Any] | Formatter], bundle_dir: Path,
+                  plugins: Any) -> list[dict[str, Any] | Formatter]:
+    """The formats of a bundle: every image path relative to the bundle folder, the Hugging Face
+    dataset (added when not asked for) written at the bundle's root with its images embedded,
+    so ``datasets.load_dataset(DIR)`` reads it by its card."""
+    from mmat_core.plugins import get_plugin_manager
+
+    manager = plugins or get_plugin_manager()
+    specs: list[dict[str, Any] | Formatter] = []
+    views: list[str] = []
+    for item in formats:
+        if isinstance(item, Formatter):
+            specs.append(item)
+            continue
+        spec = {"name": item} if isinstance(item, str) else dict(item)
+        fields = manager.get("formatter", spec["name"]).Options.model_fields
+        if spec.get("image_root"):
+            raise ConfigError(f"a bundle writes image paths relative to itself; remove image_root from {spec['name']}",
+                              key="image_root")
+        if "image_root" in fields:
+            spec["image_root"] = str(bundle_dir)
+        if "view" in fields:
+            views.append(spec.get("view", "rr"))
+        if spec["name"] == "hf_dataset":
+            if spec.get("images", "embed") != "embed":
+                raise ConfigError("a bundle's hf_dataset embeds its images (images=path would not travel)", key="images")
+            spec["file"] = "."
+        if spec["name"] == "internvl":
+            spec["meta_paths"] = "relative"
+        specs.append(spec)
+    named = [s for s in specs if isinstance(s, dict) and s["name"] == "hf_dataset"]
+    if len(named) > 1:
+        raise ConfigError("a bundle holds one hf_dataset (its card is the bundle's README.md); give one view")
+    if not named:
+        specs.append({"name": "hf_dataset", "file": ".", "view": views[0] if views else "rr", "image_root": str(bundle_dir)})
+    return specs
+
+
+class _Bundler:
+    """Copies each kept trace's images into the bundle by content and points the trace at them."""
+
+    def __init__(self, bundle_dir: Path, ctx: FormatContext) -> None:
+        self.store = ImageStore(bundle_dir / BUNDLE_IMAGES)
+        self.source = ctx.images or ImageStore(None)
+        self.copied: dict[str, Path] = {}
+        self.rejected: list[Rejected] = []
+
+    def _copy(self, image: dict[str, Any]) -> str:
+        from mmat_core.models import ImageRef
+
+        sha = image["sha256"]
+        if sha not in self.copied:
+            data = self.source.load(ImageRef.model_construct(sha256=sha, path=image.get("path")))
+            suffix = _IMAGE_SUFFIXES.get(str(image.get("format") or "").upper()) or Path(image.get("path") or "").suffix
+            self.copied[sha] = Path(self.store.put(data, suffix.lower()).path or "")
+        return str(self.copied[sha])
+
+    def rewrite(self, items: Iterable[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
+        """The items with image paths into the bundle; a kept trace whose image cannot be read
+        is left out (listed with its reason) rather than written with a path that leads nowhere."""
+        from mmat_core.images import ImageError
+        from mmat_core.writers import is_kept
+
+        for data, model in items:
+            kept = is_kept(data if data is not None else model)
+            images = (data["sample"].get("images") if data is not None else
+                      [i.model_dump() for i in model.sample.images]) or []
+            if kept and images:
+                try:
+                    paths = [self._copy(image) for image in images]
+                except ImageError as exc:
+                    sample = data["sample"] if data is not None else model.sample.model_dump()
+                    self.rejected.append(Rejected(source=sample["source"], row=data["id"] if data is not None else model.id,
+                                                  reason=exc.reason, detail=exc.detail, stage="bundle"))
+                    continue
+                if data is not None:
+                    data["sample"]["images"] = [{**image, "path": path} for image, path in zip(images, paths)]
+                if model is not None:
+                    model = model.model_copy(deep=True)
+                    for ref, path in zip(model.sample.images, paths):
+                        ref.path = path
+            yield data, model
+
+
+def _file_entry(path: Path, root: Path) -> dict[str, Any]:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": path.relative_to(root).as_posix(), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def bundle_run(run_dir: str | Path, formats: Sequence[str | dict[str, Any] | Formatter], bundle_dir: str | Path,
+               *, status: str | None = None, plugins: Any = None) -> ExportResult:
+    """Write a self-contained dataset folder: ``formats`` from the run's stored Traces, the images
+    their rows use (content-addressed under ``images/``, paths relative to the folder), the
+    Hugging Face dataset and its card at the root (``README.md``, so ``datasets.load_dataset(DIR)``
+    reads it), and ``manifest.json`` listing every file with its size and SHA-256. The folder
+    loads from any machine once copied: nothing in it points outside it.
+
+    ``bundle_dir`` must not exist or be empty. Traces whose images cannot be read are left out
+    of every format and listed in ``export_quarantine.jsonl``.
+    """
+    import json
+
+    from mmat_core.plugins import mmat_version
+    from mmat_core.writers import write_json_atomic
+
+    run_dir = Path(run_dir)
+    bundle = Path(bundle_dir).resolve()
+    if bundle.exists() and (not bundle.is_dir() or any(bundle.iterdir())):
+        raise ConfigError("the bundle folder must be new or empty (a bundle lists every file it holds)", file=str(bundle))
+    if bundle == run_dir.resolve() or run_dir.resolve() in bundle.parents:
+        raise ConfigError("write the bundle outside the run folder", file=str(bundle))
+    formatters = resolve_formatters(_bundle_specs(formats, bundle, plugins), plugins)
+    bundle.mkdir(parents=True, exist_ok=True)
+    store = open_store(run_dir)
+    try:
+        ctx = run_format_context(store, run_dir, plugins)
+        bundler = _Bundler(bundle, ctx)
+        models = any(not f.accepts_dicts for f in formatters)
+        items = bundler.rewrite(iter_stored(store, models=models, dicts=True, status=status))
+        result = write_formats(formatters, items, bundle, ctx)
+    finally:
+        store.close()
+    result.rejected[:0] = bundler.rejected
+    if result.rejected:
+        write_rejected(bundle / EXPORT_QUARANTINE, result.rejected)
+    files = sorted(p for p in bundle.rglob("*") if p.is_file() and p.name != BUNDLE_MANIFEST)
+    manifest = {
+        "bundle_layout": BUNDLE_LAYOUT_VERSION,
+        "mmat_version": mmat_version(),
+        "run_id": ctx.manifest.run_id if ctx.manifest is not None else None,
+        "traces_read": result.traces,
+        "left_out": len(result.rejected),
+        "formats": {name: [p.resolve().relative_to(bundle).as_posix() for p in paths] for name, paths in result.files.items()},
+        "images": {"folder": BUNDLE_IMAGES, "count": len(bundler.copied), "naming": "images/<sha256[:2]>/<sha256>.<ext>"},
+        "load": {
+            "datasets": "datasets.load_dataset(BUNDLE_DIR)",
+            "ms_swift": "ROOT_IMAGE_DIR=BUNDLE_DIR swift sft --dataset BUNDLE_DIR/<ms_swift file> ...",
+            "llama_factory": "dataset_dir: BUNDLE_DIR, media_dir: BUNDLE_DIR, dataset: <key of dataset_info.json>",
+            "internvl": "run from BUNDLE_DIR (the meta file's root and annotation are relative to it)",
+            "llava": "--image_folder BUNDLE_DIR",
+        },
+        "files": [_file_entry(p, bundle) for p in files],
+    }
+    result.files["bundle"] = [write_json_atomic(bundle / BUNDLE_MANIFEST, json.loads(json.dumps(manifest)))]
+    return result
+
+
+# ---- consumer checks: the export fed to the loader of the framework it is for ---------------
+
+
+@dataclass
+class ConsumerCheck:
+    """What one consumer check found. ``status``: ``ok``, ``failed`` (the consumer's code refused
+    rows), ``missing`` (the consumer is not installed in that Python) or ``none`` (no package to
+    run for this format; ``detail`` says how it is checked instead)."""
+
+    format: str
+    status: str
+    detail: str
+    rows: int = 0
+    problems: list[str] = field(default_factory=list)
+    python: str = ""
+
+
+def check_exports(result: ExportResult, pythons: dict[str, str] | None = None, *, timeout: float = 1800) -> list[ConsumerCheck]:
+    """Feed each format ``result`` wrote to its consumer's own loading code, in a subprocess of
+    ``pythons[format]`` (or ``pythons[""]``, or this Python): ms-swift's dataset loader,
+    LLaMA-Factory's loader and converter, ``datasets.load_dataset``, the openai SDK's types. A
+    formatter names its check with ``consumer_check(files)`` -> (script, args) or None, and says
+    what stands in for it with ``consumer_note``."""
+    import json
+    import subprocess
+    import sys
+
+    pythons = pythons or {}
+    reports: list[ConsumerCheck] = []
+    for formatter in result.formatters:
+        files = result.files.get(formatter.name, [])
+        plan = getattr(formatter, "consumer_check", lambda _files: None)(files) if files else None
+        if plan is None:
+            note = getattr(formatter, "consumer_note", "") or "no consumer check is defined for this format"
+            reports.append(ConsumerCheck(formatter.name, "none", note))
+            continue
+        script, args = plan
+        python = pythons.get(formatter.name) or pythons.get("") or sys.executable
+        try:
+            done = subprocess.run([python, str(script), *args], capture_output=True, text=True, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            reports.append(ConsumerCheck(formatter.name, "failed", f"could not run {python}: {exc}", python=python))
+            continue
+        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+        report = json.loads(lines[-1]) if lines else {"problems": [(done.stderr.strip().splitlines() or ["no output"])[-1]]}
+        status = "ok" if done.returncode == 0 else "missing" if done.returncode == 3 else "failed"
+        detail = report.get("detail") or ("; ".join(report.get("problems", [])[:1]) if status != "ok" else "")
+        reports.append(ConsumerCheck(formatter.name, status, detail, int(report.get("rows", 0)),
+                                     list(report.get("problems", [])), python))
+    return reports
+
+
+def push_to_hub(result: ExportResult, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
+    """Push the Hugging Face dataset ``result`` wrote (an ``hf_dataset`` export or a bundle's) to
+    the Hub repository ``repo_id`` with ``datasets``' own ``push_to_hub``; returns its URL.
+
+    The card goes first (``README.md`` and the ``LICENSE.md`` it links), so that datasets' push,
+    which updates the card already in the repository, keeps mmat's provenance tables and licence
+    fields and writes its own ``dataset_info`` and ``configs`` into the header.
+    """
+    import datasets
+    from huggingface_hub import HfApi
+
+    written = result.files.get("hf_dataset") or []
+    cards = [p for p in written if p.name == "README.md"]
+    if not cards:
+        raise ConfigError("nothing to push: this export wrote no Hugging Face dataset (add --format hf_dataset)")
+    folder = cards[0].parent
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    for name in ("LICENSE.md", "README.md"):
+        if (folder / name).is_file():
+            api.upload_file(path_or_fileobj=str(folder / name), path_in_repo=name, repo_id=repo_id, repo_type="dataset",
+                            commit_message=f"mmat: {name}")
+    loaded = datasets.load_dataset(str(folder))
+    loaded.push_to_hub(repo_id, private=private, token=token, commit_message="mmat: data")
+    return f"{datasets.config.HF_ENDPOINT.rstrip('/')}/datasets/{repo_id}"

@@ -49,12 +49,27 @@ make_env() {  # make_env NAME PACKAGE [--no-deps] [EXTRA_REQUIREMENT...]
   echo "consumer env $name: built"
 }
 
+# LLaMA-Factory imports torchaudio at the top of data/mm_plugin.py and calls it only for audio;
+# its wheels here need another torch. A stub that fails when used lets the data code import.
+llamafactory_stubs() {
+  local site
+  site="$("$ROOT/llamafactory/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  if ! "$ROOT/llamafactory/bin/python" -c 'import torchaudio' 2>/dev/null; then
+    mkdir -p "$site/torchaudio"
+    cat > "$site/torchaudio/__init__.py" <<'PYEOF'
+"""Stub written by mmat's scripts/consumer_envs.sh: LLaMA-Factory imports torchaudio for audio only."""
+def __getattr__(name):
+    raise ImportError(f"torchaudio.{name}: this is mmat's stub (no audio in the consumer checks)")
+PYEOF
+  fi
+}
+
 targets=("$@")
 [ "${#targets[@]}" -eq 0 ] && targets=(swift llamafactory lmms)
 for t in "${targets[@]}"; do
   case "$t" in
     swift) make_env swift "ms-swift==4.6.0" ;;
-    llamafactory) make_env llamafactory "llamafactory==0.9.5" --no-deps ;;
+    llamafactory) make_env llamafactory "llamafactory==0.9.5" --no-deps; llamafactory_stubs ;;
     # lmms-eval 0.7.3 imports filelock._api (gone in filelock 4) and MathVista's scorer imports
     # Levenshtein (its optional "metrics" extra, whose other members the paper's tasks do not use).
     lmms) make_env lmms "lmms-eval==0.7.3" --no-deps "filelock<4" "Levenshtein" ;;

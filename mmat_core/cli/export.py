@@ -47,27 +47,50 @@ def parse_options(formats: tuple[str, ...], items: tuple[str, ...]) -> list[dict
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Processes for line-oriented formats (rr, orr, ms_swift, openai_chat) on runs of 20,000+ traces; "
                    "the output is byte-identical to one process.")
+@click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write a self-contained dataset folder instead: the rows, the images they use (content-addressed, "
+                   "relative paths), the Hugging Face dataset and card, and manifest.json. Loads from any machine.")
+@click.option("--push-to-hub", "push_repo", metavar="REPO",
+              help="Push the Hugging Face dataset (the bundle's, or the hf_dataset export) to the Hub with datasets' "
+                   "own push_to_hub (needs a token: HF_TOKEN or `hf auth login`).")
+@click.option("--private", is_flag=True, help="With --push-to-hub: create the repository private.")
+@click.option("--check", is_flag=True,
+              help="Feed each written format to its consumer's own loader (ms-swift, LLaMA-Factory, datasets, the "
+                   "openai types) when installed, and say so when not.")
+@click.option("--check-python", "check_pythons", multiple=True, metavar="[FORMAT=]PYTHON",
+              help="Python whose environment holds the consumer for --check (default: this one), e.g. "
+                   "--check-python ms_swift=/envs/swift/bin/python.")
 @click.option("--list", "list_formats", is_flag=True, help="List the formats and their options, then exit.")
 def export(run_dir: Path | None, formats: tuple[str, ...], options: tuple[str, ...], out_dir: Path | None,
-           status: str | None, workers: int, list_formats: bool) -> None:
+           status: str | None, workers: int, bundle_dir: Path | None, push_repo: str | None, private: bool,
+           check: bool, check_pythons: tuple[str, ...], list_formats: bool) -> None:
     """Write FORMATs from the Traces stored in RUN_DIR. No model is called; the RR system prompt's
     operator list comes from the run itself."""
-    from mmat_core.exporter import EXPORT_QUARANTINE, export_run
+    from mmat_core.exporter import EXPORT_QUARANTINE, bundle_run, export_run
 
     if list_formats:
         _list_formats()
         return
     if run_dir is None or not formats:
         raise click.UsageError("give RUN_DIR and at least one --format NAME (see `mmat export --list`)")
+    if bundle_dir is not None and out_dir is not None:
+        raise click.UsageError("give --bundle DIR or --out DIR, not both (a bundle is its own folder)")
+    if push_repo and bundle_dir is None and "hf_dataset" not in formats:
+        raise click.UsageError("--push-to-hub pushes the Hugging Face dataset: add --format hf_dataset or --bundle DIR")
+    pythons = _check_pythons(check_pythons)
     from contextlib import nullcontext
 
     from mmat_core.rundir import RunDirLock
 
     started = time.monotonic()
-    # Writing into the run folder while a build writes there would race on the same files.
-    into_run = out_dir is None or out_dir.resolve() == run_dir.resolve()
-    with RunDirLock(run_dir, "mmat export") if into_run else nullcontext():
-        result = export_run(run_dir, parse_options(formats, options), out_dir, status=status, workers=workers)
+    specs = parse_options(formats, options)
+    if bundle_dir is not None:
+        result = bundle_run(run_dir, specs, bundle_dir, status=status)
+    else:
+        # Writing into the run folder while a build writes there would race on the same files.
+        into_run = out_dir is None or out_dir.resolve() == run_dir.resolve()
+        with RunDirLock(run_dir, "mmat export") if into_run else nullcontext():
+            result = export_run(run_dir, specs, out_dir, status=status, workers=workers)
     elapsed = time.monotonic() - started
     rate = f", {result.traces / elapsed:,.0f} traces/s" if elapsed > 0 and result.traces else ""
     click.echo(f"Exported {result.traces} stored trace(s) in {elapsed:.2f} s{rate}")
@@ -76,6 +99,46 @@ def export(run_dir: Path | None, formats: tuple[str, ...], options: tuple[str, .
             click.echo(f"  {name}: {path}")
     if result.rejected:
         click.echo(f"  {len(result.rejected)} trace(s) left out, reasons in {result.out_dir / EXPORT_QUARANTINE}")
+    failed = _run_checks(result, pythons) if check else False
+    if push_repo:
+        from mmat_core.exporter import push_to_hub
+
+        url = push_to_hub(result, push_repo, private=private)
+        click.echo(f"Pushed the Hugging Face dataset to {url}")
+    if failed:
+        raise SystemExit(1)
+
+
+def _check_pythons(items: tuple[str, ...]) -> dict[str, str]:
+    """``--check-python [FORMAT=]PYTHON`` values as {format or "": python}."""
+    pythons: dict[str, str] = {}
+    for item in items:
+        name, sep, python = item.rpartition("=")
+        if not Path(python).is_file():
+            raise ConfigError(f"--check-python {item!r}: {python} is not a file (give the python of the consumer's environment)")
+        pythons[name if sep else ""] = python
+    return pythons
+
+
+def _run_checks(result: Any, pythons: dict[str, str]) -> bool:
+    """Print each consumer check; True when a consumer refused rows."""
+    from mmat_core.exporter import check_exports
+
+    failed = False
+    for report in check_exports(result, pythons):
+        if report.status == "ok":
+            click.echo(f"Check {report.format}: ok, {report.rows} row(s) read by the consumer's loader ({report.python})")
+        elif report.status == "missing":
+            click.echo(f"Check {report.format}: NOT RUN: {report.detail}; install it there, or give "
+                       f"--check-python {report.format}=PYTHON of an environment that has it")
+        elif report.status == "none":
+            click.echo(f"Check {report.format}: no consumer package to run: {report.detail}")
+        else:
+            failed = True
+            click.echo(f"Check {report.format}: FAILED ({len(report.problems)} problem(s)): {report.detail}")
+            for problem in report.problems[1:5]:
+                click.echo(f"    {problem}")
+    return failed
 
 
 def _list_formats() -> None:

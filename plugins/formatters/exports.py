@@ -28,6 +28,9 @@ from mmat_core.components import FormatContext, TraceWriter
 from mmat_core.formatting import view_messages
 from mmat_core.writers import JsonArrayWriter, RecordWriter, write_json_atomic
 
+#: The script that feeds an export to its consumer's loader (runs in the consumer's Python).
+CONSUMER_CHECKS = Path(__file__).with_name("consumer_checks.py")
+
 #: ShareGPT role names used by LLaMA-Factory, InternVL and LLaVA.
 SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}
 
@@ -50,6 +53,13 @@ class _Export(ViewFormatter):
     #: Stem of the default file name; the view is appended (``ms_swift_rr.jsonl``).
     stem: ClassVar[str] = ""
     suffix: ClassVar[str] = "jsonl"
+
+    #: What checks this layout when no consumer package can run it (``mmat export --check``).
+    consumer_note: ClassVar[str] = ""
+
+    def consumer_check(self, files: list[Path]) -> tuple[Path, list[str]] | None:
+        """(script, arguments) that feed ``files`` to the consumer's own loader, or None."""
+        return None
 
     def file_name(self) -> str:
         """``<stem>_<view>.<suffix>`` unless option ``file`` names it."""
@@ -74,6 +84,10 @@ class MsSwiftFormatter(_Export):
     description = "ms-swift JSONL: messages (system/user/assistant) + images, <image> tags in the first user turn"
     stem = "ms_swift"
     parallel_safe = True
+
+    def consumer_check(self, files: list[Path]) -> tuple[Path, list[str]] | None:
+        """ms-swift's ``load_dataset`` and ``load_image`` (``ROOT_IMAGE_DIR`` = ``image_root``)."""
+        return CONSUMER_CHECKS, ["ms_swift", str(files[0]), self.options.image_root or ""]
 
     def record_function(self, ctx: FormatContext) -> RecordFunction:
         """ms-swift records."""
@@ -111,6 +125,12 @@ class LlamaFactoryFormatter(_Export):
             return {"conversations": _sharegpt(messages[1:]), "system": messages[0]["content"], "images": images}
 
         return record
+
+    def consumer_check(self, files: list[Path]) -> tuple[Path, list[str]] | None:
+        """LLaMA-Factory's loader and converter, ``media_dir`` = ``image_root`` (else the folder)."""
+        base = self.options.dataset_name or f"mmat_{self.options.view}"
+        names = [base] if len(files) == 2 else [f"{base}_train", f"{base}_val"]
+        return CONSUMER_CHECKS, ["llama_factory", str(files[-1].parent), ",".join(names), self.options.image_root or ""]
 
     def dataset_info_entry(self, file_name: str) -> dict[str, Any]:
         """The ``dataset_info.json`` entry for one written file."""
@@ -154,6 +174,10 @@ class InternVLOptions(ExportOptions):
                             "first human turn, or dropped (the template's own system message is used); auto: turn for "
                             "internvl2_5, prepend otherwise",
     )
+    meta_paths: Literal["absolute", "relative"] = Field(
+        "absolute", description="the meta file's root and annotation: absolute paths (this machine), or relative to the "
+                                "output folder (a bundle: run InternVL from that folder)",
+    )
 
 
 class InternVLFormatter(_Export):
@@ -174,6 +198,8 @@ class InternVLFormatter(_Export):
     description = "InternVL chat JSONL (image, conversations) per --conv_style template, and its meta JSON"
     stem = "internvl"
     Options = InternVLOptions
+    consumer_note = ("InternVL is not a pip package: mmat's tests run this layout through a restatement of its "
+                     "LazySupervisedDataset and preprocess functions (tests/formats/upstream.py, commits named there)")
 
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
@@ -230,8 +256,10 @@ class InternVLFormatter(_Export):
             base = f"mmat_{self.options.view}"
             counts = _writer_counts(inner)
             keys = [base] if len(counts) == 1 else [f"{base}_train", f"{base}_val"]
+            relative = self.options.meta_paths == "relative"
+            root = "." if relative and self.options.image_root else (self.options.image_root or "")
             meta = {
-                key: {"root": self.options.image_root or "", "annotation": str(path.resolve()),
+                key: {"root": root, "annotation": path.name if relative else str(path.resolve()),
                       "data_augment": False, "repeat_time": 1, "length": count}
                 for key, (path, count) in zip(keys, counts)
             }
@@ -264,6 +292,8 @@ class LlavaFormatter(_Export):
     stem = "llava"
     suffix = "json"
     Options = LlavaOptions
+    consumer_note = ("LLaVA is not a pip package: mmat's tests run this layout through a restatement of train.py's "
+                     "LazySupervisedDataset and preprocess_multimodal (tests/formats/upstream.py, commit named there)")
     writer_class: ClassVar[type[RecordWriter]] = JsonArrayWriter
 
     def record_function(self, ctx: FormatContext) -> RecordFunction:
@@ -322,6 +352,10 @@ class OpenAIChatFormatter(_Export):
             from mmat_core.errors import ConfigError
 
             raise ConfigError("images=url needs image_base_url (e.g. https://example.org/images/)", key="image_base_url")
+
+    def consumer_check(self, files: list[Path]) -> tuple[Path, list[str]] | None:
+        """Every row validated against the openai SDK's chat message types."""
+        return CONSUMER_CHECKS, ["openai_chat", str(files[0])]
 
     def record_function(self, ctx: FormatContext) -> RecordFunction:
         """OpenAI chat records."""

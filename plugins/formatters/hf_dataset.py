@@ -206,6 +206,10 @@ class HFDatasetFormatter(ViewFormatter):
                               "from the current directory, not the dataset folder; use images=embed (the default) or "
                               "`mmat export --bundle DIR`", key="image_root")
 
+    def consumer_check(self, files: list[Path]) -> tuple[Path, list[str]] | None:
+        """``datasets.load_dataset`` on the folder, by its card."""
+        return Path(__file__).with_name("consumer_checks.py"), ["hf_dataset", str(files[-1].parent)]
+
     def folder_name(self) -> str:
         """The dataset folder inside the output directory."""
         return str(self.options.file or f"hf_dataset_{self.options.view}")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from mmat_core import PAPER_VAL_RATIO, RecordFunction, ViewFormatter, ViewOptions
-from mmat_plugins.formatters.base import view_system
+from mmat_plugins.formatters.base import relative_image_path, view_system
 from pydantic import Field
 
 from mmat_core.components import FormatContext
@@ -26,6 +26,9 @@ class JsonlOptions(ViewOptions):
         description="mmat: rr.jsonl / orr.jsonl (rr_train/rr_val with a split); paper: the released names "
                     "dataset_qa_rr_{train,val}_all_RR_sys.jsonl / ..._ORR.jsonl, always split",
     )
+    image_root: str | None = Field(
+        None, description="write image paths relative to this folder (paths outside it stay absolute); unset: as stored",
+    )
 
 
 class _PaperNamed(ViewFormatter):
@@ -44,6 +47,22 @@ class _PaperNamed(ViewFormatter):
     def always_split(self) -> bool:
         """The paper's layout always has a train and a val file."""
         return self.options.naming == "paper"
+
+    consumer_note = "no trainer reads this layout as it is; `mmat validate FILE` checks its structure"
+
+    def relative_images(self, make: RecordFunction) -> RecordFunction:
+        """``make`` with its record's image paths relative to option ``image_root`` (when set)."""
+        root = self.options.image_root
+        if not root:
+            return make
+
+        def record(data: Any) -> Any:
+            out = make(data)
+            if out is not None and out.get("images"):
+                out["images"] = [relative_image_path(path, root) for path in out["images"]]
+            return out
+
+        return record
 
     def split_file_names(self) -> tuple[str, str]:
         """The paper's names, or ``<stem>_train`` / ``<stem>_val``."""
@@ -65,7 +84,7 @@ class RRFormatter(_PaperNamed):
         """RR records; the system prompt (with the run's operator list) is built once."""
         system = view_system("rr", ctx)
         tools = ctx.tools
-        return lambda data: training_record(data, rr_messages(data, tools, system=system))
+        return self.relative_images(lambda data: training_record(data, rr_messages(data, tools, system=system)))
 
 
 class ORRFormatter(_PaperNamed):
@@ -80,4 +99,4 @@ class ORRFormatter(_PaperNamed):
     def record_function(self, ctx: FormatContext) -> RecordFunction:
         """ORR records."""
         system = view_system("orr", ctx)
-        return lambda data: training_record(data, orr_messages(data, system=system))
+        return self.relative_images(lambda data: training_record(data, orr_messages(data, system=system)))
