@@ -29,9 +29,11 @@ from mmat_core.run.context import (
     utc_now,
 )
 from mmat_core.run.phases import (
+    build_trace,
     close,
     decide_manifest,
     generate,
+    open_engine,
     prepare,
     publish_outputs,
     resume,
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CritiqueReport", "EngineTotals", "OutputTally", "ProgressCallback", "PublishedOutputs", "RunContext", "RunResult",
-    "Shard", "close", "critique", "decide_manifest", "generate", "prepare", "publish_outputs", "resume",
+    "Shard", "build_trace", "close", "critique", "decide_manifest", "generate", "open_engine", "prepare", "publish_outputs", "resume",
     "run_gc", "run_image_store", "run_local", "utc_now", "write_engine_report", "write_manifest",
 ]
 

@@ -94,10 +94,6 @@ def prepare(pipeline: Pipeline, out_dir: Path, *, progress: ProgressCallback | N
     caller must :func:`close` what this returns. The caller holds the run directory's lock
     (:class:`mmat_core.rundir.RunDirLock`; :meth:`Pipeline.run` takes it)."""
     from mmat_core.engine.cache import Cache
-    from mmat_core.engine.client import build_client
-    from mmat_core.engine.rationale import LoopSettings, RationaleLoop
-    from mmat_core.engine.reflection import ReflectionStage, loop_regenerator
-    from mmat_core.engine.tools import ToolRunner
 
     cfg = pipeline.config
     started = time.monotonic()
@@ -117,15 +113,10 @@ def prepare(pipeline: Pipeline, out_dir: Path, *, progress: ProgressCallback | N
         # Sources that read embedded image bytes (The Cauldron's parquet) write them here.
         for source in pipeline.sources:
             source.image_store = images
-        # Limits, prices and batch mode come from the llm_engine section (docs/llms.md).
-        client = build_client(pipeline.llm, cfg.llm_engine, images, cache, work_dir)
+        client, tools, loop, reflection = open_engine(pipeline, images, cache, work_dir)
+        opened.append(tools)
         if progress:
             progress({"event": "started", "snapshot": client.snapshot})
-        tools = ToolRunner(pipeline.tools, images, llm=client, cache=cache, workers=cfg.engine.tool_workers)
-        opened.append(tools)
-        loop = RationaleLoop(client, tools, pipeline.search, LoopSettings.from_engine(cfg.engine))
-        reflection = ReflectionStage(pipeline.critics, client, images, cfg.reflection, regenerate=loop_regenerator(loop),
-                                     limits=loop.settings.limits, repair_attempts=cfg.engine.repair_attempts)
         run = RunContext(pipeline=pipeline, out_dir=out_dir, work_dir=work_dir, store=store, images=images, cache=cache,
                          client=client, tools=tools, loop=loop, reflection=reflection, progress=progress, shard=shard,
                          started=started, started_at=started_at)
@@ -150,6 +141,35 @@ def prepare(pipeline: Pipeline, out_dir: Path, *, progress: ProgressCallback | N
             thing.close()
         raise
     return run
+
+
+def open_engine(pipeline: Pipeline, images: ImageStore, cache: Any, work_dir: Path) -> tuple[Any, Any, Any, Any]:
+    """The engine a run builds samples with: the model-call client (limits, prices and batch mode
+    from ``llm_engine``, docs/llms.md), the tool runner, the rationale loop and the reflection
+    stage, over ``cache`` (a :class:`~mmat_core.engine.cache.Cache`, or anything with its
+    get/put/commit/flush, such as a cluster's cache service). The caller closes the tool runner."""
+    from mmat_core.engine.client import build_client
+    from mmat_core.engine.rationale import LoopSettings, RationaleLoop
+    from mmat_core.engine.reflection import ReflectionStage, loop_regenerator
+    from mmat_core.engine.tools import ToolRunner
+
+    cfg = pipeline.config
+    client = build_client(pipeline.llm, cfg.llm_engine, images, cache, work_dir)
+    tools = ToolRunner(pipeline.tools, images, llm=client, cache=cache, workers=cfg.engine.tool_workers)
+    loop = RationaleLoop(client, tools, pipeline.search, LoopSettings.from_engine(cfg.engine))
+    reflection = ReflectionStage(pipeline.critics, client, images, cfg.reflection, regenerate=loop_regenerator(loop),
+                                 limits=loop.settings.limits, repair_attempts=cfg.engine.repair_attempts)
+    return client, tools, loop, reflection
+
+
+async def build_trace(run: RunContext | Any, sample: SourceSample) -> Trace:
+    """One sample through stages 2 and 3 (rationale loop, then reflection) with ``run``'s engine
+    (anything with ``pipeline``, ``client``, ``loop`` and ``reflection``): its finished Trace."""
+    p = run.pipeline
+    trace = Trace(id=sample.id, sample=sample, tools=[t.name for t in p.tools], provenance=provenance(p, sample, run.client))
+    await run.loop.run(trace)
+    await run.reflection.run(trace)
+    return trace
 
 
 async def close(run: RunContext) -> None:

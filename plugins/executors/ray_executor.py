@@ -1,26 +1,38 @@
 """The ``ray`` executor: the same pipeline spread over the workers of a Ray cluster.
 
-How a run is split and put back together:
+How a run is spread and put back together:
 
-1. The driver prepares the run directory exactly as the local executor does (resume plan, config
-   change policy) and merges any worker stores a crashed earlier run left behind.
-2. Worker ``i`` of ``n`` reads the same curated stream and builds only the samples whose position
-   ``seq`` satisfies ``(seq - 1) % n == i``: the split depends on nothing but the stream, so it is
-   the same on every run. Each worker runs the ordinary engine with its own store and cache under
-   ``RUN_DIR/shards/<i>/`` and skips what the run's main store already holds.
-3. The rate limits of the configuration are divided between the workers (concurrency, requests and
-   tokens per minute), so together they never exceed what was configured.
-4. The driver merges the worker stores into the main store and writes the outputs from it in
-   ``seq`` order with the same writers as the local executor: the same input gives byte-identical
-   RR/ORR/quarantine files whichever executor built them.
+1. The driver prepares the run directory exactly as the local executor does (resume plan,
+   configuration change policy), reads the curated stream itself (recording quarantined rows and
+   skipping finished samples) and hands the rest to the workers in small batches.
+2. Work is pulled, not split: each worker holds at most ``batches_per_worker`` batches, and the
+   driver reads the stream only as far as the workers take it (backpressure), so a fast worker
+   builds more samples than a slow one. Workers are actors (ray_worker.py), one engine each.
+3. A worker whose process or node dies loses nothing: the batches it held go back to the front
+   of the queue for the others (and, with ``replace_lost_workers``, a new worker is started);
+   a sample is stored once, by the driver, when its batch comes back, so none is lost or stored
+   twice; and every model and tool call a worker finished was sent to the run's cache service
+   the moment it came back, so the re-built samples pay for none of them again.
+4. The run has one budget: a limit authority (ray_services.py) holds the configured
+   concurrency, rpm and tpm of each backend and model for the whole cluster, and its adaptive
+   admission reacts to a 429 seen by any worker.
+5. The run has one cache: the cache service owns ``RUN_DIR/cache.sqlite`` (the local executor's
+   file), addressed by key, so a resume with any number of workers reuses every paid call.
+6. The driver stores the traces in ``RUN_DIR/run.sqlite`` and writes the outputs from it in
+   ``seq`` order with the local executor's writers (byte-identical files), ``run.json``,
+   ``engine.json`` (each worker's engine report and the shared limits) and, while it runs,
+   ``workers.json`` (each worker's state, read by ``mmat status``).
 
 Ray is imported only when this executor runs (``pip install 'mmat[ray]'``).
 """
 
 from __future__ import annotations
 
-import asyncio
+import math
 import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,83 +46,39 @@ if TYPE_CHECKING:
     from mmat_core.run import RunResult
     from mmat_core.store import RunStore
 
-#: Option names (anywhere under ``engine``, ``llm`` and ``llm_engine``) that are limits shared by the whole run.
-RATE_LIMIT_KEYS = frozenset({
-    "concurrency", "max_concurrency", "rpm", "tpm", "requests_per_minute", "tokens_per_minute",
-    "max_requests_per_minute", "max_tokens_per_minute",
-})
+#: The file in the run directory where the driver keeps each worker's state while it runs.
+WORKERS_FILE = "workers.json"
+#: Seconds between two writes of workers.json (and store commits when few samples finish).
+STATE_EVERY_S = 1.0
+#: Stored traces gathered before the driver commits them.
+COMMIT_EVERY = 256
 
 
 class RayOptions(ComponentOptions):
     """Options of the Ray executor."""
 
     address: str | None = Field(None, description="cluster to join (ray://host:10001, auto); none starts a local Ray")
-    workers: int | None = Field(None, ge=1, description="number of shards; default: the cluster's CPU count")
+    workers: int | None = Field(None, ge=1, description="number of workers; default: the cluster's CPUs / cpus_per_worker")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a locally started Ray (ignored with address)")
     object_store_memory: int | None = Field(256 * 1024 * 1024, ge=78_643_200,
                                             description="object store bytes of a locally started Ray")
-    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs Ray reserves for each worker task")
-
-
-def split_limits(config: dict[str, Any], workers: int) -> dict[str, Any]:
-    """A copy of a config dict with every shared rate limit under ``engine``, ``llm`` and ``llm_engine`` divided
-    by ``workers`` (at least 1 each), so the workers together keep to the configured limits."""
-
-    def divide(node: Any) -> Any:
-        if isinstance(node, dict):
-            out = {}
-            for key, value in node.items():
-                if key in RATE_LIMIT_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    out[key] = max(1, int(value) // workers) if isinstance(value, int) else value / workers
-                else:
-                    out[key] = divide(value)
-            return out
-        if isinstance(node, list):
-            return [divide(v) for v in node]
-        return node
-
-    result = dict(config)
-    for section in ("engine", "llm", "llm_engine"):
-        if section in result:
-            result[section] = divide(result[section])
-    return result
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs Ray reserves for each worker")
+    samples_per_worker: int | None = Field(
+        None, ge=1, description="samples each worker builds at once; default: engine.concurrency / workers")
+    batch_size: int | None = Field(None, ge=1, description="samples per batch handed to a worker; default: half of samples_per_worker")
+    batches_per_worker: int = Field(3, ge=1, description="batches a worker may hold at once (the backpressure)")
+    replace_lost_workers: bool = Field(True, description="start a new worker when one is lost (if the cluster has room)")
+    start_timeout_s: float = Field(300.0, gt=0, description="how long to wait for a worker when none is running")
 
 
 def shard_dir(out_dir: Path, index: int) -> Path:
-    """Where worker ``index`` keeps its store and cache."""
+    """Where a worker of the earlier, statically sharded executor kept its store."""
     return out_dir / "shards" / str(index)
 
 
-def run_shard(config: dict[str, Any], allow: list[str] | None, block: list[str], out_dir: str, index: int,
-              count: int) -> dict[str, Any]:
-    """Build one shard in this process (the body of a Ray task): the run phases *prepare* (with
-    the shard and the worker's own folder) and *generate*; returns its counts and engine totals
-    (JSON, for the driver)."""
-    from mmat_core.config import PipelineConfig
-    from mmat_core.pipeline import Pipeline
-    from mmat_core.plugins import PluginManager, set_plugin_manager
-    from mmat_core.run import Shard, close, generate, prepare, run_gc
-
-    manager = PluginManager(allow=allow, block=block)
-    set_plugin_manager(manager)
-    pipeline = Pipeline.from_config(PipelineConfig.model_validate(config), plugins=manager)
-    root = Path(out_dir)
-
-    async def build() -> dict[str, Any]:
-        run = prepare(pipeline, root, shard=Shard(index, count), work_dir=shard_dir(root, index))
-        try:
-            await generate(run)
-            return {"index": index, "counts": dict(run.counts), "engine": run.engine_totals().model_dump(mode="json")}
-        finally:
-            await close(run)
-
-    with run_gc(pipeline.config.engine.gc_threshold):
-        return asyncio.run(build())
-
-
 def merge_shards(store: RunStore, out_dir: Path) -> int:
-    """Merge every worker store under ``out_dir/shards`` into ``store`` (lowest index first), then
-    delete the worker stores (their caches stay for the next run); returns samples merged."""
+    """Merge the worker stores an earlier, statically sharded Ray run left under
+    ``out_dir/shards`` into ``store`` (lowest index first), then delete them; returns samples merged."""
     from mmat_core.store import STORE_FILE
 
     merged = 0
@@ -123,11 +91,352 @@ def merge_shards(store: RunStore, out_dir: Path) -> int:
     return merged
 
 
+def in_code_plugins(manager: Any) -> list[tuple[str, str, bytes]]:
+    """The plugins registered in code with ``manager`` (not from an entry point), pickled for the
+    workers; one that cannot be pickled is a :class:`MmatError` that says what to do."""
+    from ray import cloudpickle
+    from mmat_plugins.executors.ray_worker import IN_CODE_HINT, PluginTransferError
+
+    blobs = []
+    for info in manager.info():
+        if info.distribution != "(registered in code)" or info.error:
+            continue
+        plugin = manager.pm.get_plugin(info.name)
+        if plugin is None:
+            continue
+        try:
+            blobs.append((info.name, info.version, cloudpickle.dumps(plugin)))
+        except Exception as exc:
+            raise PluginTransferError(f"plugin {info.name!r} was registered in code and cannot be sent to the Ray "
+                                      f"workers ({type(exc).__name__}: {exc}): {IN_CODE_HINT}") from None
+    return blobs
+
+
+@dataclass
+class WorkerSlot:
+    """The driver's view of one worker."""
+
+    id: str
+    actor: Any
+    ready: Any
+    created: float = field(default_factory=time.monotonic)
+    state: str = "starting"
+    info: dict[str, Any] = field(default_factory=dict)
+    counters: dict[str, Any] = field(default_factory=dict)
+    batches: set[Any] = field(default_factory=set)
+    lost_batches: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """workers.json's entry."""
+        return {"worker": self.id, "state": self.state, **{k: v for k, v in self.info.items() if k != "worker"},
+                "batches_in_flight": len(self.batches), **{k: v for k, v in self.counters.items() if k != "worker"}}
+
+
+#: One sample handed to a worker: (seq, SourceSample, dedup key, source fingerprint).
+Item = tuple[int, Any, "int | None", int]
+
+
+class ClusterRun:
+    """One invocation's work on the cluster: the workers, the shared services, the queue."""
+
+    def __init__(self, executor: RayExecutor, pipeline: Pipeline, out_dir: Path, store: RunStore, ray: Any) -> None:
+        self.options = executor.options
+        self.pipeline = pipeline
+        self.out_dir = out_dir
+        self.store = store
+        self.ray = ray
+        self.count = executor.worker_count(ray)
+        config = pipeline.config
+        self.samples_per_worker = self.options.samples_per_worker or max(1, config.engine.concurrency // self.count)
+        self.batch_size = self.options.batch_size or max(1, math.ceil(self.samples_per_worker / 2))
+        self.workers: dict[str, WorkerSlot] = {}
+        self.outstanding: dict[Any, tuple[str, list[Item]]] = {}
+        self.retry: deque[list[Item]] = deque()
+        self.lost: list[str] = []
+        self.requeued_samples = 0
+        self.counts: dict[str, int] = {"read": 0, "rejected": 0, "generated": 0, "skipped_finished": 0}
+        self.started = time.monotonic()
+        self._next_id = 0
+        self._state_written = 0.0
+        self._committed = time.monotonic()
+        manager = pipeline.plugins
+        self.allow = sorted(manager.allow) if manager.allow is not None else None
+        self.block = sorted(manager.block)
+        self.in_code = in_code_plugins(manager)
+        self.config = config.model_dump(mode="json")
+        self.config["engine"]["concurrency"] = self.samples_per_worker
+        self._start_services()
+
+    # -- services and workers ---------------------------------------------------------------
+
+    def _start_services(self) -> None:
+        from mmat_plugins.executors.ray_services import CacheService, LimitAuthority
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        ray = self.ray
+        # Both live on the driver's node: the cache file is in the run directory, and a worker
+        # node that dies must not take the cluster's budget with it.
+        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+        cfg = self.pipeline.config
+        cache_path = Path(cfg.engine.cache_path) if cfg.engine.cache_path else self.out_dir / "cache.sqlite"
+        service = {"num_cpus": 0, "max_concurrency": 10_000, "scheduling_strategy": here}
+        self.authority = ray.remote(LimitAuthority).options(**service).remote()
+        self.cache = ray.remote(CacheService).options(**service).remote(str(cache_path.resolve()))
+
+    def start_worker(self) -> WorkerSlot:
+        """Start one more worker actor (it becomes ``running`` once its engine is open)."""
+        from mmat_plugins.executors.ray_worker import SampleWorker
+
+        worker_id = f"w{self._next_id}"
+        self._next_id += 1
+        actor = self.ray.remote(SampleWorker).options(
+            num_cpus=self.options.cpus_per_worker, max_concurrency=self.options.batches_per_worker + 3,
+            max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD",
+        ).remote(worker_id, self.config, self.allow, self.block, self.in_code, str(self.out_dir.resolve()),
+                 self.authority, self.cache, self.samples_per_worker)
+        slot = WorkerSlot(worker_id, actor, actor.ready.remote())
+        self.workers[worker_id] = slot
+        return slot
+
+    def running(self) -> list[WorkerSlot]:
+        """The workers that take batches now, the least busy first."""
+        return sorted((w for w in self.workers.values() if w.state == "running"), key=lambda w: len(w.batches))
+
+    # -- the stream -------------------------------------------------------------------------
+
+    def stream(self, finished: dict[str, int]) -> Iterator[Item]:
+        """The curated stream's unfinished samples, numbered; quarantined rows are recorded and
+        finished samples skipped on the way."""
+        from mmat_core.curation import Curator
+        from mmat_core.models import Rejected
+        from mmat_core.resume import sample_fingerprint
+        from mmat_core.run import run_image_store
+
+        pipeline, store, counts = self.pipeline, self.store, self.counts
+        images = run_image_store(self.out_dir, pipeline.config)
+        for source in pipeline.sources:  # sources that read embedded image bytes write them here
+            source.image_store = images
+        curator = Curator(pipeline.config.curation, pipeline.sources, record_keys=True)
+        seq = 0
+        for row in pipeline.iter_samples(curator):
+            if isinstance(row, Rejected):
+                counts["rejected"] += 1
+                store.add_rejected(row)
+                continue
+            seq += 1
+            counts["read"] += 1
+            dedup = curator.keys.pop(row.id, None)
+            if row.id in finished:
+                counts["skipped_finished"] += 1
+                continue
+            yield seq, row, dedup, sample_fingerprint(row)
+        store.set_meta("stream_total", seq)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self, finished: dict[str, int]) -> None:
+        """Build every unfinished sample on the workers and store it."""
+        ray = self.ray
+        items = self.stream(finished)
+        exhausted = False
+        waiting: dict[int, tuple[int | None, int]] = {}  # seq -> (dedup, fingerprint) of samples handed out
+        crashed: list[BaseException] = []
+        for _ in range(self.count):
+            self.start_worker()
+        self._progress_started()
+
+        def next_batch() -> list[Item] | None:
+            nonlocal exhausted
+            if self.retry:
+                return self.retry.popleft()
+            if exhausted or crashed:
+                return None
+            batch = []
+            for item in items:
+                batch.append(item)
+                waiting[item[0]] = (item[2], item[3])
+                if len(batch) >= self.batch_size:
+                    break
+            else:
+                exhausted = True
+            return batch or None
+
+        while True:
+            # Hand out batches: the least busy running worker first, up to its share.
+            for worker in self.running():
+                while len(worker.batches) < self.options.batches_per_worker:
+                    batch = next_batch()
+                    if batch is None:
+                        break
+                    ref = worker.actor.build.remote([(seq, sample) for seq, sample, _, _ in batch])
+                    worker.batches.add(ref)
+                    self.outstanding[ref] = (worker.id, batch)
+            starting = {w.ready: w for w in self.workers.values() if w.state == "starting"}
+            if not self.outstanding and (crashed or (exhausted and not self.retry)):
+                break
+            if not self.outstanding and not any(w.state == "running" for w in self.workers.values()):
+                if not starting:
+                    raise MmatError(f"every Ray worker of the run was lost ({', '.join(self.lost)}); the finished "
+                                    f"samples are stored: rerun the same command to resume")
+                oldest = min(w.created for w in starting.values())
+                if time.monotonic() - oldest > self.options.start_timeout_s:
+                    raise MmatError(f"no Ray worker started within {self.options.start_timeout_s:g}s (does the "
+                                    f"cluster have {self.options.cpus_per_worker:g} free CPU per worker?); the "
+                                    "finished samples are stored: rerun to resume")
+            done, _ = ray.wait([*self.outstanding, *starting], num_returns=1, timeout=STATE_EVERY_S)
+            for ref in done:
+                if ref in starting:
+                    self._started(starting[ref], ref)
+                else:
+                    self._collect(ref, waiting, crashed)
+            self._housekeeping()
+        self.store.flush()
+        if crashed:
+            raise crashed[0]
+
+    def _started(self, worker: WorkerSlot, ref: Any) -> None:
+        from ray.exceptions import RayActorError, RayTaskError
+
+        try:
+            worker.info = self.ray.get(ref)
+            worker.state = "running"
+        except RayTaskError as exc:  # the worker could not open its engine (a plugin, a config)
+            worker.state = "failed"
+            raise exc.as_instanceof_cause() from None
+        except RayActorError:
+            self._lose(worker, "could not start")
+
+    def _collect(self, ref: Any, waiting: dict[int, tuple[int | None, int]], crashed: list[BaseException]) -> None:
+        from ray.exceptions import RayActorError, RayTaskError
+
+        worker_id, batch = self.outstanding.pop(ref)
+        worker = self.workers[worker_id]
+        worker.batches.discard(ref)
+        try:
+            result = self.ray.get(ref)
+        except RayActorError:
+            # The worker (or its node) died: its batch goes back to the front of the queue.
+            self.retry.appendleft(batch)
+            self.requeued_samples += len(batch)
+            worker.lost_batches += 1
+            self._lose(worker, "died")
+            return
+        except RayTaskError as exc:  # a bug while building a sample: stop feeding, keep what finished
+            crashed.append(exc.as_instanceof_cause())
+            return
+        worker.counters = result["state"]
+        for seq, trace in result["traces"]:
+            if seq not in waiting:
+                continue  # stored already (a batch answered twice never writes twice)
+            dedup, fingerprint = waiting.pop(seq)
+            self.store.add_trace(seq, trace, dedup, fingerprint)
+            self.counts["generated"] += 1
+            if self.pipeline.progress:
+                self.pipeline.progress({"done": self.counts["generated"], "status": trace.status,
+                                        "rejected": self.counts["rejected"]})
+        if self.store.pending >= COMMIT_EVERY:
+            self.store.flush()
+            self._committed = time.monotonic()
+
+    def _lose(self, worker: WorkerSlot, why: str) -> None:
+        if worker.state == "lost":
+            return
+        worker.state = "lost"
+        self.lost.append(f"{worker.id} {why}")
+        self.authority.forget_worker.remote(worker.id)  # the slots it held are free again
+        if self.options.replace_lost_workers:
+            self.start_worker()
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now - self._committed >= STATE_EVERY_S and self.store.pending:
+            self.store.flush()
+            self._committed = now
+        if now - self._state_written >= STATE_EVERY_S:
+            self.write_state(complete=False)
+            self._state_written = now
+
+    # -- reporting --------------------------------------------------------------------------
+
+    def limits_snapshot(self) -> dict[str, Any]:
+        """The shared limits now (empty if the authority does not answer at once)."""
+        try:
+            return self.ray.get(self.authority.snapshot.remote(), timeout=5)
+        except Exception:
+            return {}
+
+    def write_state(self, *, complete: bool) -> None:
+        """workers.json: each worker's state and the shared limits (for ``mmat status``)."""
+        from mmat_core.writers import write_json_atomic
+
+        write_json_atomic(self.out_dir / WORKERS_FILE, {
+            "complete": complete,
+            "updated": time.time(),
+            "elapsed_s": round(time.monotonic() - self.started, 1),
+            "samples_generated": self.counts["generated"],
+            "samples_requeued": self.requeued_samples,
+            "queued_batches": len(self.retry),
+            "workers": [w.as_dict() for w in self.workers.values()],
+            "lost": self.lost,
+            "limits": self.limits_snapshot(),
+        })
+
+    def snapshot(self) -> dict[str, Any]:
+        """The live progress display's picture of the cluster: the workers' counters summed."""
+        totals: dict[str, Any] = {"in_flight": 0, "calls_made": 0, "cached_calls": 0, "failed_calls": 0,
+                                  "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
+        for worker in self.workers.values():
+            for key in totals:
+                totals[key] += worker.counters.get(key, 0)
+        elapsed = max(1e-9, time.monotonic() - self.started)
+        limits = next(iter(self.limits_snapshot().values()), {})
+        return {**totals, "calls_per_s": totals["calls_made"] / elapsed, "admission_limit": limits.get("admission_limit", "?"),
+                "errors": {}, "binding": "server", "binding_share": 0.0, "breaker": "closed",
+                "workers": sum(1 for w in self.workers.values() if w.state == "running")}
+
+    def _progress_started(self) -> None:
+        if self.pipeline.progress:
+            self.pipeline.progress({"event": "started", "snapshot": self.snapshot})
+
+    def finish(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Collect each running worker's report, stop the workers and the services; returns the
+        reports and the shared limits' final picture."""
+        ray = self.ray
+        running = [w for w in self.workers.values() if w.state == "running"]
+        reports = []
+        for worker, ref in [(w, w.actor.report.remote()) for w in running]:
+            try:
+                reports.append(ray.get(ref))
+                worker.counters = reports[-1]["state"]
+                worker.state = "done"
+            except Exception:
+                worker.state = "lost"
+        limits = self.limits_snapshot()
+        self.close()
+        return reports, limits
+
+    def close(self) -> None:
+        """Stop every worker and the services (the cache service commits and closes its file first)."""
+        ray = self.ray
+        for worker in self.workers.values():
+            if worker.state in ("running", "done"):
+                try:
+                    ray.get(worker.actor.shutdown.remote(), timeout=30)
+                except Exception:
+                    pass
+            ray.kill(worker.actor)
+        try:
+            ray.get(self.cache.close.remote(), timeout=120)
+        finally:
+            ray.kill(self.cache)
+            ray.kill(self.authority)
+
+
 class RayExecutor(Executor):
-    """Shards the curated stream over Ray workers; merges their stores deterministically."""
+    """Feeds the curated stream to Ray workers in small batches; one budget and one cache for all."""
 
     name = "ray"
-    version = "1"
+    version = "2"
     description = "spread the build over a Ray cluster (pip install 'mmat[ray]'); outputs identical to local"
     Options = RayOptions
 
@@ -146,15 +455,15 @@ class RayExecutor(Executor):
         return ray
 
     def worker_count(self, ray: Any) -> int:
-        """The number of shards: the ``workers`` option, else the cluster's CPUs (at least 1)."""
+        """The number of workers: the ``workers`` option, else the cluster's CPUs (at least 1)."""
         if self.options.workers:
             return int(self.options.workers)
         return max(1, int(ray.cluster_resources().get("CPU", 1) // self.options.cpus_per_worker))
 
     def execute(self, pipeline: Pipeline, out_dir: Path) -> RunResult:
         """Run ``pipeline`` into ``out_dir`` on Ray and return its RunResult: the run phases
-        *resume* (here), *prepare* and *generate* (in each worker, on its shard), then *decide
-        the manifest* and *publish* over the merged store (here), as the local executor does."""
+        *resume*, then generation on the workers, then *decide the manifest* and *publish*
+        over the run's store, as the local executor does."""
         from mmat_core.run import (
             EngineTotals,
             RunResult,
@@ -163,67 +472,59 @@ class RayExecutor(Executor):
             resume,
             run_image_store,
             utc_now,
+            write_engine_report,
             write_manifest,
         )
         from mmat_core.store import RunStore
 
         started = time.monotonic()
         started_at = utc_now()
-        out_dir.mkdir(parents=True, exist_ok=True)
         config = pipeline.config
+        if config.llm_engine.mode == "batch":
+            raise ConfigError("the ray executor sends live calls; llm_engine.mode=batch runs with the local executor",
+                              key="llm_engine.mode")
+        out_dir.mkdir(parents=True, exist_ok=True)
         store = RunStore.open(out_dir)
         try:
-            merge_shards(store, out_dir)  # what a crashed earlier run finished
-            plan = resume(store, config, out_dir)  # worker 0 reads the whole stream and records rejects again
+            merge_shards(store, out_dir)  # what a run of the earlier, sharded executor finished
+            plan = resume(store, config, out_dir)
             if plan.applied_change:
                 self._resequence(pipeline, store)
-        finally:
-            store.close()
-
-        ray = self._init_ray()
-        count = self.worker_count(ray)
-        worker_config = split_limits(config.model_dump(mode="json"), count)
-        manager = pipeline.plugins
-        allow = sorted(manager.allow) if manager.allow is not None else None
-        task = ray.remote(num_cpus=self.options.cpus_per_worker, max_retries=0)(run_shard)
-        refs = [task.remote(worker_config, allow, sorted(manager.block), str(out_dir), i, count) for i in range(count)]
-        reports = sorted(ray.get(refs), key=lambda r: r["index"])
-
-        store = RunStore.open(out_dir)
-        try:
-            merged = merge_shards(store, out_dir)
-            generated = sum(r["counts"].get("generated", 0) for r in reports)
-            if merged < generated:
-                # The workers wrote their stores where the driver cannot see them.
-                raise MmatError(
-                    f"the Ray workers finished {generated} samples but only {merged} reached {out_dir}/shards: "
-                    "on a cluster the run directory must be on storage every node shares (NFS, a mounted bucket); "
-                    "the finished work is in each node's copy of that folder"
-                )
+            finished = store.finished_seqs(retry_failed_calls=config.resume.retry_failed_calls)
+            ray = self._init_ray()
+            cluster = ClusterRun(self, pipeline, out_dir, store, ray)
+            try:
+                cluster.run(finished)
+                reports, limits = cluster.finish()
+            except BaseException:
+                cluster.close()
+                raise
             retired = store.drop_retired()
             counts = {
-                "read": reports[0]["counts"].get("read", 0),
-                "rejected": reports[0]["counts"].get("rejected", 0),
-                "generated": generated,
-                "skipped_finished": sum(r["counts"].get("skipped_finished", 0) for r in reports),
-                "workers": count,
+                **cluster.counts,
+                "workers": cluster.count,
                 "config_changes_applied": len(plan.changes),
+                **({"workers_lost": len(cluster.lost), "samples_requeued": cluster.requeued_samples} if cluster.lost else {}),
                 **({"retired_by_config_change": len(retired)} if retired else {}),
             }
-            store.set_meta("stream_total", counts["read"])
-            engine = EngineTotals.sum([EngineTotals.model_validate(r["engine"]) for r in reports])
+            engine = EngineTotals.sum([EngineTotals.model_validate(r["totals"]) for r in reports])
             manifest = decide_manifest(pipeline, store, counts, engine, started_at=started_at,
                                        generation_s=time.monotonic() - started)
             published = publish_outputs(pipeline, store, out_dir, manifest, run_image_store(out_dir, config))
             manifest = write_manifest(out_dir, store, manifest, published, total_s=time.monotonic() - started)
+            report = {"executor": "ray", "workers": {r["worker"]: r["engine"] for r in reports},
+                      "shared_limits": limits, "lost_workers": cluster.lost,
+                      "samples_requeued": cluster.requeued_samples}
+            write_engine_report(out_dir, report)
+            cluster.write_state(complete=True)
         finally:
             store.close()
-        return RunResult(out_dir, manifest, published.files)
+        return RunResult(out_dir, manifest, published.files, engine=report)
 
     @staticmethod
     def _resequence(pipeline: Any, store: Any) -> None:
         """After a configuration change: give each finished sample its place in the new stream
-        (workers only skip finished samples; the main store's order is the driver's job)."""
+        before new work is numbered after it."""
         from mmat_core.models import Rejected
 
         finished = store.finished_seqs()

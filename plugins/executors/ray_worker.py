@@ -1,0 +1,165 @@
+"""A Ray run's worker: an actor that builds the batches of samples the driver hands it.
+
+Each worker holds one engine for the whole run (model-call client, tool runner, rationale loop,
+reflection stage: :func:`mmat_core.run.open_engine`) on an event loop of its own thread, so
+several batches can be in flight at once and share ``samples_in_flight``. The engine's cache is
+the run's cache service and its scheduler takes slots and quota from the run's limit authority
+(ray_services.py). A batch's result is returned only once the cache service has committed every
+call its samples made: the driver stores the traces after that, so a stored trace's calls are
+always in the cache first.
+
+Plugins registered in code on the driver (the ``Pipeline`` API) are sent along pickled and
+registered here too; one that cannot be unpickled here (its module is not installed on this
+node) stops the run with a message saying to install it as a distribution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import tempfile
+import threading
+import time
+import types
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mmat_core.errors import MmatError
+
+T = TypeVar("T")
+
+#: How the driver names the plugins it sends (its message, shown by the worker that fails).
+IN_CODE_HINT = ("install it as a distribution with an `mmat` entry point on every node "
+                "(docs/plugins/authoring.md), or use the local executor")
+
+
+class PluginTransferError(MmatError):
+    """A plugin registered in code could not reach a Ray worker."""
+
+
+def load_in_code_plugins(manager: Any, blobs: list[tuple[str, str, bytes]]) -> None:
+    """Register the pickled in-code plugins ``(name, version, pickle)`` with ``manager``."""
+    from ray import cloudpickle
+
+    for name, version, blob in blobs:
+        try:
+            plugin = cloudpickle.loads(blob)
+        except Exception as exc:
+            raise PluginTransferError(
+                f"plugin {name!r} was registered in code on the driver and cannot be loaded on Ray worker "
+                f"{socket.gethostname()} ({type(exc).__name__}: {exc}): {IN_CODE_HINT}") from None
+        manager.register(plugin, name, version)
+
+
+class SampleWorker:
+    """Builds batches of ``(seq, SourceSample)`` into ``(seq, Trace)`` with one engine."""
+
+    def __init__(self, worker_id: str, config: dict[str, Any], allow: list[str] | None, block: list[str],
+                 in_code: list[tuple[str, str, bytes]], out_dir: str, authority: Any, cache_service: Any,
+                 samples_in_flight: int) -> None:
+        self.worker_id = worker_id
+        self.samples_in_flight = samples_in_flight
+        self.started = time.time()
+        self.done = 0
+        self.batches = 0
+        self.error: str | None = None
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="mmat-ray-worker", daemon=True)
+        self.thread.start()
+        try:
+            self.engine = self._call(self._open(config, allow, block, in_code, Path(out_dir), authority, cache_service))
+        except MmatError as exc:
+            self.error = str(exc)  # said by ready(): an actor that fails in __init__ loses its message
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    async def _open(self, config: dict[str, Any], allow: list[str] | None, block: list[str],
+                    in_code: list[tuple[str, str, bytes]], out_dir: Path, authority: Any,
+                    cache_service: Any) -> types.SimpleNamespace:
+        from mmat_plugins.executors.ray_services import RemoteCache, share_limits
+
+        from mmat_core.config import PipelineConfig
+        from mmat_core.pipeline import Pipeline
+        from mmat_core.plugins import PluginManager, set_plugin_manager
+        from mmat_core.run import open_engine, run_image_store
+
+        manager = PluginManager(allow=allow, block=block)
+        load_in_code_plugins(manager, in_code)
+        set_plugin_manager(manager)
+        pipeline = Pipeline.from_config(PipelineConfig.model_validate(config), plugins=manager)
+        images = run_image_store(out_dir, pipeline.config)
+        cache = RemoteCache(cache_service)
+        # The client's own files (none outside batch mode, which the driver refuses) stay on this node.
+        work_dir = Path(tempfile.mkdtemp(prefix=f"mmat-worker-{self.worker_id}-"))
+        client, tools, loop, reflection = open_engine(pipeline, images, cache, work_dir)
+        share_limits(client, authority, self.worker_id)
+        return types.SimpleNamespace(pipeline=pipeline, client=client, tools=tools, loop=loop, reflection=reflection,
+                                     cache=cache, semaphore=asyncio.Semaphore(self.samples_in_flight))
+
+    def ready(self) -> dict[str, Any]:
+        """Where this worker runs; raises the error that stopped it from starting."""
+        if self.error is not None:
+            raise PluginTransferError(self.error) if "registered in code" in self.error else MmatError(self.error)
+        import ray
+
+        return {"worker": self.worker_id, "node": ray.get_runtime_context().get_node_id(),
+                "host": socket.gethostname(), "pid": os.getpid()}
+
+    async def _build(self, batch: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+        from mmat_core.run import build_trace
+
+        engine = self.engine
+
+        async def one(seq: int, sample: Any) -> tuple[int, Any]:
+            async with engine.semaphore:
+                return seq, await build_trace(engine, sample)
+
+        results = await asyncio.gather(*(one(seq, sample) for seq, sample in batch))
+        # The driver stores these traces once they are back: their calls must be on disk first.
+        await engine.cache.commit()
+        return list(results)
+
+    def build(self, batch: list[tuple[int, Any]]) -> dict[str, Any]:
+        """Build a batch; returns its ``(seq, Trace)`` pairs and this worker's counters."""
+        traces = self._call(self._build(batch))
+        self.done += len(traces)
+        self.batches += 1
+        return {"traces": traces, "state": self.state()}
+
+    def state(self) -> dict[str, Any]:
+        """This worker's counters now (for progress, workers.json and ``mmat status``)."""
+        snap = self.engine.client.snapshot()
+        return {"worker": self.worker_id, "pid": os.getpid(), "samples_done": self.done, "batches": self.batches,
+                "calls_made": snap.get("calls_made", 0), "cached_calls": snap.get("cached_calls", 0),
+                "in_flight": snap.get("in_flight", 0), "failed_calls": snap.get("failed_calls", 0),
+                "rate_limited": snap.get("rate_limited", 0), "prompt_tokens": snap.get("prompt_tokens", 0),
+                "completion_tokens": snap.get("completion_tokens", 0), "cost_usd": snap.get("cost_usd", 0.0),
+                "tool_calls": dict(self.engine.tools.stats.calls),
+                "uptime_s": round(time.time() - self.started, 1)}
+
+    def report(self) -> dict[str, Any]:
+        """This worker's engine totals (run.json) and its engine report (engine.json)."""
+        from mmat_core.run import EngineTotals
+
+        engine = self.engine
+        return {"worker": self.worker_id, "totals": EngineTotals.of(engine.client, engine.tools).model_dump(mode="json"),
+                "engine": engine.client.report(), "state": self.state()}
+
+    def shutdown(self) -> None:
+        """Close the engine's connections and tool workers."""
+        async def close() -> None:
+            engine = self.engine
+            await engine.client.aclose()
+            engine.tools.close()
+            await engine.pipeline.llm.aclose()
+            if engine.pipeline.search is not None:
+                await engine.pipeline.search.aclose()
+
+        if self.error is None:
+            self._call(close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
