@@ -384,6 +384,12 @@ def test_an_image_url_given_as_a_bare_string_is_read(strict: AgentServer, sign: 
     assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"] == "unknown"
 
 
+def test_the_image_files_of_a_request_are_deleted_after_its_answer(strict: AgentServer, sign: Path) -> None:
+    response = post(strict, {"model": "m", "messages": ask("What?", sign)})
+    assert response.status_code == 200
+    assert strict._workdir is not None and list(strict._workdir.iterdir()) == []
+
+
 # -- concurrency (in-thread server, a model that waits at a gate) ------------------------------------
 
 
