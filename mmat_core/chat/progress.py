@@ -47,15 +47,24 @@ class ChatProgress:
         self._last_plain = self.started
         self._progress: Any = None
         self._task: Any = None
+        self._live: Any = None
         if self.live:
             from rich.console import Console
+            from rich.live import Live
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self._progress = Progress(TextColumn("rows"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                      TextColumn("{task.fields[status]}"), console=Console(file=self.stream),
-                                      refresh_per_second=4)
-            self._task = self._progress.add_task("rows", total=total, status="")
-            self._progress.start()
+            # The bar on one line, the engine's state below it (too long to share the bar's line).
+            self._progress = Progress(TextColumn("rows"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+            self._task = self._progress.add_task("rows", total=total)
+            self._live = Live(get_renderable=self._render, console=Console(file=self.stream), refresh_per_second=4)
+            self._live.start()
+
+    def _render(self) -> Any:
+        from rich.console import Group
+        from rich.text import Text
+
+        failed = f"{self.failed} failed | " if self.failed else ""
+        return Group(self._progress, Text(failed + chat_status(self.snapshot())))
 
     def rows(self) -> str:
         """``rows 12/40 (1 failed)``."""
@@ -71,16 +80,16 @@ class ChatProgress:
         self.done += 1
         self.failed += failed
         if self._progress is not None:
-            self._progress.update(self._task, completed=self.done, status=chat_status(self.snapshot()))
+            self._progress.update(self._task, completed=self.done)
         elif time.monotonic() - self._last_plain >= self.plain_every_s:
             self._last_plain = time.monotonic()
             print(self.line(), file=self.stream, flush=True)
 
     def close(self) -> None:
         """Stop the display, leaving its last state on screen."""
-        if self._progress is not None:
-            self._progress.update(self._task, completed=self.done, status=chat_status(self.snapshot()))
-            self._progress.stop()
-            self._progress = None
+        if self._live is not None:
+            self._progress.update(self._task, completed=self.done)
+            self._live.stop()
+            self._live = self._progress = None
         else:
             print(self.line(), file=self.stream, flush=True)

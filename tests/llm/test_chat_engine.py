@@ -352,3 +352,43 @@ def test_an_engine_dropped_without_close_stops_its_thread(server):
     gc.collect()
     thread.join(5)
     assert not thread.is_alive()
+
+
+def test_batch_mode_sends_the_rows_as_one_provider_batch(server, tmp_path):
+    settings = {"mode": "batch", "batch_window_s": 0.05, "batch_poll_s": 0.05}
+    with engine(server, cache=tmp_path / "cache", llm_engine=settings) as chat:
+        answers = chat.run(["one", "two", "three"])
+    assert answers.texts() == ["echo: one", "echo: two", "echo: three"]
+    assert [r.path for r in server.requests if r.method == "POST"] == ["/v1/files", "/v1/batches"]
+    assert server.completions() == []
+    assert answers[0].usage.cost_usd == pytest.approx(answers[0].usage.prompt_tokens * 0.5 / 1e6
+                                                      + answers[0].usage.completion_tokens * 1.0 / 1e6)
+
+
+def test_batch_mode_without_a_cache_folder_is_a_config_error(server):
+    with pytest.raises(ConfigError, match="batch mode"):
+        engine(server, llm_engine={"mode": "batch"})
+
+
+def test_a_chat_request_object_and_the_engines_system_prompt(server):
+    from mmat_core import ChatRequest
+
+    with engine(server, system="You are terse.") as chat:
+        chat.run([ChatRequest(prompt="hi", max_tokens=7), {"prompt": "own", "system": "Mine."}])
+    first, second = (r.body for r in server.completions())
+    assert first["messages"][0] == {"role": "system", "content": "You are terse."}
+    assert first["max_tokens"] == 7
+    assert second["messages"][0] == {"role": "system", "content": "Mine."}
+
+
+def test_the_live_display_renders_rows_and_engine_state():
+    from mmat_core.chat.progress import ChatProgress
+
+    stream = io.StringIO()
+    progress = ChatProgress(3, lambda: {"requests": 2, "cached": 1, "tokens": 1234, "cost_usd": 0.5}, stream=stream,
+                            live=True)
+    for failed in (False, True, False):
+        progress.update(failed=failed)
+    progress.close()
+    text = stream.getvalue()
+    assert "3/3" in text and "1 failed" in text and "requests 2 (+1 cached)" in text and "$0.5000" in text
