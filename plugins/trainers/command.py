@@ -49,7 +49,6 @@ def tiny_model(folder: Path, data: tuple[Path, ...]) -> None:
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise OutputDirError(f"{folder} already exists and is not an empty folder; pick a new folder for the tiny model")
     from mmat_plugins.trainers.tiny import DEFAULT_TEXTS, build_tiny_vlm
-
     from transformers.utils import logging as transformers_logging
 
     texts = data_texts(data) if data else list(DEFAULT_TEXTS)

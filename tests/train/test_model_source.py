@@ -11,6 +11,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -23,9 +24,9 @@ from mmat_core.errors import ConfigError
 class _Hub(http.server.BaseHTTPRequestHandler):
     """Answers /api/models/org/present with 200, every other model with 404; counts requests."""
 
-    paths: list[str] = []
+    paths: ClassVar[list[str]] = []
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         _Hub.paths.append(self.path)
         code = 200 if self.path == "/api/models/org/present" else 404
         self.send_response(code)
