@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
-from throughput import run_mmat, server_stats, start_server  # noqa: E402  (bench/ is not a package)
+from throughput import run_mmat, server_stats, start_server
 
 
 def image_rows(n: int) -> list[dict[str, Any]]:
@@ -95,7 +95,8 @@ def client_main(args: argparse.Namespace) -> None:
 def measure(client: str, port: int, n: int, c: int) -> dict[str, Any]:
     """One client in a subprocess (it counts the requests the server saw during its timed part)."""
     out = subprocess.run([sys.executable, __file__, "--client", client, "--port", str(port), "-n", str(n), "-c", str(c)],
-                         cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=900)
+                         cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=900,
+                         check=False)
     if out.returncode != 0:
         raise RuntimeError(f"{client} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -138,7 +139,7 @@ def main() -> None:
         eff = limit / row["wall_s"]
         print(f"{name:<12} {row['wall_s']:>7.2f} {eff:>10.2f} {wired['wall_s'] / row['wall_s']:>8.2f} "
               f"{row['cpu_s'] / n * 1000:>10.3f} {row['peak_mb']:>8.0f} {row['server_saw']:>10} "
-              f"{str(row['all_answered']):>8}  {targets[name]}")
+              f"{row['all_answered']!s:>8}  {targets[name]}")
     chat, rerun, images = rows["chat"], rows["chat-rerun"], rows["chat-images"]
     result = {
         "n": n, "c": c, "limit_s": round(limit, 3),

@@ -32,7 +32,7 @@ import weakref
 from collections.abc import Iterable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -242,7 +242,7 @@ class ChatEngine:
             raise ConfigError("batch mode keeps its journal of submitted batches beside the cache: give cache=DIR",
                               key="llm_engine.mode")
         self.images = _HeldImages()
-        self._cache: Cache | None = None
+        self._cache = self._open_cache(self.cache_path)  # a path that cannot hold a cache fails here
         self._client: EngineClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -291,16 +291,20 @@ class ChatEngine:
                 self._finalizer = weakref.finalize(self, _stop_loop, loop)
             return self._loop
 
+    @staticmethod
+    def _open_cache(path: Path | None) -> Cache:
+        if path is None:
+            return Cache(Path(":memory:"))  # SQLite in memory: the engine's lifetime only
+        try:
+            # Writes gather for a quarter of a second, as in a build; each run commits at its end.
+            return Cache(path, commit_after_s=0.25)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"cannot use it as a cache: {exc}", file=str(path), key="cache") from None
+
     def _client_ready(self) -> EngineClient:
-        """The engine client, created in the engine's loop on first use."""
+        """The engine client, created in the engine's loop on first use (a batch runner resumes
+        the batches an earlier engine left in flight there)."""
         if self._client is None:
-            if self.cache_path is not None:
-                try:
-                    self._cache = Cache(self.cache_path, commit_after_s=0.25)
-                except (OSError, sqlite3.Error) as exc:
-                    raise ConfigError(f"cannot open the cache: {exc}", file=str(self.cache_path), key="cache") from None
-            else:
-                self._cache = Cache(Path(":memory:"))
             run_dir = self.cache_path.parent if self.cache_path is not None else Path(".")
             self._client = build_client(self.backend, self.settings, self.images, self._cache, run_dir)
         return self._client
@@ -312,7 +316,8 @@ class ChatEngine:
                 return
             self._closed = True
             loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        if loop is None or thread is None:  # never ran: nothing in flight, no connection open
+            self._cache.close()
             return
         if self._finalizer is not None:
             self._finalizer.detach()
@@ -330,10 +335,9 @@ class ChatEngine:
                 await self._client.aclose()
             await self.backend.aclose()
         finally:
-            if self._cache is not None:
-                self._cache.close()
+            self._cache.close()
 
-    def __enter__(self) -> ChatEngine:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -412,8 +416,7 @@ class ChatEngine:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-            if self._cache is not None:
-                await self._cache.commit()
+            await self._cache.commit()
             if progress is not None:
                 progress.close()
         if failures:

@@ -8,7 +8,6 @@ import base64
 import hashlib
 import io
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -342,7 +341,6 @@ def test_a_cancelled_arun_cancels_its_rows_and_the_engine_goes_on(server):
 
 def test_an_engine_dropped_without_close_stops_its_thread(server):
     import gc
-    import threading
 
     chat = engine(server)
     chat.run(["a"])
@@ -392,3 +390,10 @@ def test_the_live_display_renders_rows_and_engine_state():
     progress.close()
     text = stream.getvalue()
     assert "3/3" in text and "1 failed" in text and "requests 2 (+1 cached)" in text and "$0.5000" in text
+
+
+def test_a_cache_path_that_holds_something_else_is_a_config_error_at_once(server, tmp_path):
+    taken = tmp_path / "notes.sqlite"
+    taken.write_text("not a database")
+    with pytest.raises(ConfigError, match="notes.sqlite"):
+        engine(server, cache=taken)
