@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 from mmat_core.models import KEPT_STATUSES
+
+#: Where the Ray executor's driver keeps each worker's state while it runs.
+WORKERS_FILE = "workers.json"
 
 
 def run_status(run_dir: Path) -> dict[str, Any]:
@@ -26,6 +30,7 @@ def run_status(run_dir: Path) -> dict[str, Any]:
         total = store.get_meta("stream_total")
         complete = bool(store.get_meta("complete"))
         shards = sorted(p.parent.name for p in (run_dir / "shards").glob(f"*/{STORE_FILE}"))
+        workers = read_workers(run_dir)
         return {
             "run_dir": str(run_dir),
             "complete": complete,
@@ -39,9 +44,34 @@ def run_status(run_dir: Path) -> dict[str, Any]:
             "config_hash": store.get_meta("content_hash"),
             "config_changes": store.get_meta("config_history") or [],
             "unmerged_shards": shards,
+            **({"workers": workers} if workers is not None else {}),
         }
     finally:
         store.close()
+
+
+def read_workers(run_dir: Path) -> dict[str, Any] | None:
+    """What a Ray run's driver last wrote of its workers (``workers.json``), or None."""
+    try:
+        data = json.loads((run_dir / WORKERS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def worker_lines(workers: dict[str, Any]) -> list[str]:
+    """``mmat status``'s lines on a Ray run's workers: one per worker, then the shared limits."""
+    age = time.time() - float(workers.get("updated") or 0)
+    lines = [f"  Ray workers ({'final' if workers.get('complete') else f'as of {age:.0f}s ago'}; "
+             f"{workers.get('samples_requeued', 0)} samples re-queued from lost workers):"]
+    for w in workers.get("workers", []):
+        lines.append(f"    {w.get('worker', '?'):<5} {w.get('state', '?'):<9} host {w.get('host', '?')} pid {w.get('pid', '?')}: "
+                     f"{w.get('samples_done', 0)} samples, {w.get('calls_made', 0)} calls (+{w.get('cached_calls', 0)} cached), "
+                     f"{w.get('batches_in_flight', 0)} batches in flight")
+    for name, limits in (workers.get("limits") or {}).items():
+        lines.append(f"    shared limits {name}: admission {limits.get('admission_limit')}/{limits.get('concurrency')}, "
+                     f"in flight {limits.get('in_flight')}, 429s {limits.get('pushbacks')}")
+    return lines
 
 
 @click.command()
@@ -80,6 +110,9 @@ def status(run_dir: Path, as_json: bool) -> None:
             click.echo(f"  configuration changed after {change['finished_before']} samples (applied): {keys}")
         if info["unmerged_shards"]:
             click.echo(f"  Ray worker stores not merged yet: {', '.join(info['unmerged_shards'])}")
+        if "workers" in info:
+            for line in worker_lines(info["workers"]):
+                click.echo(line)
         if not info["complete"]:
             click.echo(f"  resume with: mmat build --resume {run_dir}")
     if not info["complete"]:

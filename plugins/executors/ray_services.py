@@ -46,6 +46,8 @@ class SharedLimits:
         self.held: dict[str, int] = {}
         self.admitted = 0
         self.pushbacks = 0
+        #: The most calls in flight at once, cluster-wide.
+        self.peak = 0
 
 
 class LimitAuthority:
@@ -65,6 +67,7 @@ class LimitAuthority:
         waited = await limits.gate.acquire()
         limits.held[worker] = limits.held.get(worker, 0) + 1
         limits.admitted += 1
+        limits.peak = max(limits.peak, limits.gate.in_flight)
         return waited, limits.gate.current
 
     async def release(self, name: str, worker: str) -> None:
@@ -104,7 +107,7 @@ class LimitAuthority:
     async def snapshot(self) -> dict[str, Any]:
         """Each backend's shared limits now: admission limit, calls in flight, decreases."""
         return {name: {"concurrency": limits.gate.maximum, "admission_limit": limits.gate.current,
-                       "in_flight": limits.gate.in_flight, "admitted": limits.admitted,
+                       "in_flight": limits.gate.in_flight, "peak_in_flight": limits.peak, "admitted": limits.admitted,
                        "pushbacks": limits.pushbacks, "decreases": limits.gate.decreases,
                        "rpm": limits.settings.get("rpm"), "tpm": limits.settings.get("tpm"),
                        "held_by_worker": {w: n for w, n in sorted(limits.held.items()) if n}}

@@ -1,0 +1,188 @@
+"""The Ray executor's cluster properties at small N, on one local Ray shared by the module: a
+worker killed mid-run loses and duplicates nothing and pays no finished call again; one limit
+authority for every worker; one cache whatever the worker count; in-code plugins reach the
+workers or stop the run with a clear message; ``mmat status`` shows each worker.
+
+Paid calls are counted by the stub backend (``counting_offline`` writes one line per call it
+really answers, from whichever process answers it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import types
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import Field
+
+from mmat_core import Pipeline, hookimpl
+from mmat_core.config import load_config
+from mmat_core.errors import MmatError
+from mmat_core.plugins import PluginManager, set_plugin_manager
+from tests.scale import plugin as stubs
+
+ROOT = Path(__file__).resolve().parents[2]
+OUTPUTS = ("rr.jsonl", "orr.jsonl", "quarantine.jsonl")
+
+pytestmark = pytest.mark.slow
+
+
+class KillingOptions(stubs.StubToolOptions):
+    """The stub OCR's options, plus a flag file: the first process to create it dies."""
+
+    kill_flag: str | None = Field(None, description="create this file and kill -9 this process at the 3rd call")
+
+
+class KillingStubTool(stubs.StubTool):
+    """The stub OCR (same name and version, so the same cache keys and outputs) that kills its own
+    process once, cluster-wide, at its third call in that process."""
+
+    Options = KillingOptions
+    calls_here = 0
+
+    async def run(self, args: dict[str, Any], ctx: Any) -> Any:
+        """Answer as the stub does, unless this call is the one that dies."""
+        KillingStubTool.calls_here += 1
+        flag = self.options.kill_flag
+        if flag and KillingStubTool.calls_here == 3:
+            try:
+                fd = os.open(flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                pass
+            else:
+                os.write(fd, f"{os.getpid()} {ctx.sample.id}".encode())
+                os.close(fd)
+                time.sleep(0.3)  # this sample's first model call has reached the cache service
+                os.kill(os.getpid(), signal.SIGKILL)
+        return await super().run(args, ctx)
+
+
+class ClusterStubs:
+    """The scale stubs (generated source, counting backend) with the killing OCR, registered in code."""
+
+    @hookimpl
+    def register_sources(self, register: Callable[[type], None]) -> None:
+        register(stubs.GeneratedSource)
+
+    @hookimpl
+    def register_llms(self, register: Callable[[type], None]) -> None:
+        register(stubs.CountingOfflineBackend)
+
+    @hookimpl
+    def register_tools(self, register: Callable[[type], None]) -> None:
+        register(KillingStubTool)
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A local Ray for this module: 2 CPUs, a 100 MB object store; workers import tests/ from the repo."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024 * 1024, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path[1:3]])}})
+    yield
+    ray.shutdown()
+
+
+def build(out: Path, calls: Path, executor: str | dict, *, count: int = 12, kill_flag: Path | None = None,
+          llm_engine: dict | None = None) -> Any:
+    manager = PluginManager(block=["tools", "sources"])
+    manager.register(ClusterStubs(), "ray-cluster-stubs")
+    set_plugin_manager(manager)
+    config = load_config(None, {
+        "source": {"name": "generated", "count": count, "reject_every": 5},
+        "llm": {"name": "counting_offline", "log": str(calls)},
+        "llm_engine": {"progress": False, **(llm_engine or {})},
+        "tools": [{"name": "ocr", **({"kill_flag": str(kill_flag)} if kill_flag else {})}],
+        "critics": ["answer_match", "general"], "formatters": ["rr", "orr"], "search": None,
+        "executor": executor,
+    })
+    return Pipeline.from_config(config, plugins=manager).run(out)
+
+
+def paid(calls: Path) -> Counter[str]:
+    """How many times each call (by cache key) was really answered."""
+    lines = calls.read_text().splitlines() if calls.exists() else []
+    return Counter(line.split("\t")[2] for line in lines)
+
+
+def ray_executor(workers: int = 2, **extra: Any) -> dict[str, Any]:
+    return {"name": "ray", "workers": workers, "samples_per_worker": 1, "batch_size": 1, **extra}
+
+
+def test_a_worker_killed_mid_run_loses_duplicates_and_repays_nothing(local_ray: None, tmp_path: Path) -> None:
+    build(tmp_path / "local", tmp_path / "local.calls", "local")
+    flag = tmp_path / "killed"
+    result = build(tmp_path / "ray", tmp_path / "ray.calls", ray_executor(), kill_flag=flag)
+
+    assert flag.exists()  # a worker really died mid-sample
+    assert result.manifest.counts["workers_lost"] == 1
+    assert result.manifest.counts["samples_requeued"] >= 1
+    for name in OUTPUTS:
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+    ids = [json.loads(line)["id"] for line in (tmp_path / "ray" / "rr.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == result.manifest.counts["finished"]
+    calls = paid(tmp_path / "ray.calls")
+    assert max(calls.values()) == 1  # the killed sample's finished call came from the cache
+    assert set(calls) == set(paid(tmp_path / "local.calls"))
+
+
+def test_a_resume_with_another_worker_count_repays_no_cached_call(local_ray: None, tmp_path: Path) -> None:
+    calls = tmp_path / "calls"
+    build(tmp_path / "run", calls, ray_executor(workers=2))
+    before = sum(paid(calls).values())
+    # The store is lost (as if every sample were unfinished); the cache stays.
+    for name in ("run.sqlite", "run.sqlite-wal", "run.sqlite-shm", "run.json"):
+        (tmp_path / "run" / name).unlink(missing_ok=True)
+    again = build(tmp_path / "run", calls, ray_executor(workers=1))
+    assert sum(paid(calls).values()) == before
+    assert again.manifest.counts["generated"] == again.manifest.counts["finished"] > 0
+    assert again.manifest.counts["model_calls"] == 0
+
+
+def test_every_worker_takes_its_slots_from_one_limit_authority(local_ray: None, tmp_path: Path) -> None:
+    calls = tmp_path / "calls"
+    result = build(tmp_path / "run", calls, ray_executor(workers=2, samples_per_worker=3),
+                   llm_engine={"concurrency": 2, "rpm": 6000})
+    engine = json.loads((tmp_path / "run" / "engine.json").read_text())
+    (limits,) = engine["shared_limits"].values()
+    assert limits["concurrency"] == 2 and limits["rpm"] == 6000
+    assert limits["admitted"] == sum(paid(calls).values()) == result.manifest.counts["model_calls"]
+    assert limits["peak_in_flight"] <= 2
+    assert len(engine["workers"]) == 2
+
+
+def test_a_plugin_registered_in_code_that_workers_cannot_import_stops_the_run_with_a_hint(
+        local_ray: None, tmp_path: Path) -> None:
+    ghost = types.ModuleType("mmat_ghost_plugin")  # exists in this process only
+    exec("from mmat_core import hookimpl\n@hookimpl\ndef register_critics(register):\n    pass\n", ghost.__dict__)
+    sys.modules["mmat_ghost_plugin"] = ghost
+    try:
+        manager = PluginManager(block=["tools", "sources"])
+        manager.register(ClusterStubs(), "ray-cluster-stubs")
+        manager.register(ghost, "ghost")
+        config = load_config(None, {
+            "source": {"name": "generated", "count": 2}, "llm": {"name": "counting_offline"},
+            "llm_engine": {"progress": False}, "tools": ["ocr"], "critics": [], "formatters": ["rr"],
+            "search": None, "executor": ray_executor(workers=1)})
+        with pytest.raises(MmatError, match=r"plugin 'ghost' was registered in code .*install it as a distribution"):
+            Pipeline.from_config(config, plugins=manager).run(tmp_path / "run")
+    finally:
+        del sys.modules["mmat_ghost_plugin"]
+
+
+def test_mmat_status_shows_each_ray_worker(local_ray: None, tmp_path: Path) -> None:
+    from mmat_core.cli.status import run_status
+
+    build(tmp_path / "run", tmp_path / "calls", ray_executor(workers=2), count=6)
+    info = run_status(tmp_path / "run")
+    workers = info["workers"]["workers"]
+    assert [w["worker"] for w in workers] == ["w0", "w1"]
+    assert all(w["state"] == "done" for w in workers)
+    assert sum(w["samples_done"] for w in workers) == info["finished"]
