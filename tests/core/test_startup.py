@@ -66,7 +66,7 @@ def test_help_imports_no_component_module_of_a_built_in_plugin() -> None:
     # Only the hook modules (mmat_plugins.NAME) and the command modules may be imported.
     loaded = [name for name in modules if name.startswith("mmat_plugins.") and name.count(".") > 1]
     assert loaded == ["mmat_plugins.agent.command", "mmat_plugins.evaluation.command",
-                      "mmat_plugins.search.command", "mmat_plugins.viewer.command"]
+                      "mmat_plugins.search.command", "mmat_plugins.trainers.command", "mmat_plugins.viewer.command"]
 
 
 def test_a_core_commands_help_imports_no_pydantic_and_no_plugin() -> None:
