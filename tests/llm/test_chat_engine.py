@@ -397,3 +397,29 @@ def test_a_cache_path_that_holds_something_else_is_a_config_error_at_once(server
     taken.write_text("not a database")
     with pytest.raises(ConfigError, match="notes.sqlite"):
         engine(server, cache=taken)
+
+
+def test_a_device_given_as_an_image_is_refused_unread(server):
+    with engine(server) as chat:
+        [answer] = chat.run([{"prompt": "x", "images": ["/dev/zero"]}])
+    assert answer.error_type == "ImageError"
+    assert "image_not_a_file" in (answer.error or "")
+    assert server.completions() == []
+
+
+def test_no_rows_give_an_empty_result_and_summary(server):
+    with engine(server) as chat:
+        answers = chat.run([])
+    assert list(answers) == []
+    assert (answers.summary.rows, answers.summary.requests) == (0, 0)
+
+
+def test_an_error_raised_by_the_rows_iterable_reaches_the_caller(server):
+    def rows() -> Iterator[str]:
+        yield "first"
+        raise ValueError("the data loader broke")
+
+    with engine(server) as chat:
+        with pytest.raises(ValueError, match="the data loader broke"):
+            chat.run(rows())
+        assert chat.run(["after"]).texts() == ["echo: after"]
