@@ -4,12 +4,14 @@ A row is one of:
 
 - a string: one user message;
 - a list of chat messages, ``{"role": "system" | "user" | "assistant", "content": ...}``, where
-  content is a string or a list of parts: ``{"type": "text", "text": ...}`` and
-  ``{"type": "image", "image": IMAGE}``;
+  content is a string or a list of parts: ``{"type": "text", "text": ...}``,
+  ``{"type": "image", "image": IMAGE}``, or OpenAI's ``{"type": "image_url", "image_url": {"url":
+  IMAGE}}`` (so messages written for the OpenAI API are taken as they are);
 - a :class:`ChatRequest`, or a dict of its fields (``prompt`` or ``messages``, ``images``,
   ``system``, ``response_format``, ``temperature``, ``max_tokens``).
 
-An IMAGE is a path (``str`` or ``os.PathLike``), the encoded bytes of a picture, or a PIL image.
+An IMAGE is a path (``str`` or ``os.PathLike``), a base64 ``data:`` URL, the encoded bytes of a
+picture, or a PIL image (http URLs are not fetched).
 Each is read through :func:`~mmat_core.images.read_regular_file` (a directory, a device or a FIFO
 is refused, files have a size limit and a read deadline), checked with
 :func:`~mmat_core.images.inspect_image` (decodable, not a decompression bomb) and hashed: the
@@ -18,6 +20,8 @@ request and its cache key hold the hash, the bytes stay beside the request until
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import os
 from dataclasses import dataclass, field
@@ -116,8 +120,11 @@ def image_bytes(image: Any, max_bytes: int) -> tuple[bytes, str | None]:
         path = os.fspath(image)
         if isinstance(path, bytes):
             path = os.fsdecode(path)
-        if path.startswith(("http://", "https://", "data:")):
-            raise RowError("bad_image", f"{path[:60]!r}: give a local path, bytes or a PIL image (URLs are not fetched)")
+        if path.startswith("data:"):
+            return _data_url(path, max_bytes), None
+        if path.startswith(("http://", "https://")):
+            raise RowError("bad_image", f"{path[:60]!r}: give a local path, bytes, a data: URL or a PIL image "
+                                        "(URLs are not fetched)")
         return read_regular_file(path, max_bytes), path
     if hasattr(image, "save") and hasattr(image, "mode"):  # a PIL image, without importing PIL for the check
         buffer = io.BytesIO()
@@ -128,6 +135,19 @@ def image_bytes(image: Any, max_bytes: int) -> tuple[bytes, str | None]:
             image.convert("RGB").save(buffer, format="PNG")
         return buffer.getvalue(), None
     raise RowError("bad_image", f"an image is a path, bytes or a PIL image, not {type(image).__name__}")
+
+
+def _data_url(url: str, max_bytes: int) -> bytes:
+    """The bytes of a base64 ``data:`` URL (what OpenAI-style messages carry)."""
+    header, _, payload = url.partition(",")
+    if not header.endswith(";base64") or not payload:
+        raise RowError("bad_image", "a data: URL must be base64 (data:image/png;base64,...)")
+    if len(payload) * 3 // 4 > max_bytes:
+        raise ImageError("image_too_large", f"about {len(payload) * 3 // 4:,} bytes > {max_bytes:,}")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except binascii.Error as exc:
+        raise RowError("bad_image", f"the data: URL is not valid base64 ({exc})") from None
 
 
 def _add_image(image: Any, defaults: RowDefaults, held: dict[str, bytes]) -> ContentPart:
@@ -149,9 +169,12 @@ def _parts(content: Any, defaults: RowDefaults, held: dict[str, bytes], where: s
             parts.append(ContentPart(type="text", text=part["text"]))
         elif kind == "image" and "image" in part:
             parts.append(_add_image(part["image"], defaults, held))
+        elif kind == "image_url" and isinstance(part.get("image_url"), dict) and isinstance(part["image_url"].get("url"), str):
+            parts.append(_add_image(part["image_url"]["url"], defaults, held))  # OpenAI's layout, as sent
         else:
-            raise RowError("bad_row", f"{where}.content[{n}] must be {{'type': 'text', 'text': str}} or "
-                                      "{'type': 'image', 'image': path | bytes | PIL image}")
+            raise RowError("bad_row", f"{where}.content[{n}] must be {{'type': 'text', 'text': str}}, "
+                                      "{'type': 'image', 'image': path | bytes | PIL image} or "
+                                      "{'type': 'image_url', 'image_url': {'url': data: URL or path}}")
     return parts
 
 
@@ -178,8 +201,11 @@ def prepare_row(row: Any, defaults: RowDefaults) -> PreparedRow:
     spec = as_request(row)
     held: dict[str, bytes] = {}
     messages: list[Message] = []
+    has_system = bool(spec.messages) and any(isinstance(m, dict) and m.get("role") == "system" for m in spec.messages or [])
+    if spec.system is not None and has_system:
+        raise RowError("bad_row", "the row gives a system prompt twice (system and a system message); give it once")
     system = spec.system if spec.system is not None else defaults.system
-    if system is not None and not (spec.messages and spec.messages[0].get("role") == "system"):
+    if system is not None and not has_system:
         messages.append(Message(role="system", content=system))
     if spec.prompt is not None:
         messages.append(Message(role="user", content=spec.prompt))

@@ -423,3 +423,30 @@ def test_an_error_raised_by_the_rows_iterable_reaches_the_caller(server):
         with pytest.raises(ValueError, match="the data loader broke"):
             chat.run(rows())
         assert chat.run(["after"]).texts() == ["echo: after"]
+
+
+def test_openai_style_messages_with_data_urls_are_taken_as_they_are(server):
+    red = png((200, 0, 0))
+    url = "data:image/png;base64," + base64.b64encode(red).decode()
+    row = [{"role": "user", "content": [{"type": "text", "text": "Colour?"},
+                                        {"type": "image_url", "image_url": {"url": url}}]}]
+    with engine(server) as chat:
+        [answer] = chat.run([row])
+    assert answer.ok, answer.error
+    assert sent_images(server.completions()[0]) == [red]
+
+
+def test_an_http_image_url_fails_its_row_unfetched(server):
+    with engine(server) as chat:
+        [answer] = chat.run([{"prompt": "x", "images": ["https://example.com/cat.png"]}])
+    assert answer.error_type == "RowError"
+    assert "not fetched" in (answer.error or "")
+    assert server.completions() == []
+
+
+def test_a_system_prompt_given_twice_in_a_row_is_the_rows_error(server):
+    row = {"system": "A.", "messages": [{"role": "system", "content": "B."}, {"role": "user", "content": "hi"}]}
+    with engine(server) as chat:
+        [answer] = chat.run([row])
+    assert answer.error_type == "RowError"
+    assert "twice" in (answer.error or "")
