@@ -7,12 +7,13 @@ from __future__ import annotations
 
 def tiny_llava_processor():  # type: ignore[no-untyped-def]
     """A ``LlavaProcessor`` whose image turns into (32/16)^2 = 4 image tokens."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import CLIPImageProcessor, LlavaProcessor, PreTrainedTokenizerFast
 
     specials = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(["USER: ASSISTANT: <THOUGHT> </THOUGHT> <SIGNAL>continue</SIGNAL> the answer is"], trainer)
