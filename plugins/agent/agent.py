@@ -13,19 +13,34 @@ Operators the model was not trained with can be announced in the question (the p
 zero-shot tool experiment): they are described in the first user turn and enabled for the run.
 
 The result is the answer plus a full :class:`mmat_core.models.Trace`, the same record ``mmat
-build`` writes, so the viewer and the exports read it too.
+build`` writes, so the viewer and the exports read it too, and the list of model calls it made
+(the agent's own and its tools', each with its token counts).
+
+Generation settings (:class:`~mmat_plugins.agent.chat.GenerationSettings`) given to
+:meth:`AgentRuntime.run_sample` apply to each of the agent's own model calls (every RR step, the
+final answer, the ORR or plain answer); ``max_tokens`` is a cap per call, not for the whole run.
+Tools that call the model (``image_caption``) keep their own settings.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mmat_plugins.agent.chat import ChatModel, ChatModelClient, ChatTurn
+from mmat_plugins.agent.chat import (
+    CALL_LOG,
+    DEFAULT_SETTINGS,
+    ChatModel,
+    ChatModelClient,
+    ChatTurn,
+    GenerationSettings,
+    respond,
+)
 from mmat_plugins.agent.parsing import clean_final_answer, parse_answer, parse_step
 
 from mmat_core import formatting, prompts
@@ -33,7 +48,7 @@ from mmat_core.components import LLMClient, SearchBackend, Tool, ToolInfo
 from mmat_core.engine.tools import ToolRunner
 from mmat_core.errors import ConfigError
 from mmat_core.images import ImageStore, image_ref_from_file
-from mmat_core.models import ModelCall, Provenance, SourceSample, Step, Trace, Usage
+from mmat_core.models import ModelCall, Provenance, SourceSample, Step, Trace
 from mmat_core.plugins import PluginManager, get_plugin_manager, mmat_version
 
 Mode = Literal["rr", "orr", "plain"]
@@ -52,6 +67,8 @@ class AgentResult:
     trace: Trace
     messages: list[ChatTurn] = field(default_factory=list)
     replies: list[str] = field(default_factory=list)
+    #: Every model call of the run in order (the agent's and its tools'), with its usage.
+    calls: list[ModelCall] = field(default_factory=list)
 
 
 def announce(extra: Sequence[ToolInfo]) -> str:
@@ -75,12 +92,18 @@ class AgentRuntime:
         rag_top_k: int = 3,
         tool_llm: LLMClient | None = None,
         extra_tools: Sequence[Tool] = (),
+        tool_cache: Any = None,
     ) -> None:
+        """``tool_cache``: where tool results are kept between questions (an object with the
+        ``get``/``put`` of :class:`mmat_core.engine.cache.Cache`, e.g. ``mmat serve``'s in-memory
+        :class:`~mmat_plugins.agent.toolcache.ToolResultCache`); none by default."""
         if mode not in MODES:
             raise ConfigError(f"unknown mode '{mode}'; allowed: {', '.join(MODES)}", key="mode")
         if max_turns < 1:
             raise ConfigError("max_turns must be at least 1", key="max_turns")
         self.model = model
+        self._settings: contextvars.ContextVar[GenerationSettings] = contextvars.ContextVar(
+            "mmat_agent_settings", default=DEFAULT_SETTINGS)
         self.mode = mode
         self.max_turns = max_turns
         self.rag_top_k = rag_top_k
@@ -89,7 +112,7 @@ class AgentRuntime:
         self.extra_tools = [t for t in extra_tools if t.name not in {tool.name for tool in self.tools}]
         # image_caption asks a VLM: by default the tuned model itself, as it can see the image.
         self.runner = ToolRunner(self.tools + self.extra_tools, ImageStore(None), llm=tool_llm or ChatModelClient(model),
-                                 search=search)
+                                 search=search, cache=tool_cache)
 
     @classmethod
     def from_names(
@@ -147,17 +170,23 @@ class AgentRuntime:
                             constraint=constraint, images=refs, meta={"answer_known": bool(answers)}, **fields)
 
     async def _ask(self, messages: list[ChatTurn], images: list[Path], purpose: str, trace: Trace) -> tuple[str, ModelCall]:
-        started = time.monotonic()
-        reply = await self.model.generate(messages, images)
-        usage = Usage(calls=1, latency_s=time.monotonic() - started)
-        trace.usage.add(usage)
-        return reply, ModelCall(purpose=purpose, backend="runtime", model=self.model.name, usage=usage)
+        reply, call = await respond(self.model, messages, images, self._settings.get(), purpose=purpose)
+        trace.usage.add(call.usage)
+        return reply.text, call
 
-    async def run_sample(self, sample: SourceSample) -> AgentResult:
-        """Answer one sample in the runtime's mode and return the answer with its trace."""
+    async def run_sample(self, sample: SourceSample, settings: GenerationSettings | None = None) -> AgentResult:
+        """Answer one sample in the runtime's mode and return the answer with its trace.
+
+        ``settings`` apply to each of the agent's own model calls (``max_tokens`` per call).
+        Cancelling the task stops the run at its next await (no further model call or tool run).
+        """
         trace = self._trace(sample)
         images = [Path(ref.path) for ref in sample.images if ref.path]
         started = time.monotonic()
+        calls: list[ModelCall] = []
+        # Context variables, not attributes: one runtime answers many questions at once.
+        settings_token = self._settings.set(settings or DEFAULT_SETTINGS)
+        calls_token = CALL_LOG.set(calls)
         try:
             if self.mode == "rr":
                 result = await self._run_rr(sample, trace, images)
@@ -169,13 +198,19 @@ class AgentRuntime:
             trace.status = "failed"
             trace.failure = f"{type(exc).__name__}: {exc}"
             result = AgentResult(answer="", trace=trace)
+        finally:
+            CALL_LOG.reset(calls_token)
+            self._settings.reset(settings_token)
+        result.calls = calls
         trace.timings["runtime_s"] = time.monotonic() - started
         return result
 
     async def arun(self, image: Path | Sequence[Path] | None, question: str, *, constraint: str = "",
-                   answers: Sequence[str] | None = None, sample_id: str = "query") -> AgentResult:
+                   answers: Sequence[str] | None = None, sample_id: str = "query",
+                   settings: GenerationSettings | None = None) -> AgentResult:
         """Answer ``question`` about ``image``."""
-        return await self.run_sample(self.make_sample(image, question, constraint=constraint, answers=answers, sample_id=sample_id))
+        return await self.run_sample(self.make_sample(image, question, constraint=constraint, answers=answers,
+                                                      sample_id=sample_id), settings)
 
     def run(self, image: Path | Sequence[Path] | None, question: str, **kwargs: Any) -> AgentResult:
         """Blocking form of :meth:`arun` (closes the model's connections afterwards)."""

@@ -2,17 +2,23 @@
 transformers model (with or without a LoRA adapter from ``mmat train``).
 
 Both take a plain dialogue (``{"role", "content"}`` strings) plus image files; the images are
-attached to the first user turn, as in training.
+attached to the first user turn, as in training. :meth:`respond` also takes the generation settings
+of one call (:class:`GenerationSettings`: ``mmat serve`` passes a request's ``max_tokens``,
+``temperature``, ``top_p``, ``stop`` and ``seed``) and returns the reply with its token counts
+(:class:`ChatReply`). A third-party model that only has ``generate`` still works through
+:func:`respond`, with its token counts left at 0.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import mimetypes
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,6 +27,68 @@ from mmat_core.errors import ConfigError
 from mmat_core.models import ModelCall, Usage
 
 ChatTurn = dict[str, str]
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Sampling settings of one model call; ``None`` leaves the model's default (greedy, the
+    server's ``--max-tokens``)."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def given(self) -> dict[str, Any]:
+        """The settings that were set, by their OpenAI names (``stop`` as a list)."""
+        values: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": self.temperature,
+                                  "top_p": self.top_p, "stop": list(self.stop) or None, "seed": self.seed}
+        return {name: value for name, value in values.items() if value is not None}
+
+
+DEFAULT_SETTINGS = GenerationSettings()
+
+
+@dataclass
+class ChatReply:
+    """A model's reply with the token counts of the call (0 where the model does not say)."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+
+
+#: The model calls of the agent run in progress (its own and those of tools such as image_caption),
+#: appended by :func:`respond` so the runtime can report each call's figures.
+CALL_LOG: contextvars.ContextVar[list[ModelCall] | None] = contextvars.ContextVar("mmat_agent_calls", default=None)
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the first of the stop sequences (excluded), as OpenAI servers return it."""
+    ends = [index for s in stop if s and (index := text.find(s)) >= 0]
+    return text[: min(ends)] if ends else text
+
+
+async def respond(model: ChatModel, messages: Sequence[ChatTurn], images: Sequence[Path],
+                  settings: GenerationSettings = DEFAULT_SETTINGS, *, purpose: str = "") -> tuple[ChatReply, ModelCall]:
+    """One call of ``model`` with its usage: through its ``respond`` when it has one, else its
+    ``generate`` (settings other than ``stop`` then unused, tokens 0). The call is added to the
+    running agent's :data:`CALL_LOG`."""
+    started = time.monotonic()
+    own = getattr(model, "respond", None)
+    if own is not None:
+        reply: ChatReply = await own(messages, images, settings)
+    else:
+        reply = ChatReply(cut_at_stop(await model.generate(messages, images), settings.stop))
+    usage = Usage(calls=1, prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+                  latency_s=time.monotonic() - started)
+    call = ModelCall(purpose=purpose, backend="runtime", model=model.name, usage=usage)
+    log = CALL_LOG.get()
+    if log is not None:
+        log.append(call)
+    return reply, call
 
 
 class ChatModel(Protocol):
@@ -75,15 +143,27 @@ class OpenAIChatModel:
                 wire.append({"role": message["role"], "content": message["content"]})
         return wire
 
-    async def generate(self, messages: Sequence[ChatTurn], images: Sequence[Path]) -> str:
-        """One chat completion (greedy by default)."""
+    async def respond(self, messages: Sequence[ChatTurn], images: Sequence[Path],
+                      settings: GenerationSettings = DEFAULT_SETTINGS) -> ChatReply:
+        """One chat completion with the server's token counts; unset settings use the model's
+        defaults (greedy, ``max_tokens``)."""
+        extra: dict[str, Any] = {name: value for name, value in settings.given().items()
+                                 if name in ("top_p", "stop", "seed")}
         response = await self._client.chat.completions.create(
             model=self.name,
             messages=self.wire_messages(messages, images),  # type: ignore[arg-type]
-            max_tokens=self.max_tokens,
-            temperature=self.temperature,
+            max_tokens=settings.max_tokens or self.max_tokens,
+            temperature=self.temperature if settings.temperature is None else settings.temperature,
+            **extra,
         )
-        return response.choices[0].message.content or ""
+        choice = response.choices[0]
+        usage = response.usage
+        return ChatReply(choice.message.content or "", prompt_tokens=usage.prompt_tokens if usage else 0,
+                         completion_tokens=usage.completion_tokens if usage else 0, finish_reason=choice.finish_reason)
+
+    async def generate(self, messages: Sequence[ChatTurn], images: Sequence[Path]) -> str:
+        """One chat completion (greedy by default)."""
+        return (await self.respond(messages, images)).text
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
@@ -135,15 +215,24 @@ class TransformersChatModel:
         self._processor = processor
         self._device = device
 
-    def _generate(self, messages: Sequence[ChatTurn], images: Sequence[Path]) -> str:
+    def _generate(self, messages: Sequence[ChatTurn], images: Sequence[Path], settings: GenerationSettings,
+                  cancelled: threading.Event) -> ChatReply:
         import io
 
         import torch
         from PIL import Image
+        from transformers import StoppingCriteria, StoppingCriteriaList
 
         from mmat_core.images import read_regular_file
 
+        class Cancelled(StoppingCriteria):
+            # Stops generating once the caller is gone (a cancelled request), at the next token.
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+                return cancelled.is_set()
+
         with self._lock:
+            if cancelled.is_set():
+                return ChatReply("")
             if self._model is None:
                 self._load()
             first = _first_user(messages)
@@ -156,14 +245,38 @@ class TransformersChatModel:
             pictures = [Image.open(io.BytesIO(read_regular_file(p))).convert("RGB") for p in images]
             inputs = self._processor(text=[text], images=pictures or None, return_tensors="pt", add_special_tokens=False)
             inputs = {k: v.to(self._device) for k, v in inputs.items()}
+            options: dict[str, Any] = {"max_new_tokens": settings.max_tokens or self.max_new_tokens,
+                                       "stopping_criteria": StoppingCriteriaList([Cancelled()])}
+            if settings.temperature:  # > 0: sampling; None or 0: greedy, as the OpenAI API reads 0
+                options.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p or 1.0)
+            else:
+                options["do_sample"] = False
+            if settings.stop:
+                options.update(stop_strings=list(settings.stop), tokenizer=self._processor.tokenizer)
+            if settings.seed is not None:
+                torch.manual_seed(settings.seed)  # under the lock: no other generate draws in between
             with torch.inference_mode():
-                output = self._model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+                output = self._model.generate(**inputs, **options)
             new_tokens = output[0, inputs["input_ids"].shape[1]:]
-            return self._processor.tokenizer.decode(new_tokens, skip_special_tokens=True)
+            reply = self._processor.tokenizer.decode(new_tokens, skip_special_tokens=True)
+            finish = "length" if len(new_tokens) >= options["max_new_tokens"] else "stop"
+            return ChatReply(cut_at_stop(reply, settings.stop), prompt_tokens=int(inputs["input_ids"].shape[1]),
+                             completion_tokens=len(new_tokens), finish_reason=finish)
+
+    async def respond(self, messages: Sequence[ChatTurn], images: Sequence[Path],
+                      settings: GenerationSettings = DEFAULT_SETTINGS) -> ChatReply:
+        """Generation off the event loop (greedy unless ``settings.temperature`` > 0), with the
+        prompt's and the reply's token counts. A cancelled caller stops the generation at the next token."""
+        cancelled = threading.Event()
+        try:
+            return await asyncio.to_thread(self._generate, messages, images, settings, cancelled)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
 
     async def generate(self, messages: Sequence[ChatTurn], images: Sequence[Path]) -> str:
         """Greedy generation off the event loop."""
-        return await asyncio.to_thread(self._generate, messages, images)
+        return (await self.respond(messages, images)).text
 
     async def aclose(self) -> None:
         """Drop the model."""
@@ -207,15 +320,15 @@ class ChatModelClient:
         self.model = model
 
     async def complete(self, request: LLMRequest) -> tuple[LLMResponse, ModelCall]:
-        """Answer one tool request with the chat model."""
+        """Answer one tool request with the chat model (the request's own ``max_tokens`` and
+        ``temperature``, not those of the question being answered)."""
         images: list[Path] = []
         turns: list[ChatTurn] = []
         for message in request.messages:
             if not isinstance(message.content, str):
                 images.extend(Path(p.image.path) for p in message.content if p.type == "image" and p.image and p.image.path)
             turns.append({"role": message.role, "content": message.text()})
-        started = time.monotonic()
-        text = await self.model.generate(turns, images)
-        usage = Usage(calls=1, latency_s=time.monotonic() - started)
-        call = ModelCall(purpose=request.purpose, backend="runtime", model=self.model.name, usage=usage)
-        return LLMResponse(text=text, model=self.model.name, usage=usage), call
+        settings = GenerationSettings(max_tokens=request.max_tokens, temperature=request.temperature)
+        reply, call = await respond(self.model, turns, images, settings, purpose=request.purpose)
+        return LLMResponse(text=reply.text, model=self.model.name, usage=call.usage,
+                           finish_reason=reply.finish_reason), call

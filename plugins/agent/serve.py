@@ -5,6 +5,7 @@ Routes::
     POST /v1/chat/completions   one answer from the agent (``stream: true`` gets it as one SSE chunk)
     GET  /v1/models             the served model name, and NAME:rr / NAME:orr / NAME:plain
     GET  /health                200 once the server listens
+    GET  /v1/mmat/stats         answers served, running, waiting, cancelled; the tool cache's hits
 
 Each answer comes from an :class:`~mmat_plugins.agent.agent.AgentRuntime` (RR: the model calls
 mmat's tools and retrieval until it answers; ORR; or plain), so any harness that speaks the OpenAI
@@ -17,6 +18,13 @@ The server is aiohttp on 127.0.0.1 by default. Like the viewer, it answers only 
 Host header names it (a web page elsewhere cannot reach it through DNS rebinding). At most
 ``concurrency`` questions run at once; up to ``max_waiting`` more wait, and past that a request
 gets 429 with Retry-After.
+
+A request's ``max_tokens``, ``temperature``, ``top_p``, ``stop`` and ``seed`` go to each of the
+agent's own model calls. Token counts in ``usage`` are summed over the run's model calls. When a
+client goes away before its answer, the run is cancelled (no further model call or tool run) and
+logged as ``cancelled``. Tool results are kept between requests in a bounded in-memory LRU
+(:class:`~mmat_plugins.agent.toolcache.ToolResultCache`), so a second question about the same
+image runs no OCR again.
 """
 
 from __future__ import annotations
@@ -36,12 +44,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from mmat_plugins.agent.agent import DEFAULT_TOOLS, MODES
+from mmat_plugins.agent.toolcache import DEFAULT_TOOL_CACHE_SIZE, ToolResultCache
 from mmat_plugins.agent.wire import (
     ImagePolicy,
     RequestError,
     agent_query,
     completion_body,
     error_body,
+    generation_settings,
     parse_request,
     stream_chunks,
     trace_summary,
@@ -94,7 +104,10 @@ class AgentServer:
 
     def __init__(self, runtime_for: RuntimeFactory, *, model_name: str, mode: str = "rr", host: str = "127.0.0.1",
                  port: int = 0, concurrency: int = 4, max_waiting: int = 64, images: ImagePolicy | None = None,
-                 log_path: Path | None = None, allowed_hosts: Sequence[str] = ()) -> None:
+                 log_path: Path | None = None, allowed_hosts: Sequence[str] = (),
+                 tool_cache: ToolResultCache | None = None) -> None:
+        """``tool_cache``: the cache the runtimes made by ``runtime_for`` share, reported at
+        ``/v1/mmat/stats`` (:func:`agent_server` makes one)."""
         if mode not in MODES:
             raise ConfigError(f"unknown mode '{mode}'; allowed: {', '.join(MODES)}", key="mode")
         self.runtime_for = runtime_for
@@ -115,7 +128,11 @@ class AgentServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopped: asyncio.Event | None = None
+        self.tool_cache = tool_cache
+        #: Answers given; runs cancelled because their client went away; runs in progress.
         self.served = 0
+        self.cancelled = 0
+        self.running = 0
 
     # -- names --------------------------------------------------------------------------------
 
@@ -177,12 +194,24 @@ class AgentServer:
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/v1/models/{name}", self._model)
         app.router.add_get("/health", self._health)
+        app.router.add_get("/v1/mmat/stats", self._stats)
         return app
 
     async def _health(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web
 
         return web.json_response({"status": "ok", "model": self.model_name, "mode": self.mode})
+
+    def stats(self) -> dict[str, Any]:
+        """What ``GET /v1/mmat/stats`` answers."""
+        return {"served": self.served, "cancelled": self.cancelled, "running": self.running, "waiting": self._waiting,
+                "concurrency": self.concurrency,
+                "tool_cache": None if self.tool_cache is None else self.tool_cache.stats()}
+
+    async def _stats(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web
+
+        return web.json_response(self.stats())
 
     def _model_object(self, name: str) -> dict[str, Any]:
         return {"id": name, "object": "model", "created": 0, "owned_by": "mmat"}
@@ -208,6 +237,7 @@ class AgentServer:
             raise RequestError("the request body is not valid JSON") from None
         chat = parse_request(body)
         mode = self.mode_of(chat.model)
+        settings = generation_settings(chat)
         assert self._semaphore is not None and self._workdir is not None
         folder = self._workdir / uuid.uuid4().hex
         try:
@@ -216,23 +246,32 @@ class AgentServer:
             if self._semaphore.locked() and self._waiting >= self.max_waiting:
                 raise RequestError(f"too many requests: {self.concurrency} running and {self._waiting} waiting; "
                                    "retry later", status=429, type="rate_limit_error", code="rate_limit_exceeded")
-            self._waiting += 1
             try:
-                await self._semaphore.acquire()
-            finally:
-                self._waiting -= 1
-            try:
-                runtime = self.runtime(mode)
-                sample = runtime.make_sample(query.images, query.question, constraint=query.constraint,
-                                             sample_id=f"serve-{uuid.uuid4().hex[:12]}", source="serve")
-                result = await runtime.run_sample(sample)
-            finally:
-                self._semaphore.release()
+                self._waiting += 1
+                try:
+                    await self._semaphore.acquire()
+                finally:
+                    self._waiting -= 1
+                self.running += 1
+                try:
+                    runtime = self.runtime(mode)
+                    sample = runtime.make_sample(query.images, query.question, constraint=query.constraint,
+                                                 sample_id=f"serve-{uuid.uuid4().hex[:12]}", source="serve")
+                    result = await runtime.run_sample(sample, settings)
+                finally:
+                    self.running -= 1
+                    self._semaphore.release()
+            except asyncio.CancelledError:
+                # aiohttp cancels the handler when its client's connection closes: the run stops at
+                # its next await, so no further model call or tool run is made for nobody.
+                self.cancelled += 1
+                self._log_cancelled(chat.model, mode, query.question)
+                raise
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         self.served += 1
-        summary = trace_summary(result.trace, mode, query.ignored)
-        reply = completion_body(chat.model, result.answer, summary, result.trace)
+        summary = trace_summary(result.trace, mode, query.ignored, result.calls)
+        reply = completion_body(chat.model, result.answer, summary, result.trace, result.calls)
         self._log(reply, query.question, result.trace.model_dump(mode="json"))
         if result.trace.status == "failed":
             failure = error_body(f"the agent run failed: {result.trace.failure}", type="server_error")
@@ -253,8 +292,19 @@ class AgentServer:
         if self.log_path is None:
             return
         record = {"id": reply["id"], "created": reply["created"], "model": reply["model"],
-                  "mode": reply["mmat_trace"]["mode"], "question": question,
-                  "answer": reply["choices"][0]["message"]["content"], "trace": trace}
+                  "mode": reply["mmat_trace"]["mode"], "status": "answered", "question": question,
+                  "answer": reply["choices"][0]["message"]["content"], "usage": reply["usage"], "trace": trace}
+        self._append(record)
+
+    def _log_cancelled(self, model: str, mode: str, question: str) -> None:
+        """A run stopped because its client went away: logged as such, with no answer."""
+        self._append({"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model, "mode": mode,
+                      "status": "cancelled", "question": question, "answer": None,
+                      "reason": "the client closed the connection before the answer"})
+
+    def _append(self, record: dict[str, Any]) -> None:
+        if self.log_path is None:
+            return
         with self.log_path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
@@ -269,7 +319,9 @@ class AgentServer:
         self._workdir = Path(tempfile.mkdtemp(prefix="mmat-serve-"))
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._runner = web.AppRunner(self._app(), access_log=None)
+        # handler_cancellation: a client that goes away cancels its run instead of leaving it to
+        # spend model calls on an answer nobody reads.
+        self._runner = web.AppRunner(self._app(), access_log=None, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         try:
@@ -361,14 +413,15 @@ def agent_server(model: str, *, mode: str = "rr", backend: str = "auto", endpoin
                  max_tokens: int = 1024, device: str = "auto", served_model_name: str | None = None,
                  host: str = "127.0.0.1", port: int = 0, concurrency: int = 4, max_waiting: int = 64,
                  images: ImagePolicy | None = None, log_path: Path | None = None,
-                 allowed_hosts: Sequence[str] = ()) -> AgentServer:
+                 allowed_hosts: Sequence[str] = (), tool_cache_size: int = DEFAULT_TOOL_CACHE_SIZE) -> AgentServer:
     """An :class:`AgentServer` over one model (opened once, shared by the runtimes of all modes),
     as ``mmat serve`` makes it::
 
         with agent_server("demo", backend="offline", tools=["ocr"]) as server:
             client = openai.OpenAI(base_url=server.base_url, api_key="unused")
 
-    Tool and search names are checked here, before the server listens.
+    Tool and search names are checked here, before the server listens. The runtimes of the three
+    modes share one tool-result cache of ``tool_cache_size`` entries (0: none).
     """
     from mmat_plugins.agent.agent import AgentRuntime
     from mmat_plugins.agent.chat import open_chat_model
@@ -376,12 +429,14 @@ def agent_server(model: str, *, mode: str = "rr", backend: str = "auto", endpoin
     chat = open_chat_model(model, endpoint=endpoint, adapter=adapter, api_key=api_key, max_tokens=max_tokens,
                            device=device, backend=backend)
 
+    cache = ToolResultCache(tool_cache_size) if tool_cache_size > 0 else None
+
     def runtime_for(runtime_mode: str) -> AgentRuntime:
         return AgentRuntime.from_names(chat, tools=list(tools), search=search, extra_operators=list(extra_operators),
-                                       mode=runtime_mode, max_turns=max_turns)  # type: ignore[arg-type]
+                                       mode=runtime_mode, max_turns=max_turns, tool_cache=cache)  # type: ignore[arg-type]
 
     server = AgentServer(runtime_for, model_name=served_model_name or model, mode=mode, host=host, port=port,
                          concurrency=concurrency, max_waiting=max_waiting, images=images, log_path=log_path,
-                         allowed_hosts=allowed_hosts)
+                         allowed_hosts=allowed_hosts, tool_cache=cache)
     server.runtime(mode)  # a wrong tool or search name fails now, not at the first request
     return server

@@ -16,14 +16,17 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mmat_core.errors import MmatError, first_validation_problem
 from mmat_core.images import ImageError, inspect_image, read_regular_file, sha256_bytes
-from mmat_core.models import Trace
+from mmat_core.models import ModelCall, Trace
+
+if TYPE_CHECKING:
+    from mmat_plugins.agent.chat import GenerationSettings
 
 #: Part types of a message's content that the server understands.
 CONTENT_TYPES = ("text", "image_url")
@@ -57,7 +60,7 @@ def error_body(message: str, *, type: str = "invalid_request_error", code: str |
 
 
 class _Wire(BaseModel):
-    # Clients send many fields the agent has no use for (logprobs, seed, user, ...): ignored.
+    # Clients send many fields the agent has no use for (logprobs, user, penalties, ...): ignored.
     model_config = ConfigDict(extra="ignore")
 
 
@@ -90,9 +93,13 @@ class ChatRequest(_Wire):
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     n: int = 1
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    #: Generation settings, passed to each of the agent's own model calls (see :meth:`settings`).
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
     temperature: float | None = None
+    top_p: float | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
     #: mmat extension: the response-style constraint, kept apart from the question as in training
     #: (e.g. "Answer the question using a single word or phrase.").
     mmat_constraint: str = ""
@@ -113,7 +120,46 @@ def parse_request(body: Any) -> ChatRequest:
         raise RequestError(f"invalid request: {problem}", param=param) from None
     if request.n != 1:
         raise RequestError("only n=1 is supported: the agent gives one answer per question", param="n")
+    _check_settings(request)
     return request
+
+
+#: Highest ``stop`` sequences a request may give (OpenAI's limit).
+MAX_STOP_SEQUENCES = 4
+
+
+def _out_of_range(param: str, value: float, low: float, high: float | None) -> RequestError:
+    bound = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
+    return RequestError(f"Invalid '{param}': {value!r} is out of range; it must be {bound}", param=param,
+                        code="invalid_value")
+
+
+def _check_settings(request: ChatRequest) -> None:
+    """OpenAI's ranges for the generation settings the agent honours; a value outside is a 400."""
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = getattr(request, name)
+        if value is not None and value < 1:
+            raise _out_of_range(name, value, 1, None)
+    if request.temperature is not None and not 0 <= request.temperature <= 2:
+        raise _out_of_range("temperature", request.temperature, 0, 2)
+    if request.top_p is not None and not 0 <= request.top_p <= 1:
+        raise _out_of_range("top_p", request.top_p, 0, 1)
+    stops = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
+    if len(stops) > MAX_STOP_SEQUENCES:
+        raise RequestError(f"Invalid 'stop': at most {MAX_STOP_SEQUENCES} sequences, got {len(stops)}", param="stop",
+                           code="invalid_value")
+    if any(not s for s in stops):
+        raise RequestError("Invalid 'stop': a stop sequence must not be empty", param="stop", code="invalid_value")
+
+
+def generation_settings(request: ChatRequest) -> GenerationSettings:
+    """The request's generation settings for the agent's model calls. ``max_completion_tokens``
+    (OpenAI's newer name) wins over ``max_tokens``; both cap each call, not the whole answer."""
+    from mmat_plugins.agent.chat import GenerationSettings
+
+    stops = (request.stop,) if isinstance(request.stop, str) else tuple(request.stop or ())
+    return GenerationSettings(max_tokens=request.max_completion_tokens or request.max_tokens,
+                              temperature=request.temperature, top_p=request.top_p, stop=stops, seed=request.seed)
 
 
 @dataclass
@@ -275,11 +321,12 @@ async def agent_query(request: ChatRequest, policy: ImagePolicy, folder: Path) -
     return AgentQuery(question=question, images=images, constraint=request.mmat_constraint, ignored=ignored)
 
 
-def trace_summary(trace: Trace, mode: str, ignored: Sequence[str] = ()) -> dict[str, Any]:
+def trace_summary(trace: Trace, mode: str, ignored: Sequence[str] = (), calls: Sequence[ModelCall] = ()) -> dict[str, Any]:
     """What the agent did for one answer: the ``mmat_trace`` field of a response.
 
-    Steps carry the thought, the operators the model asked for, each tool's result (or error), the
-    RAG query with its result, the signal and the observation sent back. The full
+    Steps carry the thought, the operators the model asked for, each tool's result (or error, and
+    whether it came from the tool cache), the RAG query with its result, the signal and the
+    observation sent back; ``calls`` lists every model call with its token counts. The full
     :class:`~mmat_core.models.Trace` goes to the ``--log`` file.
     """
     steps = []
@@ -288,7 +335,8 @@ def trace_summary(trace: Trace, mode: str, ignored: Sequence[str] = ()) -> dict[
             "kind": step.kind,
             "thought": step.thought,
             "operators": list(step.operators),
-            "tool_calls": [{"name": c.name, "result": c.result, "error": c.error} for c in step.tool_calls],
+            "tool_calls": [{"name": c.name, "result": c.result, "error": c.error, "cached": c.cached}
+                           for c in step.tool_calls],
             "rag": None if step.rag is None else {"query": step.rag.query, "result": step.rag.result,
                                                   "error": step.rag.error},
             "rag_query": step.rag_query,
@@ -302,14 +350,23 @@ def trace_summary(trace: Trace, mode: str, ignored: Sequence[str] = ()) -> dict[
         "steps": steps,
         "final_answer": trace.final_answer,
         "model_calls": trace.usage.calls,
+        "calls": [{"purpose": c.purpose, "prompt_tokens": c.usage.prompt_tokens,
+                   "completion_tokens": c.usage.completion_tokens, "latency_s": round(c.usage.latency_s, 4)}
+                  for c in calls],
         "notes": list(trace.notes),
         "ignored_messages": list(ignored),
     }
 
 
-def completion_body(model: str, answer: str, summary: dict[str, Any], trace: Trace) -> dict[str, Any]:
-    """A ``chat.completion`` object with the answer and the ``mmat_trace`` extension field."""
-    usage = trace.usage
+def completion_body(model: str, answer: str, summary: dict[str, Any], trace: Trace,
+                    calls: Sequence[ModelCall] | None = None) -> dict[str, Any]:
+    """A ``chat.completion`` object with the answer and the ``mmat_trace`` extension field.
+
+    ``usage`` sums the token counts of the run's model calls (``calls``; the trace's usage when
+    not given): every RR step, the final answer, and the calls tools such as ``image_caption``
+    made. A tool result from the cache made no call and counts nothing."""
+    prompt = sum(c.usage.prompt_tokens for c in calls) if calls is not None else trace.usage.prompt_tokens
+    completion = sum(c.usage.completion_tokens for c in calls) if calls is not None else trace.usage.completion_tokens
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -317,8 +374,7 @@ def completion_body(model: str, answer: str, summary: dict[str, Any], trace: Tra
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop",
                      "logprobs": None}],
-        "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                  "total_tokens": usage.prompt_tokens + usage.completion_tokens},
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
         "mmat_trace": summary,
     }
 

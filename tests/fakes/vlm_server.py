@@ -23,6 +23,11 @@ the same scripted steps are written in the RR tags (``<THOUGHT>..</THOUGHT><OPER
 ``<THOUGHT>..</THOUGHT><ANSWER>The answer is: ANSWER</ANSWER>`` (purpose ``orr_answer``) and a
 plain request (no system message) gets the bare answer (purpose ``plain_answer``). ``python -m tests.fakes.vlm_server --latency 0.2`` serves in its own process
 and prints ``LISTENING <port>``.
+
+Each recorded request keeps the generation settings it carried (``params``) and the usage the fake
+answered with (``prompt_tokens``, ``completion_tokens``: a deterministic estimate, a quarter of
+the characters). ``vlm.hold(key)`` makes the requests of a sample wait (after being recorded)
+until ``vlm.release(key)``: a model that is still thinking, for tests of clients that leave.
 """
 
 from __future__ import annotations
@@ -82,6 +87,11 @@ class Recorded:
     images: int
     status: int
     reply: str
+    #: Generation settings the request carried (max_tokens, temperature, top_p, stop, seed; absent ones left out).
+    params: dict[str, Any] = field(default_factory=dict)
+    #: The usage figures the fake answered with (0 for a fault).
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 def _text_of(content: Any) -> tuple[str, int]:
@@ -111,6 +121,15 @@ def rr_text(reply: dict[str, Any]) -> str:
 
 
 ORR_SYSTEM_MARK = "<ANSWER>The answer is:"
+#: Request fields recorded as a request's generation settings.
+GENERATION_PARAMS = ("max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed")
+
+
+def usage_of(body: dict[str, Any], reply: str) -> tuple[int, int]:
+    """(prompt, completion) tokens the fake reports: a quarter of the characters, at least 1 each."""
+    prompt = sum(len(m.get("content") if isinstance(m.get("content"), str) else json.dumps(m.get("content")))
+                 for m in body.get("messages", [])) // 4
+    return max(1, prompt), max(1, len(reply) // 4)
 PROTOCOLS = ("steps", "rr")
 
 
@@ -141,6 +160,7 @@ class FakeVLM:
         self._runner: Any = None
         self._ready = threading.Event()
         self._ids = itertools.count(1)
+        self._holds: dict[str, threading.Event] = {}
 
     # -- scripting -------------------------------------------------------------------------------
 
@@ -149,6 +169,16 @@ class FakeVLM:
         """Script the sample whose requests contain ``key``."""
         self.scripts[key] = Script(list(steps), answer, scene_graph if scene_graph is not None else
                                    {"objects": [], "attributes": [], "relationships": []}, caption)
+
+    def hold(self, key: str) -> None:
+        """Make the requests of the sample ``key`` wait, once recorded, until :meth:`release`."""
+        self._holds[key] = threading.Event()
+
+    def release(self, key: str) -> None:
+        """Let the held requests of ``key`` (and later ones) answer."""
+        event = self._holds.pop(key, None)
+        if event is not None:
+            event.set()
 
     def recorded(self, key: str, purpose: str | None = None) -> list[Recorded]:
         """Requests of one scripted sample (optionally of one purpose), in arrival order."""
@@ -214,9 +244,11 @@ class FakeVLM:
             text = json.dumps({"error": {"message": "scripted fault", "type": "server_error"}})
         else:
             text = reply if isinstance(reply, str) else json.dumps(reply)
+        params = {name: body[name] for name in GENERATION_PARAMS if body.get(name) is not None}
+        prompt, completion = usage_of(body, text) if status == 200 else (0, 0)
         with self._lock:
             self.requests.append(Recorded(key, purpose, str(body.get("model", "")), messages, images, status,
-                                          text if status == 200 else ""))
+                                          text if status == 200 else "", params, prompt, completion))
             self.completions += 1
         return status, text, headers, key, purpose
 
@@ -224,21 +256,22 @@ class FakeVLM:
         from aiohttp import web
 
         body = await request.json()
-        status, text, headers, _, _ = self.answer(body)
+        status, text, headers, key, _ = self.answer(body)
+        held = self._holds.get(key) if key is not None else None
+        if held is not None:
+            await asyncio.get_running_loop().run_in_executor(None, held.wait, 60)
         if self.latency:
             await asyncio.sleep(self.latency)
         if status != 200:
             return web.Response(status=status, text=text, content_type="application/json", headers=headers)
-        prompt = sum(len(m.get("content") if isinstance(m.get("content"), str) else json.dumps(m.get("content")))
-                     for m in body.get("messages", [])) // 4
+        prompt, completion = usage_of(body, text)
         payload = {
             "id": f"chatcmpl-{next(self._ids)}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", "fake-vlm"),
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": max(1, prompt), "completion_tokens": max(1, len(text) // 4),
-                      "total_tokens": max(1, prompt) + max(1, len(text) // 4)},
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
         }
         return web.json_response(payload)
 
@@ -279,6 +312,8 @@ class FakeVLM:
         """Stop the server and its thread."""
         if self._loop is None:
             return
+        for key in list(self._holds):
+            self.release(key)
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread is not None:
