@@ -48,6 +48,9 @@ def tiny_model(folder: Path, data: tuple[Path, ...]) -> None:
     """Write a tiny random vision-language model (about 0.2M parameters) to FOLDER, for CPU checks."""
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise OutputDirError(f"{folder} already exists and is not an empty folder; pick a new folder for the tiny model")
+    from mmat_plugins.trainers.model_source import require_training_packages
+
+    require_training_packages("mmat tiny-model", ("torch", "transformers", "tokenizers"))
     from mmat_plugins.trainers.tiny import DEFAULT_TEXTS, build_tiny_vlm
     from transformers.utils import logging as transformers_logging
 

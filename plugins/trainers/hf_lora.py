@@ -37,7 +37,7 @@ from mmat_plugins.trainers.data import (
     iter_order,
     load_records,
 )
-from mmat_plugins.trainers.model_source import check_model_source
+from mmat_plugins.trainers.model_source import check_model_source, require_training_packages
 from mmat_plugins.trainers.settings import TrainSettings, resolve_settings
 
 from mmat_core.components import Trainer, TrainResult
@@ -170,6 +170,7 @@ class HFLoraTrainer(Trainer):
         ``log`` receives each logged record (step, loss, lr, tokens_per_s, ...).
         """
         settings = resolve_settings(preset, self.options, overrides)
+        require_training_packages("the hf-lora trainer")
         check_model_source(model)  # before transformers, which would retry an unreachable Hub for minutes
         output_dir = Path(output_dir)
         files = data_files(data)

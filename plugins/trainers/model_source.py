@@ -1,4 +1,4 @@
-"""Where ``--model`` comes from, checked before anything heavy is imported.
+"""Where ``--model`` comes from, and whether the packages to load it are installed, checked first.
 
 A ``--model`` that is neither a folder nor a model the Hugging Face Hub can serve used to reach
 ``from_pretrained``, which retries the Hub for minutes before it fails. :func:`check_model_source`
@@ -16,6 +16,9 @@ import urllib.request
 from pathlib import Path
 
 from mmat_core.errors import ConfigError
+
+#: What training and the tiny model import, by the name pip installs (all in the ``train`` extra).
+TRAINING_PACKAGES = ("torch", "transformers", "peft")
 
 #: Seconds the one request to the Hub may take; a slow Hub is not worth minutes of waiting here.
 PROBE_TIMEOUT_S = 10.0
@@ -87,3 +90,21 @@ def _probe_hub(model: str) -> str | None:
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         return f"the Hugging Face Hub cannot be reached ({endpoint}: {reason})"
+
+
+def require_training_packages(purpose: str, packages: tuple[str, ...] = TRAINING_PACKAGES) -> None:
+    """Raise a one-line ``ConfigError`` naming the missing packages and the ``train`` extra.
+
+    The README's first install (``.[ocr,faces]``) builds data without torch; training needs more.
+    """
+    import importlib
+
+    missing = []
+    for name in packages:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ConfigError(f"{purpose} needs {', '.join(missing)}: pip install 'mmat[train]' "
+                          "(from a checkout: pip install -e '.[train]')", key="trainer")

@@ -86,7 +86,10 @@ def build_tiny_vlm(out_dir: Path, texts: Iterable[str] = DEFAULT_TEXTS, config: 
         LlavaForConditionalGeneration,
         LlavaProcessor,
     )
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    try:
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    except ImportError:  # transformers 4.x: its CLIPImageProcessor is the PIL/numpy one already
+        from transformers import CLIPImageProcessor as CLIPImageProcessorPil
 
     cfg = config or TinyVLMConfig()
     tokenizer = train_tokenizer(list(texts) + list(DEFAULT_TEXTS), cfg.vocab_size)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -47,3 +49,26 @@ def test_tiny_model_is_a_command_of_the_trainers_plugin(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert "Unknown command 'tiny-model'" in result.output
     assert not (tmp_path / "tiny").exists()
+
+
+def _mmat_without(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`mmat ARGS` in a Python where `module` cannot be imported (``sys.modules[name] = None``
+    is how Python marks a module as absent)."""
+    code = (f"import sys\nsys.modules[{module!r}] = None\nfrom mmat_core.cli import run\n"
+            f"sys.argv = ['mmat', *{list(args)!r}]\nrun()\n")
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_tiny_model_without_torch_names_the_train_extra(tmp_path: Path) -> None:
+    done = _mmat_without("torch", "tiny-model", str(tmp_path / "tiny"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "mmat tiny-model needs torch: pip install 'mmat[train]'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_hf_lora_without_peft_names_the_train_extra(tmp_path: Path, training_files: tuple[Path, Path]) -> None:
+    done = _mmat_without("peft", "train", "--data", str(training_files[0]), "--model", str(tmp_path),
+                         "--out", str(tmp_path / "run"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "the hf-lora trainer needs peft: pip install 'mmat[train]'" in done.stderr
+    assert not (tmp_path / "run").exists()
