@@ -116,3 +116,28 @@ def test_local_model_loads_an_hf_lora_adapter_folder_and_runs_the_loop(tmp_path:
     assert result.trace.status != "failed", result.trace.failure
     assert len(result.replies) == len(result.trace.steps) + 1
     assert result.trace.provenance.generator == f"runtime:{trained.adapter_dir}"
+
+
+def test_mmat_eval_wants_exactly_one_of_data_and_suite(bench: Path, tmp_path: Path) -> None:
+    for extra in ([], ["--data", str(bench), "--suite", "paper"]):
+        result = CliRunner().invoke(main, ["eval", "--model", "m", "--out", str(tmp_path / "o"), *extra])
+        assert result.exit_code != 0 and "exactly one of --data FILE" in str(result.exception or result.output)
+
+
+def test_mode_all_is_refused_for_a_qa_file(bench: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["eval", "--model", "m", "--mode", "all", "--data", str(bench), "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "--mode all runs with --suite paper only" in str(result.exception or result.output)
+
+
+def test_the_suite_hands_the_model_options_to_mmat_serve_without_the_mode() -> None:
+    from mmat_plugins.evaluation.command import _serve_args, evaluate_command
+
+    args = _serve_args(evaluate_command, {"model": "tuned", "endpoint": "http://h/v1", "mode": "all", "tools": "ocr",
+                                          "adapter": None, "max_turns": 8})
+    assert args == ["--model", "tuned", "--endpoint", "http://h/v1", "--tools", "ocr", "--max-turns", "8"]
+
+
+def test_a_judge_option_without_equals_sign_names_the_flag(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["eval", "--model", "m", "--suite", "paper", "--judge-option", "model",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "--judge-option 'model': expected KEY=VALUE" in str(result.exception or result.output)

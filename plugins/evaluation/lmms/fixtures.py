@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -150,12 +151,12 @@ def mathvista() -> Benchmark:
          "metadata": metadata("math-targeted-vqa"),
          "query": "Hint: Please answer the question requiring an integer answer and provide the final value, "
                   "e.g., 1, 2, 3, at the end.\nQuestion: How many corners does the drawn square have?"},
-        {"pid": "2", "question": "Which shape is drawn?", "image": "images/2.png",
+        {"pid": "2", "question": "Which figure is drawn here?", "image": "images/2.png",
          "decoded_image": image_cell("which", "triangle", "images/2.png"), "choices": ["circle", "triangle"],
          "unit": None, "precision": None, "answer": "triangle", "question_type": "multi_choice",
          "answer_type": "text", "metadata": metadata("general-vqa"),
          "query": "Hint: Please answer the question and provide the correct option letter, e.g., A, B, C, D, "
-                  "at the end.\nQuestion: Which shape is drawn?\nChoices:\n(A) circle\n(B) triangle"},
+                  "at the end.\nQuestion: Which figure is drawn here?\nChoices:\n(A) circle\n(B) triangle"},
     ]
     features = {"pid": STRING, "question": STRING, "image": STRING, "decoded_image": IMAGE, "choices": string_list(),
                 "unit": STRING, "precision": FLOAT, "answer": STRING, "question_type": STRING, "answer_type": STRING,
@@ -250,10 +251,12 @@ BUILDERS: dict[str, Callable[[], Benchmark]] = {
 
 
 def fixture_answers() -> dict[str, str]:
-    """Every fixture question -> the answer that scores it right."""
+    """Every fixture question -> the answer that scores it right. The question is given by its first
+    line without image placeholders (``<image 1>``): the part every task's prompt repeats verbatim."""
     answers: dict[str, str] = {}
     for build in BUILDERS.values():
-        answers.update(build().answers)
+        for question, answer in build().answers.items():
+            answers[re.sub(r"<image \d+>\s*", "", question).splitlines()[0].strip()] = answer
     return answers
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -100,7 +101,9 @@ class ServeProcess:
     def __enter__(self) -> ServeProcess:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-c", "from mmat_core.cli import run; run()", "serve", *self.args,
-                   "--host", "127.0.0.1", "--port", "0", "--served-model-name", self.served_name]
+                   "--host", "127.0.0.1", "--port", "0", "--served-model-name", self.served_name,
+                   # Every answer with its Trace (the tool calls behind each benchmark answer).
+                   "--log", str(self.log.parent / "answers.jsonl")]
         handle = self.log.open("wb")
         self.process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         handle.close()
@@ -141,17 +144,27 @@ def lmms_command(options: SuiteOptions, base_url: str, model_name: str, tasks: S
     return command
 
 
+def lmms_environment(options: SuiteOptions, judge_url: str | None, judge_model: str) -> dict[str, str]:
+    """The environment of the lmms-eval process: the judge (relay URL and model), and for local data the
+    offline switches and a dataset cache of this run's own."""
+    env = {**os.environ, "PYTHONPATH": "", "API_TYPE": "openai", "MODEL_VERSION": judge_model,
+           # The judge relay needs no key; lmms-eval's judge refuses to run without one.
+           "OPENAI_API_KEY": "mmat-judge-relay", "OPENAI_API_URL": judge_url or "http://127.0.0.1:9/v1/chat/completions"}
+    if options.data_root is not None:
+        # datasets names the cache of a local parquet folder after the folder's name and the file
+        # pattern, not its path or content (measured with datasets 5.2): two copies of MathVista would
+        # share one cache and the second would read the first's rows. Each run gets its own cache.
+        env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_DATASETS_CACHE=str(options.out / "hf-datasets-cache"))
+    return env
+
+
 def run_mode(options: SuiteOptions, mode: str, base_url: str, task_names: dict[str, str], include: Path,
              judge_url: str | None, judge_model: str) -> dict[str, float]:
     """Run lmms-eval once for ``mode`` over every task; returns benchmark key -> figure (lmms-eval's metrics)."""
     output = options.out / mode / "lmms"
     log = options.out / mode / "lmms-eval.log"
     output.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": "", "API_TYPE": "openai", "MODEL_VERSION": judge_model,
-           # The judge relay needs no key; lmms-eval's judge refuses to run without one.
-           "OPENAI_API_KEY": "mmat-judge-relay", "OPENAI_API_URL": judge_url or "http://127.0.0.1:9/v1/chat/completions"}
-    if options.data_root is not None:
-        env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    env = lmms_environment(options, judge_url, judge_model)
     command = lmms_command(options, base_url, f"{options.served_name}:{mode}", list(task_names.values()), include, output)
     with log.open("wb") as handle:
         done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env, check=False)
@@ -174,6 +187,7 @@ def run_suite(options: SuiteOptions) -> list[ModeResult]:
 
     benchmarks = selected(options.benchmarks)
     options.out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(options.out / "hf-datasets-cache", ignore_errors=True)  # see lmms_environment
     include = options.out / "tasks"
     if options.data_root is not None:
         names = task_files.write_local_tasks(include, task_files.lmms_tasks_dir(options.lmms_python), benchmarks,

@@ -1,0 +1,109 @@
+"""`mmat eval --suite paper` end to end: lmms-eval (its own environment) with its OpenAI-compatible model
+against `mmat serve`, the agent behind it a scripted tuned model, on the local fixtures of all eight
+benchmarks plus Dyn-VQA, in all three modes. One lmms-eval process per mode covers every task.
+
+The figures asserted are lmms-eval's: read from the results files lmms-eval wrote, and from the
+table mmat printed out of them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from mmat_core.cli import main
+from mmat_plugins.evaluation.lmms import suite
+from mmat_plugins.evaluation.lmms.fixtures import fixture_answers
+from tests.consumers import consumer_python
+from tests.eval.conftest import judge_reply
+from tests.fakes.openai_server import FakeOpenAIServer
+from tests.fakes.vlm_server import FakeVLM, step
+
+pytestmark = pytest.mark.slow
+
+#: What the scripted model scores: every answer right. OCRBench's lmms-eval score is points out of
+#: the full benchmark's 1000, so two right answers are 0.2.
+EXPECTED = {"mmstar": 100.0, "mmmu": 100.0, "mathvista": 100.0, "mathvision": 100.0, "ai2d": 100.0,
+            "ocrbench": 0.2, "realworldqa": 100.0, "hallusionbench": 100.0, "dynvqa": 100.0}
+GOLDEN = "How many humans have landed on Mars?"
+
+
+def write_dynvqa(folder: Path) -> Path:
+    """One released-layout Dyn-VQA question (answers of mixed types) with its image."""
+    (folder / "images").mkdir(parents=True)
+    Image.new("RGB", (64, 64), "red").save(folder / "images" / "image_125.jpeg")
+    row = {"image_url": "https://example.org/x/image_125.jpeg", "question": "How many humans have landed on this planet?",
+           "question_id": "en34", "answer": ["目前还没有人类去过火星。", 0, "No humans have been to Mars yet."],
+           "gloden_query": GOLDEN}
+    (folder / "DynVQA_en.jsonl").write_text(json.dumps(row, ensure_ascii=False) + "\n")
+    return folder / "DynVQA_en.jsonl"
+
+
+@pytest.fixture(scope="module")
+def suite_run(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Iterator[tuple[Any, Path, FakeVLM, FakeOpenAIServer]]:
+    """One `mmat eval --suite paper --mode all` run, shared by the tests of this module (it takes minutes)."""
+    tmp_path = tmp_path_factory.mktemp("suite")
+    dynvqa = write_dynvqa(tmp_path / "dynvqa")
+    with pytest.MonkeyPatch.context() as patch, FakeOpenAIServer() as judge, FakeVLM(protocol="rr") as tuned_model:
+        patch.setenv("OPENAI_API_KEY", "test-key")  # the served model's endpoint key and the judge backend's
+        judge.responder = judge_reply
+        for question, answer in fixture_answers().items():
+            tuned_model.script(question, [step("Read the picture first.", ["ocr"]), step("That settles it.", final=True)],
+                               answer=answer)
+        tuned_model.script(GOLDEN, [step("Mars has had no visitors.", final=True)], answer="No humans have been to Mars yet.")
+        out = tmp_path / "eval"
+        result = CliRunner().invoke(main, [
+            "eval", "--suite", "paper", "--mode", "all", "--model", "tuned", "--endpoint", tuned_model.base_url,
+            "--tools", "ocr", "--data-root", str(data_root), "--limit", "2",
+            "--lmms-python", str(consumer_python("lmms")), "--judge", "openai", "--judge-option", "model=judge",
+            "--judge-option", f"base_url={judge.base_url}", "--dynvqa", str(dynvqa), "-o", str(out)])
+        yield result, out, tuned_model, judge
+
+
+def test_every_benchmark_runs_through_lmms_eval_in_each_mode_and_the_table_is_printed(suite_run: tuple) -> None:
+    result, out, tuned_model, judge = suite_run
+    assert result.exit_code == 0, result.output + "\n" + "\n".join(
+        p.read_text()[-3000:] for p in out.glob("*/lmms-eval.log"))
+    # The figures come from lmms-eval's own results files, one per mode, every task in each.
+    for mode in ("plain", "rr", "orr"):
+        results = suite.read_results(out / mode / "lmms")
+        assert set(results) == {f"mmat_local_{spec.task}" for spec in suite.PAPER_BENCHMARKS} | {"mmat_dynvqa_golden"}
+        scores = json.loads((out / "summary.json").read_text())["modes"][mode]["scores"]
+        assert scores == EXPECTED, mode
+        assert sorted(p.name.split("_samples_")[1] for p in (out / mode / "lmms").rglob("*_samples_*.jsonl")) == sorted(
+            f"{task}.jsonl" for task in results)
+    # The printed table: the paper's columns, one row per mode, the paper's rows under them.
+    lines = result.output.splitlines()
+    assert lines[0].startswith("| model | MMStar | MMMU | MathVista | MathVision | AI2D | OCRBench | RealWorldQA | "
+                               "HallusionBench | Avg | Dyn-VQA |")
+    assert "| tuned (rr) | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 | 0.2 | 100.0 | 100.0 | 87.5 | 100.0 |" in lines
+    assert "| InternVL2.5-8B + RR (paper) | " + "n/a | " * 8 + "63.4 | 44.0 |" in lines
+
+
+def test_lmms_eval_is_answered_by_mmat_serve_in_the_mode_its_model_name_asks(suite_run: tuple) -> None:
+    result, out, tuned_model, judge = suite_run
+    assert result.exit_code == 0, result.output
+    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    by_mode = {mode: [a for a in answers if a["mode"] == mode] for mode in ("plain", "rr", "orr")}
+    assert {mode: len(rows) for mode, rows in by_mode.items()} == {"plain": 17, "rr": 17, "orr": 17}
+    # RR answers come from the multi-turn loop with its tool: the OCR call is in each answer's trace.
+    assert all(any(call["name"] == "ocr" for s in a["trace"]["steps"] for call in s["tool_calls"]) for a in by_mode["rr"]
+               if a["question"] != GOLDEN)
+    purposes = {r.purpose for r in tuned_model.requests}
+    assert {"plain_answer", "orr_answer", "rationale_step", "final_answer"} <= purposes
+
+
+def test_judge_calls_reach_the_judge_through_mmats_backend(suite_run: tuple) -> None:
+    result, out, tuned_model, judge = suite_run
+    assert result.exit_code == 0, result.output
+    prompts = ["".join(m["content"] for m in r.body["messages"]) for r in judge.completions()]
+    # MathVista's answer extraction (once per mode for its multiple-choice row) and HallusionBench's grading.
+    assert sum("Extracted answer:" in p for p in prompts) == 3
+    assert sum("Imagine you are an intelligent teacher" in p for p in prompts) == 6
+    assert {r.body["model"] for r in judge.completions()} == {"judge"}

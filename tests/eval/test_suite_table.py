@@ -1,0 +1,91 @@
+"""The suite's bookkeeping: lmms-eval's results read as they are, put on one scale, printed as the paper's table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mmat_plugins.evaluation.lmms import suite
+from mmat_plugins.evaluation.lmms.runner import selected
+from mmat_core import ConfigError
+
+SPECS = {spec.key: spec for spec in suite.PAPER_BENCHMARKS}
+
+
+def test_the_eight_columns_are_the_papers_benchmarks_in_its_order() -> None:
+    assert [spec.title for spec in suite.PAPER_BENCHMARKS] == [
+        "MMStar", "MMMU", "MathVista", "MathVision", "AI2D", "OCRBench", "RealWorldQA", "HallusionBench"]
+
+
+def test_fractions_are_scaled_to_percent_and_percentages_kept() -> None:
+    results = {"mmstar": {"average,none": 0.5, "average_stderr,none": "N/A"},
+               "mathvista_testmini_format": {"llm_as_judge_eval,none": 50.0}}
+    assert suite.metric_value(results, SPECS["mmstar"]) == 50.0
+    assert suite.metric_value(results, SPECS["mathvista"]) == 50.0
+
+
+def test_hallusionbench_is_the_mean_of_its_three_accuracies_as_vlmevalkit_reports_it() -> None:
+    results = {"hallusion_bench_image": {"aAcc,none": 60.0, "fAcc,none": 30.0, "qAcc,none": 30.0}}
+    assert suite.metric_value(results, SPECS["hallusionbench"]) == 40.0
+
+
+def test_a_null_mathvista_score_is_zero_because_lmms_eval_returns_none_for_no_right_answer() -> None:
+    assert suite.metric_value({"mathvista_testmini_format": {"llm_as_judge_eval,none": None}}, SPECS["mathvista"]) == 0.0
+
+
+def test_the_filter_suffix_of_a_metric_key_is_accepted() -> None:
+    assert suite.metric_value({"ai2d": {"exact_match,flexible-extract": 1.0}}, SPECS["ai2d"]) == 100.0
+
+
+def test_a_missing_task_or_metric_names_what_is_there() -> None:
+    with pytest.raises(suite.ResultsError, match="no task 'ocrbench'; tasks present: ai2d"):
+        suite.metric_value({"ai2d": {}}, SPECS["ocrbench"])
+    with pytest.raises(suite.ResultsError, match="no metric 'exact_match'.*keys: other,none"):
+        suite.metric_value({"ai2d": {"other,none": 1}}, SPECS["ai2d"])
+
+
+def test_the_newest_results_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "20240101_results.json").write_text(json.dumps({"results": {"old": {}}}))
+    newest = tmp_path / "m" / "20250101_results.json"
+    newest.write_text(json.dumps({"results": {"new": {}}}))
+    import os
+    os.utime(newest, (2e9, 2e9))
+    assert suite.read_results(tmp_path) == {"new": {}}
+
+
+def test_no_results_file_is_an_error_naming_the_folder(tmp_path: Path) -> None:
+    with pytest.raises(suite.ResultsError, match=str(tmp_path)):
+        suite.read_results(tmp_path)
+
+
+def test_the_table_prints_benchmarks_as_columns_the_average_and_the_papers_rows_with_na() -> None:
+    row = suite.SuiteRow(label="tuned (rr)", scores={spec.key: 50.0 for spec in suite.PAPER_BENCHMARKS} | {"dynvqa": 40.0})
+    table = suite.render_table([row], suite.reference_rows(["plain", "rr"]), suite.PAPER_BENCHMARKS, [suite.DYNVQA])
+    lines = table.splitlines()
+    assert lines[0] == ("| model | MMStar | MMMU | MathVista | MathVision | AI2D | OCRBench | RealWorldQA | "
+                        "HallusionBench | Avg | Dyn-VQA |")
+    assert lines[2] == "| tuned (rr) | " + "50.0 | " * 9 + "40.0 |"
+    assert lines[3] == "| InternVL2.5-8B (paper) | " + "n/a | " * 8 + "60.7 | 35.2 |"
+    assert lines[4] == "| InternVL2.5-8B + RR (paper) | " + "n/a | " * 8 + "63.4 | 44.0 |"
+
+
+def test_the_average_is_not_printed_when_a_benchmark_is_missing() -> None:
+    row = suite.SuiteRow(label="x", scores={"mmstar": 10.0})
+    assert row.average(["mmstar", "mmmu"]) is None
+
+
+def test_an_unknown_benchmark_key_is_a_config_error_listing_the_allowed_ones() -> None:
+    with pytest.raises(ConfigError, match="unknown mmbench; allowed: mmstar, mmmu"):
+        selected(["mmstar", "mmbench"])
+
+
+def test_local_data_gets_a_dataset_cache_of_the_run_and_offline_switches(tmp_path: Path) -> None:
+    # datasets keys a local parquet folder's cache by folder name, not path: two MathVista copies collided.
+    from mmat_plugins.evaluation.lmms.runner import SuiteOptions, lmms_environment
+
+    env = lmms_environment(SuiteOptions(modes=["rr"], out=tmp_path, data_root=tmp_path), "http://127.0.0.1:1/v1", "judge")
+    assert env["HF_DATASETS_CACHE"] == str(tmp_path / "hf-datasets-cache")
+    assert env["HF_DATASETS_OFFLINE"] == "1" and env["MODEL_VERSION"] == "judge" and env["PYTHONPATH"] == ""
