@@ -250,6 +250,11 @@ class ChatEngine:
         self._closed = False
         self._finalizer: weakref.finalize[Any, Any] | None = None
 
+    def __repr__(self) -> str:
+        cache = str(self.cache_path) if self.cache_path is not None else "memory"
+        return (f"ChatEngine({self.backend.name}:{self.backend.model}, concurrency={self.settings.concurrency}, "
+                f"rpm={self.settings.rpm}, tpm={self.settings.tpm}, mode={self.settings.mode}, cache={cache})")
+
     # -- set-up and tear-down ---------------------------------------------------------------
 
     @staticmethod

@@ -450,3 +450,10 @@ def test_a_system_prompt_given_twice_in_a_row_is_the_rows_error(server):
         [answer] = chat.run([row])
     assert answer.error_type == "RowError"
     assert "twice" in (answer.error or "")
+
+
+def test_the_engine_names_its_backend_limits_and_cache(server, tmp_path):
+    with engine(server, concurrency=7, rpm=120, cache=tmp_path / "c") as chat:
+        text = repr(chat)
+    assert text == (f"ChatEngine(openai:gpt-4o, concurrency=7, rpm=120.0, tpm=None, mode=online, "
+                    f"cache={tmp_path / 'c' / 'cache.sqlite'})")
