@@ -8,7 +8,8 @@ script of this environment), with the runs interleaved (command after command, c
 so that a burst of load from another process spreads over all of them. Each is reported as the
 median and the fastest of N runs, in wall time and in CPU time (user + system of the child, from
 ``resource.getrusage(RUSAGE_CHILDREN)``): on a shared machine the wall time wanders with the
-other processes, the CPU time much less, so the targets are read on the CPU time.
+other processes, the CPU time much less, so the table says of each target whether the CPU median
+and the wall median meet it (on an idle machine the two are within a few hundredths).
 
 Two cases, because Python either finds a module's compiled ``.pyc`` or compiles the source again
 (and under ``PYTHONDONTWRITEBYTECODE=1``, which this environment sets, it never writes one):
@@ -42,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 #: Package folder in the checkout -> the import name it is installed as.
 PACKAGES = {"mmat_core": "mmat_core", "plugins": "mmat_plugins", "schemas": "mmat_schemas"}
-#: The target of the listing commands (issue 20: under 0.3 s), read on CPU time in the ``pyc`` case.
+#: The target of the listing commands (issue 20: under 0.3 s), read on the medians of the ``pyc`` case.
 LISTING_TARGET_S = 0.3
 
 
@@ -115,6 +116,9 @@ def main() -> None:
         Case("help", "mmat --help", [*mmat, "--help"], LISTING_TARGET_S),
         Case("help_builtins", "mmat --help --plugins builtins", [*mmat, "--help", "--plugins", "builtins"], LISTING_TARGET_S),
         Case("plugins", "mmat plugins", [*mmat, "plugins"], LISTING_TARGET_S),
+        Case("sources", "mmat sources", [*mmat, "sources"], LISTING_TARGET_S),
+        Case("tools", "mmat tools", [*mmat, "tools"], LISTING_TARGET_S),
+        Case("recipes", "mmat recipes", [*mmat, "recipes"], LISTING_TARGET_S),
         Case("validate_help", "mmat validate --help", [*mmat, "validate", "--help"], LISTING_TARGET_S),
         Case("build_help", "mmat build --help", [*mmat, "build", "--help"], LISTING_TARGET_S),
         Case("import", "python -c 'import mmat_core'", [*python, "-c", "import mmat_core"], 0.1),
@@ -140,15 +144,16 @@ def main() -> None:
                     case.cpu.setdefault(name, []).append(cpu)
 
     print(f"{runs} runs of each, interleaved; seconds; median / fastest; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
-    header = ("command", "case", "CPU med", "CPU min", "wall med", "wall min", "target (CPU, pyc)")
+    header = ("command", "case", "CPU med", "CPU min", "wall med", "wall min", "target (pyc medians)")
     rows = []
     for case in cases:
         for name in ("pyc", "cold"):
             cpu, wall = case.cpu[name], case.wall[name]
             target = ""
             if case.target_s is not None and name == "pyc":
-                verdict = "ok" if statistics.median(cpu) < case.target_s else "MISSED"
-                target = f"< {case.target_s:.2f}  {verdict}"
+                cpu_verdict = "ok" if statistics.median(cpu) < case.target_s else "MISSED"
+                wall_verdict = "ok" if statistics.median(wall) < case.target_s else "MISSED"
+                target = f"< {case.target_s:.2f}  CPU {cpu_verdict}, wall {wall_verdict}"
             rows.append((case.label if name == "pyc" else "", name, f"{statistics.median(cpu):.3f}", f"{min(cpu):.3f}",
                          f"{statistics.median(wall):.3f}", f"{min(wall):.3f}", target))
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]

@@ -134,7 +134,7 @@ class Source(Component):
 class ContentPart(BaseModel):
     """A part of a multimodal message: text, or an image given by reference."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=DEFER_BUILD)
     type: Literal["text", "image"]
     text: str | None = None
     image: ImageRef | None = None
@@ -143,7 +143,7 @@ class ContentPart(BaseModel):
 class Message(BaseModel):
     """A chat message sent to a backend; content is a string or a list of parts."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=DEFER_BUILD)
     role: Literal["system", "user", "assistant"]
     content: str | list[ContentPart]
 
@@ -157,7 +157,7 @@ class Message(BaseModel):
 class LLMRequest(BaseModel):
     """One model call as the engine asks for it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=DEFER_BUILD)
     purpose: str = Field(description="rationale_step, final_answer, scene_graph, caption, critic_general, ...")
     messages: list[Message]
     prompt_version: str = ""
@@ -174,7 +174,7 @@ class LLMRequest(BaseModel):
 class LLMResponse(BaseModel):
     """What a backend answered."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=DEFER_BUILD)
     text: str
     model: str
     usage: Usage = Field(default_factory=Usage)
@@ -235,7 +235,7 @@ class LLMClient(Protocol):
 class ToolOutput(BaseModel):
     """The result of a tool: the text for the dialogue and, optionally, structured data."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=DEFER_BUILD)
     text: str
     data: dict[str, Any] | None = None
     usage: Usage = Field(default_factory=Usage)
@@ -316,7 +316,7 @@ class Tool(Component):
 class Detection(BaseModel):
     """One box a :class:`Detector` found, in pixels of the original image."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=DEFER_BUILD)
     label: str
     score: float
     box: list[float] = Field(min_length=4, max_length=4, description="[x1, y1, x2, y2] in pixels")
@@ -506,7 +506,7 @@ class RecordFormatter(Formatter, ABC):
 class TrainResult(BaseModel):
     """What a trainer reports."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=DEFER_BUILD)
     output_dir: str
     steps: int = 0
     final_loss: float | None = None

@@ -82,8 +82,9 @@ def test_the_recipes_listing_imports_no_pydantic_and_no_plugin() -> None:
     assert [name for name in modules if name.startswith("mmat_plugins")] == []
 
 
-#: Runs ``mmat ARGS`` (built-in plugins only), then prints the names of mmat's pydantic models whose
-#: validator was built, after a marker line.
+#: Runs ``mmat ARGS`` (built-in plugins only), then prints the names of the core's pydantic models
+#: (records, the model-call and tool records) and of every component's options whose validator was
+#: built, after a marker line.
 BUILT_MODELS = """
 import json, sys
 sys.argv = ["mmat", *json.loads(sys.argv[1]), "--plugins", "builtins"]
@@ -92,8 +93,8 @@ try:
     run()
 except SystemExit:
     pass
+from pydantic import BaseModel
 from mmat_core.components import ComponentOptions
-from mmat_core.models import Record
 
 def subclasses(cls):
     for sub in cls.__subclasses__():
@@ -101,13 +102,15 @@ def subclasses(cls):
         yield from subclasses(sub)
 
 print("--built--")
-print(json.dumps(sorted(f"{cls.__module__}.{cls.__qualname__}" for base in (ComponentOptions, Record)
-                        for cls in subclasses(base) if cls.__pydantic_complete__)))
+print(json.dumps(sorted(f"{cls.__module__}.{cls.__qualname__}" for cls in set(subclasses(BaseModel))
+                        if (cls.__module__.startswith("mmat_core.") or issubclass(cls, ComponentOptions))
+                        and cls.__pydantic_complete__)))
 """
 
 
 def built_models(*args: str) -> list[str]:
-    """The names of mmat's records and component options whose validator ``mmat ARGS`` built."""
+    """The names of the core's pydantic models and the components' options whose validator
+    ``mmat ARGS`` built."""
     done = subprocess.run([sys.executable, "-c", BUILT_MODELS, json.dumps(list(args))],
                           cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
     _output, _, built = done.stdout.rpartition("--built--\n")
@@ -115,7 +118,7 @@ def built_models(*args: str) -> list[str]:
 
 
 @pytest.mark.skipif(not DEFER_BUILD, reason=f"pydantic {PYDANTIC_VERSION} builds every model when it is defined")
-def test_the_plugins_listing_builds_no_records_and_no_component_options() -> None:
+def test_the_plugins_listing_builds_no_core_model_and_no_component_options() -> None:
     # Listing names components; validating their options or any record is for a build.
     assert built_models("plugins") == []
 
