@@ -456,7 +456,7 @@ def test_a_bad_image_is_refused_at_once_even_when_every_slot_is_busy() -> None:
     assert bad.status_code == 400 and "not a usable image" in bad.json()["error"]["message"]
 
 
-def test_a_request_whose_client_went_away_is_still_answered_and_logged(tmp_path: Path) -> None:
+def test_a_client_that_times_out_gets_its_run_cancelled_and_logged_as_such(tmp_path: Path) -> None:
     model = GatedModel()
     log = tmp_path / "answers.jsonl"
     server = AgentServer(lambda mode: AgentRuntime(model, mode=mode), model_name="gated", mode="plain", log_path=log)
@@ -464,9 +464,10 @@ def test_a_request_whose_client_went_away_is_still_answered_and_logged(tmp_path:
         body = {"model": "gated", "messages": [{"role": "user", "content": "Hi?"}]}
         with pytest.raises(httpx.TimeoutException):
             httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=httpx.Timeout(60, read=0.5))
+        _wait_for(lambda: server.cancelled == 1)
         model.gate.set()
-        _wait_for(lambda: server.served == 1)
-    assert json.loads(log.read_text())["answer"] == "done"
+        running = server.running
+    assert json.loads(log.read_text())["status"] == "cancelled" and server.served == 0 and running == 0
 
 
 def test_an_unknown_tool_stops_mmat_serve_before_it_listens() -> None:
