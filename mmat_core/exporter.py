@@ -555,7 +555,7 @@ def check_exports(result: ExportResult, pythons: dict[str, str] | None = None, *
         script, args = plan
         python = pythons.get(formatter.name) or pythons.get("") or sys.executable
         try:
-            done = subprocess.run([python, str(script), *args], capture_output=True, text=True, timeout=timeout)
+            done = subprocess.run([python, str(script), *args], check=False, capture_output=True, text=True, timeout=timeout)
         except (OSError, subprocess.TimeoutExpired) as exc:
             reports.append(ConsumerCheck(formatter.name, "failed", f"could not run {python}: {exc}", python=python))
             continue

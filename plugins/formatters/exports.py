@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from mmat_core import ExportOptions, FinishingWriter, RecordFunction, ViewFormatter
 from mmat_plugins.formatters.base import (
     data_url,
     ensure,
@@ -24,12 +23,16 @@ from mmat_plugins.formatters.base import (
 )
 from pydantic import Field
 
+from mmat_core import ExportOptions, FinishingWriter, RecordFunction, ViewFormatter
 from mmat_core.components import FormatContext, TraceWriter
 from mmat_core.formatting import view_messages
 from mmat_core.writers import JsonArrayWriter, RecordWriter, write_json_atomic
 
 #: The script that feeds an export to its consumer's loader (runs in the consumer's Python).
 CONSUMER_CHECKS = Path(__file__).with_name("consumer_checks.py")
+
+#: The image placeholder of ms-swift, LLaMA-Factory, InternVL and LLaVA.
+IMAGE_TAG = "<image>"
 
 #: ShareGPT role names used by LLaMA-Factory, InternVL and LLaVA.
 SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}
@@ -65,9 +68,20 @@ class _Export(ViewFormatter):
         """``<stem>_<view>.<suffix>`` unless option ``file`` names it."""
         return str(self.options.file or f"{self.stem}_{self.options.view}.{self.suffix}")
 
+    #: Whether the layout marks images with ``<image>`` in the text (the loader counts those tags).
+    image_placeholder: ClassVar[bool] = True
+
     def messages(self, data: Mapping[str, Any], ctx: FormatContext, system: str) -> list[dict[str, str]]:
-        """The RR or ORR dialogue of a trace dict."""
-        return view_messages(data, self.options.view, ctx.tools, ctx.rag_enabled, system=system)
+        """The RR or ORR dialogue of a trace dict. In a layout whose loader turns every ``<image>``
+        into an image slot, a dialogue that already holds that text (a question about markup, an
+        OCR result) would misplace or fail the images: such a trace is quarantined."""
+        messages = view_messages(data, self.options.view, ctx.tools, ctx.rag_enabled, system=system)
+        if self.image_placeholder:
+            for index, message in enumerate(messages):
+                ensure(IMAGE_TAG not in message["content"], "image_tag_in_text",
+                       f"turn {index} ({message['role']}) holds the text {IMAGE_TAG}, which {self.name}'s loader "
+                       "reads as an image slot")
+        return messages
 
     def tagged(self, data: Mapping[str, Any], ctx: FormatContext, system: str) -> tuple[list[str], list[dict[str, str]]]:
         """The exported image paths and the dialogue with one ``<image>`` tag per image leading
@@ -345,6 +359,7 @@ class OpenAIChatFormatter(_Export):
     stem = "openai_chat"
     parallel_safe = True
     Options = OpenAIChatOptions
+    image_placeholder = False
 
     def __init__(self, options: Any = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)

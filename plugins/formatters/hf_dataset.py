@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from mmat_core import ExportOptions, RecordFunction, ViewFormatter, checked_record_function
 from mmat_plugins.formatters.base import (
     export_images,
     image_bytes,
@@ -22,11 +21,11 @@ from mmat_plugins.formatters.base import (
 )
 from pydantic import Field
 
+from mmat_core import ExportOptions, RecordFunction, ViewFormatter, checked_record_function
 from mmat_core.components import FormatContext, TraceWriter
 from mmat_core.formatting import view_messages
-from mmat_core.models import Rejected
+from mmat_core.models import KEPT_STATUSES, Rejected
 from mmat_core.writers import AtomicFile, SkipTrace, in_validation, is_kept, trace_id
-from mmat_core.models import KEPT_STATUSES
 
 #: Split names as the Hub spells them.
 SPLITS = ("train", "validation")
@@ -91,7 +90,7 @@ class _Shard:
     def abort(self) -> None:
         try:
             self.writer.finalize()
-        except Exception:  # nothing written yet, or already closed: the file goes either way
+        except Exception:  # noqa: BLE001, S110 - nothing written yet, or already closed: the file goes either way
             pass
         finally:
             self.tmp.unlink(missing_ok=True)

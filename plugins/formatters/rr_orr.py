@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from mmat_core import PAPER_VAL_RATIO, RecordFunction, ViewFormatter, ViewOptions
 from mmat_plugins.formatters.base import relative_image_path, view_system
 from pydantic import Field
 
+from mmat_core import PAPER_VAL_RATIO, RecordFunction, ViewFormatter, ViewOptions
 from mmat_core.components import FormatContext
 from mmat_core.formatting import orr_messages, rr_messages, training_record
 

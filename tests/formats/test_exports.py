@@ -284,3 +284,21 @@ def test_hf_dataset_leaves_out_an_empty_validation_split(tmp_path: Path) -> None
     files = export(HFDatasetFormatter(val_ratio=0.01, images="path"), tmp_path)
     assert [p.name for p in files if p.suffix == ".parquet"] == ["train-00000-of-00001.parquet"]
     assert "validation" not in files[-1].read_text()
+
+
+@pytest.mark.parametrize("formatter", [MsSwiftFormatter, LlamaFactoryFormatter, InternVLFormatter, LlavaFormatter])
+def test_a_dialogue_holding_the_image_placeholder_text_is_quarantined(tmp_path: Path, formatter: Any) -> None:
+    trace = cases.ocr_receipt()
+    trace.steps[0].tool_calls[0].result = "page header <image> logo"
+    trace.steps[0].observation = trace.steps[0].observation.replace("SHOP 88", "SHOP <image> 88")
+    writer = formatter().open(tmp_path, cases.context())
+    writer.write(trace)
+    writer.close()
+    assert [r.reason for r in writer.rejected] == ["image_tag_in_text"]
+
+
+def test_openai_chat_keeps_a_dialogue_holding_the_image_placeholder_text(tmp_path: Path) -> None:
+    trace = cases.ocr_receipt()
+    trace.steps[0].observation = trace.steps[0].observation.replace("SHOP 88", "SHOP <image> 88")
+    (path,) = export(OpenAIChatFormatter(images="none"), tmp_path, [trace])
+    assert "<image>" in path.read_text()

@@ -9,12 +9,12 @@ import sys
 
 os.environ["ROOT_IMAGE_DIR"] = sys.argv[2]
 
-import torch  # noqa: E402
-from swift.dataset import load_dataset  # noqa: E402
-from swift.model.model_meta import MODEL_MAPPING, ModelInfo  # noqa: E402
-from swift.template import get_template  # noqa: E402
-from tiny_llava_processor import tiny_llava_processor  # noqa: E402
-from transformers import LlavaConfig  # noqa: E402
+import torch
+from swift.dataset import load_dataset
+from swift.model.model_meta import MODEL_MAPPING, ModelInfo
+from swift.template import get_template
+from tiny_llava_processor import tiny_llava_processor
+from transformers import LlavaConfig
 
 processor = tiny_llava_processor()
 processor.model_info = ModelInfo(model_type="llava1_5_hf", model_dir="/nonexistent/tiny-llava", torch_dtype=torch.float32,

@@ -41,7 +41,7 @@ def sample_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled sample, built offline, bundled, its run deleted, the bundle moved."""
     work = tmp_path_factory.mktemp("sample")
     done = subprocess.run([sys.executable, "-m", "mmat_core", "build", "--out", str(work / "run")], cwd=work,
-                          capture_output=True, text=True, timeout=900)
+                          check=False, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     return _moved_bundle(work / "run", work, [work / "run"])
 
@@ -62,7 +62,7 @@ def _json_out(done: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _encode(consumer: str, script: str, *args: str) -> list[dict[str, Any]]:
     """One encoding run per consumer and bundle (each start of a consumer costs seconds)."""
     return _json_out(run_in_consumer(consumer, (HERE / script).read_text(), *args, cwd=HERE,
@@ -110,7 +110,7 @@ def test_llama_factory_template_encodes_every_row_like_ms_swift(bundle_name: str
 @pytest.mark.parametrize("bundle_name", BUNDLES)
 def test_datasets_loads_the_bundle_folder_by_its_card(bundle_name: str, request: pytest.FixtureRequest) -> None:
     bundle = request.getfixturevalue(bundle_name)
-    report = _json_out(subprocess.run([sys.executable, str(CHECKS), "hf_dataset", str(bundle)], capture_output=True,
+    report = _json_out(subprocess.run([sys.executable, str(CHECKS), "hf_dataset", str(bundle)], check=False, capture_output=True,
                                       text=True, timeout=600))
     assert report["ok"] and report["rows"] == len(_expected_rows(bundle))
 
@@ -119,14 +119,14 @@ def test_datasets_loads_the_bundle_folder_by_its_card(bundle_name: str, request:
 def test_openai_chat_rows_validate_against_the_openai_types(bundle_name: str, request: pytest.FixtureRequest) -> None:
     bundle = request.getfixturevalue(bundle_name)
     report = _json_out(subprocess.run([sys.executable, str(CHECKS), "openai_chat", str(bundle / "openai_chat_rr.jsonl")],
-                                      capture_output=True, text=True, timeout=600))
+                                      check=False, capture_output=True, text=True, timeout=600))
     assert report["ok"] and report["rows"] == len(_expected_rows(bundle))
 
 
 def test_openai_types_check_catches_a_malformed_content_part(tmp_path: Path) -> None:
     bad = {"messages": [{"role": "user", "content": [{"type": "image", "url": "x"}]}, {"role": "assistant", "content": "a"}]}
     (tmp_path / "bad.jsonl").write_text(json.dumps(bad) + "\n")
-    done = subprocess.run([sys.executable, str(CHECKS), "openai_chat", str(tmp_path / "bad.jsonl")], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(CHECKS), "openai_chat", str(tmp_path / "bad.jsonl")], check=False, capture_output=True, text=True)
     assert done.returncode == 1 and not json.loads(done.stdout)["ok"]
 
 
