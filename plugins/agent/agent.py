@@ -18,7 +18,8 @@ build`` writes, so the viewer and the exports read it too, and the list of model
 
 Generation settings (:class:`~mmat_plugins.agent.chat.GenerationSettings`) given to
 :meth:`AgentRuntime.run_sample` apply to each of the agent's own model calls (every RR step, the
-final answer, the ORR or plain answer); ``max_tokens`` is a cap per call, not for the whole run.
+final answer, the ORR or plain answer); ``max_tokens`` is a cap per call, not for the whole run
+(with ``max_tokens_scope="final_answer"`` it caps only the call whose reply is the answer).
 Tools that call the model (``image_caption``) keep their own settings.
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -170,7 +172,10 @@ class AgentRuntime:
                             constraint=constraint, images=refs, meta={"answer_known": bool(answers)}, **fields)
 
     async def _ask(self, messages: list[ChatTurn], images: list[Path], purpose: str, trace: Trace) -> tuple[str, ModelCall]:
-        reply, call = await respond(self.model, messages, images, self._settings.get(), purpose=purpose)
+        settings = self._settings.get()
+        if purpose == "rr_step" and settings.max_tokens_scope == "final_answer":
+            settings = dataclasses.replace(settings, max_tokens=None)
+        reply, call = await respond(self.model, messages, images, settings, purpose=purpose)
         trace.usage.add(call.usage)
         return reply.text, call
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from mmat_core.components import LLMRequest, LLMResponse
 from mmat_core.errors import ConfigError
@@ -39,6 +39,9 @@ class GenerationSettings:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    #: ``each_call``: ``max_tokens`` caps every call of the agent; ``final_answer``: only the call
+    #: whose reply is the answer (RR steps then keep the model's default).
+    max_tokens_scope: Literal["each_call", "final_answer"] = "each_call"
 
     def given(self) -> dict[str, Any]:
         """The settings that were set, by their OpenAI names (``stop`` as a list)."""

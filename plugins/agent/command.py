@@ -129,9 +129,12 @@ def _loopback(host: str) -> bool:
 @click.option("--tool-cache-size", type=click.IntRange(0), default=1024, show_default=True,
               help="Tool results kept in memory between requests (keyed by tool, version, options and image "
               "SHA-256), so repeated questions about one image run each tool once; 0: no cache.")
+@click.option("--request-max-tokens", type=click.Choice(["each-call", "final-answer", "ignore"]), default="each-call",
+              show_default=True, help="What a request's max_tokens caps: each model call of the agent, only the call "
+              "whose reply is the answer (RR steps keep --max-tokens), or nothing.")
 def serve(host: str, port: int, served_model_name: str | None, concurrency: int, max_waiting: int, log_path: Path | None,
           local_images: bool | None, allow_remote_images: bool, allowed_hosts: tuple[str, ...], tool_cache_size: int,
-          **model_args: Any) -> None:
+          request_max_tokens: str, **model_args: Any) -> None:
     """Serve the agent behind an OpenAI-compatible endpoint: POST /v1/chat/completions, GET /v1/models.
 
     Each answer comes from the tuned model calling mmat's tools and retrieval (--mode rr), from
@@ -156,7 +159,8 @@ def serve(host: str, port: int, served_model_name: str | None, concurrency: int,
                           max_turns=model_args["max_turns"], max_tokens=model_args["max_tokens"],
                           device=model_args["device"], served_model_name=served_model_name, host=host, port=port,
                           concurrency=concurrency, max_waiting=max_waiting, images=images, log_path=log_path,
-                          allowed_hosts=allowed_hosts, tool_cache_size=tool_cache_size)
+                          allowed_hosts=allowed_hosts, tool_cache_size=tool_cache_size,
+                          request_max_tokens=request_max_tokens)
     backend = model_args["backend"] if model_args["backend"] != "auto" else ("openai" if model_args["endpoint"] else "transformers")
 
     def ready(running: AgentServer) -> None:

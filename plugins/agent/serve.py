@@ -30,6 +30,7 @@ image runs no OCR again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import json
 import shutil
@@ -67,6 +68,9 @@ if TYPE_CHECKING:
 MAX_BODY_BYTES = 64 * 1024 * 1024
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 RuntimeFactory = Callable[[str], "AgentRuntime"]
+#: What a request's ``max_tokens`` caps: every model call of the agent (``each-call``), only the
+#: call whose reply is the answer (``final-answer``: RR steps keep ``--max-tokens``), or nothing.
+REQUEST_MAX_TOKENS = ("each-call", "final-answer", "ignore")
 
 
 def host_allowed(header: str, bound_host: str, port: int, extra: Iterable[str] = ()) -> bool:
@@ -105,9 +109,14 @@ class AgentServer:
     def __init__(self, runtime_for: RuntimeFactory, *, model_name: str, mode: str = "rr", host: str = "127.0.0.1",
                  port: int = 0, concurrency: int = 4, max_waiting: int = 64, images: ImagePolicy | None = None,
                  log_path: Path | None = None, allowed_hosts: Sequence[str] = (),
-                 tool_cache: ToolResultCache | None = None) -> None:
+                 tool_cache: ToolResultCache | None = None, request_max_tokens: str = "each-call") -> None:
         """``tool_cache``: the cache the runtimes made by ``runtime_for`` share, reported at
-        ``/v1/mmat/stats`` (:func:`agent_server` makes one)."""
+        ``/v1/mmat/stats`` (:func:`agent_server` makes one). ``request_max_tokens``: what a
+        request's ``max_tokens`` caps (:data:`REQUEST_MAX_TOKENS`)."""
+        if request_max_tokens not in REQUEST_MAX_TOKENS:
+            raise ConfigError(f"unknown request_max_tokens '{request_max_tokens}'; allowed: "
+                              f"{', '.join(REQUEST_MAX_TOKENS)}", key="request_max_tokens")
+        self.request_max_tokens = request_max_tokens
         if mode not in MODES:
             raise ConfigError(f"unknown mode '{mode}'; allowed: {', '.join(MODES)}", key="mode")
         self.runtime_for = runtime_for
@@ -238,6 +247,10 @@ class AgentServer:
         chat = parse_request(body)
         mode = self.mode_of(chat.model)
         settings = generation_settings(chat)
+        if self.request_max_tokens == "ignore":
+            settings = dataclasses.replace(settings, max_tokens=None)
+        elif self.request_max_tokens == "final-answer":
+            settings = dataclasses.replace(settings, max_tokens_scope="final_answer")
         assert self._semaphore is not None and self._workdir is not None
         folder = self._workdir / uuid.uuid4().hex
         try:
@@ -413,7 +426,8 @@ def agent_server(model: str, *, mode: str = "rr", backend: str = "auto", endpoin
                  max_tokens: int = 1024, device: str = "auto", served_model_name: str | None = None,
                  host: str = "127.0.0.1", port: int = 0, concurrency: int = 4, max_waiting: int = 64,
                  images: ImagePolicy | None = None, log_path: Path | None = None,
-                 allowed_hosts: Sequence[str] = (), tool_cache_size: int = DEFAULT_TOOL_CACHE_SIZE) -> AgentServer:
+                 allowed_hosts: Sequence[str] = (), tool_cache_size: int = DEFAULT_TOOL_CACHE_SIZE,
+                 request_max_tokens: str = "each-call") -> AgentServer:
     """An :class:`AgentServer` over one model (opened once, shared by the runtimes of all modes),
     as ``mmat serve`` makes it::
 
@@ -437,6 +451,6 @@ def agent_server(model: str, *, mode: str = "rr", backend: str = "auto", endpoin
 
     server = AgentServer(runtime_for, model_name=served_model_name or model, mode=mode, host=host, port=port,
                          concurrency=concurrency, max_waiting=max_waiting, images=images, log_path=log_path,
-                         allowed_hosts=allowed_hosts, tool_cache=cache)
+                         allowed_hosts=allowed_hosts, tool_cache=cache, request_max_tokens=request_max_tokens)
     server.runtime(mode)  # a wrong tool or search name fails now, not at the first request
     return server

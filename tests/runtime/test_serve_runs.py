@@ -129,6 +129,27 @@ def test_max_completion_tokens_wins_over_max_tokens(server: AgentServer, vlm: Fa
     assert vlm.recorded(question)[0].params["max_tokens"] == 20
 
 
+@pytest.mark.parametrize(("scope", "step_cap", "final_cap"), [
+    ("final-answer", 1024, 40),
+    ("ignore", 1024, 1024),
+])
+def test_request_max_tokens_can_cap_only_the_answer_or_nothing(vlm: FakeVLM, sign: Path, scope: str, step_cap: int,
+                                                               final_cap: int) -> None:
+    question = f"What number is on the sign (max_tokens {scope})?"
+    vlm.script(question, [step("Read the sign.", ["ocr"]), step("Done.", final=True)], answer="42")
+    with agent_server("tuned", backend="openai", endpoint=vlm.base_url, tools=["ocr"], request_max_tokens=scope) as running:
+        client(running).chat.completions.create(model="tuned", messages=ask(question, sign), max_tokens=40)  # type: ignore[arg-type]
+    assert [(r.purpose, r.params["max_tokens"]) for r in vlm.recorded(question)] == [
+        ("rationale_step", step_cap), ("rationale_step", step_cap), ("final_answer", final_cap)]
+
+
+def test_an_unknown_request_max_tokens_is_refused() -> None:
+    from mmat_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown request_max_tokens 'steps'; allowed: each-call, final-answer, ignore"):
+        agent_server("demo", backend="offline", tools=[], request_max_tokens="steps")
+
+
 @pytest.fixture(scope="module")
 def offline() -> Iterator[AgentServer]:
     """An in-thread server over the offline stand-in, without tools."""
