@@ -10,7 +10,7 @@ own layer or the ones below::
     2  engine                    mmat_core.engine
     3  config and run state      config recipes preflight store yields stats curation resume rundir
     4  run phases and outputs    exporter importer schemas run
-    5  pipeline                  pipeline
+    5  pipeline and chat engine  pipeline chat (the programmatic APIs that compose engine, config and run)
     6  applications              cli __main__ viewer runtime evaluation
 
 A *unit* is a sub-package of the core (``mmat_core.engine``, ``mmat_core.cli``, ...), a top-level
@@ -49,7 +49,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = tuple(
         ("engine", "engine"),
         ("config and run state", "config recipes preflight store yields stats curation resume rundir"),
         ("run phases and outputs", "exporter importer schemas run"),
-        ("pipeline", "pipeline"),
+        ("pipeline and chat engine", "pipeline chat"),
         ("applications", "cli __main__ viewer runtime evaluation"),
     )
 )
@@ -280,6 +280,14 @@ def test_every_known_exception_still_occurs(tree: tuple[dict[str, Path], list[Im
     seen = {(i.module, i.target) for i in plugin_imports(imports)}
     gone += [f"{module} -> {target}" for module, target in KNOWN_PLUGIN_IMPORTS if (module, target) not in seen]
     assert not gone, f"fixed, so remove from this test's known exceptions: {gone}"
+
+
+def test_the_chat_engine_sits_beside_the_pipeline_above_the_run() -> None:
+    # ChatEngine composes the engine, config and run.assembly: the run, the engine and config
+    # must never import it (it would pull the library facade under the build).
+    assert layer_of("mmat_core.chat") == layer_of("mmat_core.pipeline")
+    assert all(layer_of(unit) < layer_of("mmat_core.chat")  # type: ignore[operator]
+               for unit in ("mmat_core.run", "mmat_core.config", "mmat_core.engine"))
 
 
 # ---- the checks themselves, on a planted tree ------------------------------------------------
