@@ -438,8 +438,12 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--protocol", choices=PROTOCOLS, default="steps",
                         help="steps: the rationale loop's generator; rr: a tuned model (for mmat serve / infer)")
+    parser.add_argument("--operators", default="",
+                        help="comma-separated operators the first default step asks for (e.g. ocr); none by default")
     args = parser.parse_args()
-    vlm = FakeVLM(latency=args.latency, port=args.port, protocol=args.protocol).start()
+    operators = [name for name in args.operators.split(",") if name]
+    steps = [step("Read what the image shows.", operators), DEFAULT_STEPS[1]] if operators else None
+    vlm = FakeVLM(latency=args.latency, port=args.port, protocol=args.protocol, default_steps=steps).start()
     print(f"LISTENING {vlm.port}", flush=True)
     try:
         while True:
