@@ -67,13 +67,15 @@ def _serve_args(command: click.Command, model_args: dict[str, Any]) -> list[str]
 @click.option("--dynvqa-images", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="--suite: folder with the Dyn-VQA images under their URL's file name (default: beside the file, images/).")
 @click.option("--dynvqa-question", is_flag=True, help="--suite: ask Dyn-VQA's original question, not the golden query.")
+@click.option("--lmms-arg", "lmms_args", multiple=True, metavar="ARG",
+              help="--suite: an extra lmms-eval argument (repeatable), e.g. --lmms-arg=--gen_kwargs=max_new_tokens=64.")
 @click.option("--serve-timeout", type=float, default=300.0, show_default=True,
               help="--suite: seconds `mmat serve` may take to load the model and listen.")
 @click.pass_context
 def evaluate_command(ctx: click.Context, data: Path | None, suite: str | None, out: Path, limit: int | None,
                      concurrency: int, benchmarks: str, data_root: Path | None, lmms_python: str, serve_url: str | None,
                      judge: str | None, judge_options: tuple[str, ...], dynvqa: Path | None, dynvqa_images: Path | None,
-                     dynvqa_question: bool, serve_timeout: float, **model_args: Any) -> None:
+                     dynvqa_question: bool, lmms_args: tuple[str, ...], serve_timeout: float, **model_args: Any) -> None:
     """Score a model (plain, RR runtime or ORR) on a QA file with answers (--data), or run the paper's
     benchmarks and Dyn-VQA through lmms-eval against `mmat serve` (--suite paper)."""
     if (data is None) == (suite is None):
@@ -88,7 +90,7 @@ def evaluate_command(ctx: click.Context, data: Path | None, suite: str | None, o
             benchmarks=[key.strip() for key in benchmarks.split(",") if key.strip()], data_root=data_root, limit=limit,
             lmms_python=lmms_python, concurrency=concurrency, serve_start_timeout_s=serve_timeout, judge=judge,
             judge_options=_key_value(judge_options, "--judge-option"), dynvqa=dynvqa, dynvqa_images=dynvqa_images,
-            dynvqa_golden=not dynvqa_question, label=Path(model_args["model"]).name or model_args["model"])
+            dynvqa_golden=not dynvqa_question, lmms_args=list(lmms_args), label=Path(model_args["model"]).name or model_args["model"])
         results = run_suite(options)
         click.echo(render(options, results))
         click.echo(f"\nWritten to {out}: table.md, summary.json, and lmms-eval's files per mode under <mode>/lmms/")

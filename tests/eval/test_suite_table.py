@@ -89,3 +89,14 @@ def test_local_data_gets_a_dataset_cache_of_the_run_and_offline_switches(tmp_pat
     env = lmms_environment(SuiteOptions(modes=["rr"], out=tmp_path, data_root=tmp_path), "http://127.0.0.1:1/v1", "judge")
     assert env["HF_DATASETS_CACHE"] == str(tmp_path / "hf-datasets-cache")
     assert env["HF_DATASETS_OFFLINE"] == "1" and env["MODEL_VERSION"] == "judge" and env["PYTHONPATH"] == ""
+
+
+def test_the_lmms_eval_command_points_its_openai_model_at_the_agent_and_appends_extra_arguments(tmp_path: Path) -> None:
+    from mmat_plugins.evaluation.lmms.runner import SuiteOptions, lmms_command
+
+    options = SuiteOptions(modes=["rr"], out=tmp_path, limit=2, lmms_python="py",
+                           lmms_args=["--gen_kwargs=max_new_tokens=16"])
+    command = lmms_command(options, "http://127.0.0.1:5/v1", "mmat-eval:rr", ["a", "b"], tmp_path / "tasks", tmp_path / "o")
+    assert command[:5] == ["py", "-m", "lmms_eval", "--model", "openai"]
+    assert command[6].startswith("model_version=mmat-eval:rr,base_url=http://127.0.0.1:5/v1,")
+    assert command[command.index("--tasks") + 1] == "a,b" and command[-3:] == ["--limit", "2", "--gen_kwargs=max_new_tokens=16"]

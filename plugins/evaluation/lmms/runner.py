@@ -56,6 +56,8 @@ class SuiteOptions(BaseModel):
     dynvqa_images: Path | None = None
     dynvqa_golden: bool = True
     label: str = "model"
+    #: Extra lmms-eval arguments, appended as given (e.g. ``--gen_kwargs=max_new_tokens=32``).
+    lmms_args: list[str] = Field(default_factory=list)
 
 
 class ModeResult(BaseModel):
@@ -141,7 +143,7 @@ def lmms_command(options: SuiteOptions, base_url: str, model_name: str, tasks: S
                "--log_samples", "--verbosity", "WARNING"]
     if options.limit is not None:
         command += ["--limit", str(options.limit)]
-    return command
+    return command + list(options.lmms_args)
 
 
 def lmms_environment(options: SuiteOptions, judge_url: str | None, judge_model: str) -> dict[str, str]:
