@@ -44,6 +44,62 @@ def _nouns(question: str, limit: int = 4) -> list[str]:
     return seen[:limit] or ["object"]
 
 
+#: How every offline answer to a plain chat request begins, so nobody takes it for a model's.
+OFFLINE_CHAT_LABEL = "[offline: no model was asked]"
+
+
+def _schema_example(schema: Any, defs: dict[str, Any], depth: int = 0) -> Any:
+    """The smallest value of ``schema`` (a JSON Schema as pydantic writes them): the first enum
+    value or const, empty-ish scalars (strings say ``offline``), every required property."""
+    if not isinstance(schema, dict) or depth > 20:
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        return _schema_example(defs.get(ref.rsplit("/", 1)[1]), defs, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    if "default" in schema:
+        return schema["default"]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = [o for o in schema.get(key) or [] if isinstance(o, dict) and o.get("type") != "null"]
+        if options:
+            return _schema_example(options[0], defs, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), None)
+    if kind == "object" or "properties" in schema:
+        properties = schema.get("properties") or {}
+        return {name: _schema_example(properties.get(name, {}), defs, depth + 1)
+                for name in schema.get("required", list(properties))}
+    if kind == "array":
+        count = int(schema.get("minItems", 0))
+        return [_schema_example(schema.get("items", {}), defs, depth + 1) for _ in range(count)]
+    if kind == "string":
+        return "offline"
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", 0))
+        return int(low) + (1 if "exclusiveMinimum" in schema else 0) if kind == "integer" else float(low)
+    if kind == "boolean":
+        return False
+    return None
+
+
+def chat_reply(request: LLMRequest) -> str:
+    """The offline answer to a plain chat request (a ChatEngine row): a labelled echo of the last
+    user message and its image count, or, with a ``response_schema``, the smallest JSON that
+    matches it. Deterministic, so a rerun is answered from the cache."""
+    if request.response_schema is not None:
+        return json.dumps(_schema_example(request.response_schema, request.response_schema.get("$defs", {})),
+                          ensure_ascii=False)
+    last = next((m for m in reversed(request.messages) if m.role == "user"), None)
+    question = _clip(last.text(), 160) if last is not None else ""
+    images = sum(1 for p in last.content if p.type == "image") if last is not None and not isinstance(last.content, str) else 0
+    seen = f" and {images} image{'s' if images != 1 else ''}" if images else ""
+    return f'{OFFLINE_CHAT_LABEL} You asked: "{question}"{seen}.'
+
+
 class OfflineOptions(ComponentOptions):
     """Options of the offline backend."""
 
@@ -61,8 +117,11 @@ class OfflineBackend(LLMBackend):
 
     async def complete(self, request: LLMRequest, images: ImageStore) -> LLMResponse:
         """Answer from the request's context; no network, no model."""
-        handler = getattr(self, f"_{request.purpose}", None)
-        text = handler(request.context) if handler else ""
+        if request.purpose == "chat":  # a ChatEngine row: no step protocol, no context
+            text = chat_reply(request)
+        else:
+            handler = getattr(self, f"_{request.purpose}", None)
+            text = handler(request.context) if handler else ""
         prompt_chars = sum(len(m.text()) for m in request.messages)
         # Built without validation: every value is of its field's type by construction (the engine
         # calls this a few times a sample, in process).

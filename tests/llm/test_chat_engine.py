@@ -457,3 +457,26 @@ def test_the_engine_names_its_backend_limits_and_cache(server, tmp_path):
         text = repr(chat)
     assert text == (f"ChatEngine(openai:gpt-4o, concurrency=7, rpm=120.0, tpm=None, mode=online, "
                     f"cache={tmp_path / 'c' / 'cache.sqlite'})")
+
+
+def test_the_offline_backend_answers_a_chat_row_with_a_labelled_echo(tmp_path):
+    path = tmp_path / "red.png"
+    path.write_bytes(png((200, 0, 0)))
+    with ChatEngine("offline", progress=False) as chat:
+        answers = chat.run(["What is 2+2?", {"prompt": "What colour?", "images": [path]}])
+    assert answers.texts() == ['[offline: no model was asked] You asked: "What is 2+2?".',
+                               '[offline: no model was asked] You asked: "What colour?" and 1 image.']
+
+
+def test_the_offline_backend_answers_a_response_format_with_json_that_fits_it():
+    class Caption(BaseModel):
+        caption: str
+        objects: list[str]
+        colour: Colour
+        count: int
+        note: str | None = None
+
+    with ChatEngine("offline", progress=False, response_format=Caption) as chat:
+        [answer] = chat.run(["Caption it."])
+    assert answer.ok, answer.error
+    assert answer.parsed == Caption(caption="offline", objects=[], colour=Colour(name="offline", hex="offline"), count=0)
