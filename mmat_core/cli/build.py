@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
 from mmat_core.errors import ConfigError
+
+
+@contextmanager
+def plain_warnings() -> Iterator[None]:
+    """While a command runs, mmat's own warnings (a category from ``mmat_core`` or a built-in
+    plugin, e.g. :class:`~mmat_core.engine.settings.ConcurrencyWarning`) print as one scrubbed
+    ``Warning: ...`` line on stderr, without Python's ``file:line`` prefix and source line: they
+    are written for the user, not the developer. They stay real warnings (``-W error`` and the
+    warning filters apply: ``-W ignore::UserWarning`` hides them); other libraries' warnings print
+    as Python prints them. Only printing changes, and only in the command: a Python user of
+    :class:`~mmat_core.pipeline.Pipeline` gets the warning as usual."""
+    with warnings.catch_warnings():
+        python_prints = warnings.showwarning
+
+        def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: TextIO | None = None, line: str | None = None) -> None:
+            if not category.__module__.startswith(("mmat_core", "mmat_plugins")):
+                python_prints(message, category, filename, lineno, file, line)
+                return
+            from mmat_core.secrets import scrub
+
+            click.echo(f"Warning: {scrub(str(message))}", err=True)
+
+        warnings.showwarning = show
+        yield
 
 
 def _parse_set(items: tuple[str, ...]) -> dict[str, Any]:
@@ -76,6 +104,12 @@ def collect_overrides(**flags: Any) -> dict[str, Any]:
 def build(config_file: Path | None, out: Path | None, dry_run: bool, force: bool, min_yield: str | None,
           **flags: Any) -> None:
     """Build RR/ORR training data. With no config, runs the bundled sample with the offline backend."""
+    with plain_warnings():
+        _build(config_file, out, dry_run, force, min_yield, **flags)
+
+
+def _build(config_file: Path | None, out: Path | None, dry_run: bool, force: bool, min_yield: str | None,
+           **flags: Any) -> None:
     from mmat_core.pipeline import Pipeline
     from mmat_core.preflight import load_checked
 
@@ -117,7 +151,7 @@ def build(config_file: Path | None, out: Path | None, dry_run: bool, force: bool
         click.echo(f"Interrupted: the samples finished so far are saved. Resume with: mmat build --resume {config.out}",
                    err=True)
         raise
-    _summary(result)
+    _summary(result, config)
     _departures(config)
     check_yield(result.manifest, wanted)
 
@@ -244,7 +278,22 @@ def _dry_run(pipeline: Any) -> None:
                f"{sum(skipped.values())} skipped by sampling or quotas")
 
 
-def _summary(result: Any) -> None:
+def limits_line(engine: dict[str, Any], config: Any) -> str:
+    """What bounded the model calls, naming the setting to change: the scheduler's own account,
+    unless no scheduler limit bound and a set ``engine.concurrency`` held the calls below
+    ``llm_engine.concurrency`` (the scheduler cannot see that one)."""
+    from mmat_core.engine.settings import samples_bind_calls
+
+    if engine.get("binding") == "server" and config is not None:
+        model = config.llm.options.get("model")
+        advice = samples_bind_calls(config.engine, config.llm_engine, config.llm.name,
+                                    model if isinstance(model, str) else None)
+        if advice:
+            return f"{engine.get('name', config.llm.name)}: {advice}"
+    return str(engine.get("binding_summary", ""))
+
+
+def _summary(result: Any, config: Any = None) -> None:
     manifest = result.manifest
     counts = manifest.counts
     click.echo(f"Run written to {result.out_dir}")
@@ -266,7 +315,7 @@ def _summary(result: Any) -> None:
                    f"{engine.get('failed_calls', 0)} failed, {engine.get('retries', 0)} retries, "
                    f"{engine.get('prompt_tokens', 0) + engine.get('completion_tokens', 0):,} tokens, "
                    f"${engine.get('cost_usd', 0.0):.4f} estimated")
-        click.echo(f"  limits: {engine.get('binding_summary', '')}")
+        click.echo(f"  limits: {limits_line(engine, config)}")
         for message in engine.get("breaker_events", []):
             click.echo(f"  circuit breaker: {message}")
         if engine.get("price_warning"):

@@ -144,6 +144,20 @@ class ConcurrencyWarning(UserWarning):
     makes about one model call at a time, so the lower figure is what binds."""
 
 
+def samples_bind_calls(engine: EngineSettings, llm_engine: LLMEngineSettings, backend: str,
+                       model: str | None = None) -> str | None:
+    """When ``engine.concurrency`` holds the model calls below ``llm_engine.concurrency`` (set
+    lower, online mode), the end-of-build advice that names it as the binding setting; else None.
+    The scheduler cannot see it (its calls never wait), so it would call the server's latency
+    the bound and advise raising ``llm_engine.concurrency``, which changes nothing."""
+    slots = llm_engine.call_slots(backend, model)
+    if llm_engine.mode != "online" or engine.concurrency is None or engine.concurrency >= slots:
+        return None
+    return (f"binding limit is engine.concurrency={engine.concurrency}: at most {engine.concurrency} samples, so about "
+            f"{engine.concurrency} model calls, were in flight of llm_engine.concurrency={slots}; raise "
+            "engine.concurrency or leave it unset (it follows llm_engine.concurrency)")
+
+
 def samples_in_flight(engine: EngineSettings, llm_engine: LLMEngineSettings, backend: str,
                       model: str | None = None) -> int:
     """How many samples a build keeps in flight: ``engine.concurrency`` when set, else

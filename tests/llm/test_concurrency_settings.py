@@ -107,3 +107,39 @@ def test_critique_keeps_the_llm_engine_limits_for_its_judges(tmp_path: Path):
     assert report.traces == 5
     assert len(server.completions()) == 5
     assert in_flight["max"] == 2
+
+
+def test_the_cli_prints_the_concurrency_warning_as_one_warning_line(tmp_path: Path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "mmat_core", "build", "--dry-run", "--set", "engine.concurrency=4"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0].startswith("Warning: engine.concurrency=4 keeps at most 4 samples in flight")
+    assert len(lines) == 1, lines  # no `config.py:146: ConcurrencyWarning:` prefix, no source line after it
+
+
+def test_the_build_summary_names_engine_concurrency_when_it_binds(tmp_path: Path):
+    from click.testing import CliRunner
+
+    from mmat_core.cli import main
+
+    result = CliRunner().invoke(main, ["build", "--limit", "2", "-o", str(tmp_path / "run"), "--set",
+                                       "engine.concurrency=4", "--set", "llm_engine.progress=false"])
+    assert result.exit_code == 0, result.output
+    [limits] = [line for line in result.output.splitlines() if line.strip().startswith("limits:")]
+    assert "binding limit is engine.concurrency=4" in limits
+    assert "raise llm_engine.concurrency" not in limits
+
+
+def test_the_build_summary_keeps_the_schedulers_advice_when_engine_concurrency_is_unset(tmp_path: Path):
+    from click.testing import CliRunner
+
+    from mmat_core.cli import main
+
+    result = CliRunner().invoke(main, ["build", "--limit", "1", "-o", str(tmp_path / "run"),
+                                       "--set", "llm_engine.progress=false"])
+    assert result.exit_code == 0, result.output
+    assert "no limit binds" in result.output and "engine.concurrency=" not in result.output
