@@ -25,10 +25,18 @@ from mmat_core import hookimpl
 if TYPE_CHECKING:
     import click
     from mmat_plugins.agent.agent import MODES, AgentResult, AgentRuntime
-    from mmat_plugins.agent.chat import ChatModel, OpenAIChatModel, TransformersChatModel, open_chat_model
+    from mmat_plugins.agent.chat import (
+        ChatModel,
+        ChatReply,
+        GenerationSettings,
+        OpenAIChatModel,
+        TransformersChatModel,
+        open_chat_model,
+    )
     from mmat_plugins.agent.offline import OfflineChatModel
     from mmat_plugins.agent.parsing import ParsedAnswer, ParsedStep, parse_answer, parse_step
     from mmat_plugins.agent.serve import AgentServer, agent_server
+    from mmat_plugins.agent.toolcache import ToolResultCache
 
 __all__ = [
     "MODES",
@@ -36,10 +44,13 @@ __all__ = [
     "AgentRuntime",
     "AgentServer",
     "ChatModel",
+    "ChatReply",
+    "GenerationSettings",
     "OfflineChatModel",
     "OpenAIChatModel",
     "ParsedAnswer",
     "ParsedStep",
+    "ToolResultCache",
     "TransformersChatModel",
     "agent_server",
     "open_chat_model",
@@ -56,6 +67,9 @@ _LAZY = {
     "agent_server": "serve",
     "OfflineChatModel": "offline",
     "ChatModel": "chat",
+    "ChatReply": "chat",
+    "GenerationSettings": "chat",
+    "ToolResultCache": "toolcache",
     "OpenAIChatModel": "chat",
     "TransformersChatModel": "chat",
     "open_chat_model": "chat",
