@@ -313,7 +313,7 @@ class AgentServer:
         """A run stopped because its client went away: logged as such, with no answer."""
         self._append({"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": model, "mode": mode,
                       "status": "cancelled", "question": question, "answer": None,
-                      "reason": "the client closed the connection before the answer"})
+                      "reason": "the connection closed before the answer (the client left, or the server stopped)"})
 
     def _append(self, record: dict[str, Any]) -> None:
         if self.log_path is None:

@@ -356,3 +356,23 @@ def test_a_local_model_samples_reproducibly_with_a_seed(tiny: AgentServer, sign:
     draws = {sample(seed) for seed in (11, 12, 13)}
     assert sample(11) == sample(11)  # the same seed, the same draw
     assert len(draws | {greedy}) > 1  # it does sample: not every draw is the greedy reply
+
+
+class GenerateOnlyModel:
+    """A third-party chat model with only ``generate`` (no ``respond``, no token counts)."""
+
+    name = "generate-only"
+
+    async def generate(self, messages: Any, images: Any) -> str:
+        return "Paris. Also, some rambling after the stop sequence."
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_a_model_with_only_generate_still_answers_cut_at_the_stop_sequence() -> None:
+    model = GenerateOnlyModel()
+    with AgentServer(lambda mode: AgentRuntime(model, mode=mode), model_name="g", mode="plain") as running:
+        response = client(running).chat.completions.create(model="g", messages=ask("Capital of France?"), stop=[". Also"])  # type: ignore[arg-type]
+    assert response.choices[0].message.content == "Paris"
+    assert response.usage is not None and response.usage.total_tokens == 0
