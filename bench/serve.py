@@ -141,8 +141,8 @@ def main() -> None:
     for mode in ("plain", "rr", "orr"):
         ceiling = args.concurrency / (CALLS[mode] * args.latency)
         share = rates[mode] / ceiling
-        rows.append((f"{mode} answers/s ({CALLS[mode]} call{'s' if CALLS[mode] > 1 else ''}"
-                     f"{' + OCR' if mode != 'plain' else ''})", f"{rates[mode]:.1f}",
+        label = f"{mode} answers/s ({CALLS[mode]} call{'s' if CALLS[mode] > 1 else ''}{' + OCR' if mode != 'plain' else ''})"
+        rows.append((label, f"{rates[mode]:.1f}",
                      f">= {TARGET_RATE[mode]:g} (model-bound ceiling {ceiling:.0f}/s; {share:.0%} of it)"))
     rows += [
         (f"{repeats} ORR answers on one image, no cache (s)", f"{uncached_s:.2f}", ""),
