@@ -50,8 +50,7 @@ def _serve_args(command: click.Command, model_args: dict[str, Any]) -> list[str]
 @click.option("-o", "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--limit", type=int, help="Evaluate only the first N questions (per benchmark with --suite).")
 @click.option("--concurrency", type=int, default=4, show_default=True, help="Questions in flight at once (endpoint models).")
-@click.option("--benchmarks", default=",".join(["mmstar", "mmmu", "mathvista", "mathvision", "ai2d", "ocrbench",
-                                                "realworldqa", "hallusionbench"]),
+@click.option("--benchmarks", default="mmstar,mmmu,mathvista,mathvision,ai2d,ocrbench,realworldqa,hallusionbench",
               show_default=True, help="--suite: which of the eight to run (comma-separated keys).")
 @click.option("--data-root", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="--suite: read each benchmark from ROOT/<hub id> (a local snapshot or mmat's fixtures) instead of the Hub.")

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from mmat_plugins.evaluation.lmms.fixtures import fixture_answers, write_fixtures
+
 from tests.fakes.openai_server import RecordedRequest, Reply
 
 

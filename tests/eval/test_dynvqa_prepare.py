@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from mmat_plugins.evaluation.lmms.dynvqa import image_name, prepare_dynvqa
 from PIL import Image
 
 from mmat_core import ConfigError
-from mmat_plugins.evaluation.lmms.dynvqa import image_name, prepare_dynvqa
 
 URL = "https://example.org/rallm/Freshqa_en_extracted_images/image_{}.jpeg"
 

@@ -6,7 +6,6 @@ import importlib.util
 from types import ModuleType
 
 import pytest
-
 from mmat_plugins.evaluation.lmms.tasks import dynvqa_task_dir
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from mmat_plugins.evaluation.lmms import suite
 from mmat_plugins.evaluation.lmms.fixtures import BUILDERS
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from mmat_plugins.evaluation.lmms import suite
+from mmat_plugins.evaluation.lmms.fixtures import fixture_answers
 from PIL import Image
 
 from mmat_core.cli import main
-from mmat_plugins.evaluation.lmms import suite
-from mmat_plugins.evaluation.lmms.fixtures import fixture_answers
 from tests.consumers import consumer_python
 from tests.eval.conftest import judge_reply
 from tests.fakes.openai_server import FakeOpenAIServer
@@ -67,7 +67,7 @@ def suite_run(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Iter
 
 
 def test_every_benchmark_runs_through_lmms_eval_in_each_mode_and_the_table_is_printed(suite_run: tuple) -> None:
-    result, out, tuned_model, judge = suite_run
+    result, out, _, _ = suite_run
     assert result.exit_code == 0, result.output + "\n" + "\n".join(
         p.read_text()[-3000:] for p in out.glob("*/lmms-eval.log"))
     # The figures come from lmms-eval's own results files, one per mode, every task in each.
@@ -87,7 +87,7 @@ def test_every_benchmark_runs_through_lmms_eval_in_each_mode_and_the_table_is_pr
 
 
 def test_lmms_eval_is_answered_by_mmat_serve_in_the_mode_its_model_name_asks(suite_run: tuple) -> None:
-    result, out, tuned_model, judge = suite_run
+    result, out, tuned_model, _ = suite_run
     assert result.exit_code == 0, result.output
     answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
     by_mode = {mode: [a for a in answers if a["mode"] == mode] for mode in ("plain", "rr", "orr")}
@@ -100,7 +100,7 @@ def test_lmms_eval_is_answered_by_mmat_serve_in_the_mode_its_model_name_asks(sui
 
 
 def test_judge_calls_reach_the_judge_through_mmats_backend(suite_run: tuple) -> None:
-    result, out, tuned_model, judge = suite_run
+    result, _, _, judge = suite_run
     assert result.exit_code == 0, result.output
     prompts = ["".join(m["content"] for m in r.body["messages"]) for r in judge.completions()]
     # MathVista's answer extraction (once per mode for its multiple-choice row) and HallusionBench's grading.

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-
 from mmat_plugins.evaluation.lmms import suite
 from mmat_plugins.evaluation.lmms.runner import selected
+
 from mmat_core import ConfigError
 
 SPECS = {spec.key: spec for spec in suite.PAPER_BENCHMARKS}
@@ -100,3 +100,12 @@ def test_the_lmms_eval_command_points_its_openai_model_at_the_agent_and_appends_
     assert command[:5] == ["py", "-m", "lmms_eval", "--model", "openai"]
     assert command[6].startswith("model_version=mmat-eval:rr,base_url=http://127.0.0.1:5/v1,")
     assert command[command.index("--tasks") + 1] == "a,b" and command[-3:] == ["--limit", "2", "--gen_kwargs=max_new_tokens=16"]
+
+
+def test_with_fewer_than_eight_benchmarks_no_row_prints_an_average() -> None:
+    # Seen in the GPU check's subset run: an "Avg" of six columns sat above the paper's eight-column 60.7.
+    subset = [SPECS["mmstar"], SPECS["ai2d"]]
+    row = suite.SuiteRow(label="tiny (rr)", scores={"mmstar": 50.0, "ai2d": 0.0})
+    lines = suite.render_table([row], suite.reference_rows(["plain"]), subset).splitlines()
+    assert lines[2] == "| tiny (rr) | 50.0 | 0.0 | n/a |"
+    assert lines[3] == "| InternVL2.5-8B (paper) | n/a | n/a | n/a |"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from mmat_plugins.agent import AgentRuntime, OpenAIChatModel
+from mmat_plugins.evaluation.scoring import evaluate, read_bench
 
 from mmat_core.cli import main
-from mmat_plugins.evaluation.scoring import evaluate, read_bench
-from mmat_plugins.agent import AgentRuntime, OpenAIChatModel
 from tests.fakes.openai_server import FakeOpenAIServer, RecordedRequest, Reply
 from tests.runtime.conftest import scripted, user_texts
 
@@ -99,10 +99,10 @@ def test_mmat_infer_prints_steps_and_answer(server: FakeOpenAIServer, photos: di
 
 
 def test_local_model_loads_an_hf_lora_adapter_folder_and_runs_the_loop(tmp_path: Path, photos: dict[str, Path]) -> None:
+    from mmat_plugins.agent import TransformersChatModel
     from mmat_plugins.trainers.hf_lora import HFLoraTrainer
     from mmat_plugins.trainers.tiny import build_tiny_vlm
 
-    from mmat_plugins.agent import TransformersChatModel
     from tests.train.records import write_training_files
 
     rr, _ = write_training_files(tmp_path / "data", count=4)

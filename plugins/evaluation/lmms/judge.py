@@ -16,9 +16,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmat_core import ConfigError, ImageStore, LLMBackend, LLMRequest, Message
+
+if TYPE_CHECKING:
+    from typing import Self  # 3.11+; annotations are not evaluated at run time
 
 
 def open_backend(name: str, options: dict[str, Any]) -> LLMBackend:
@@ -70,7 +73,7 @@ class JudgeRelay:
         self.calls += 1
         try:
             answer = await self.backend.complete(llm_request, self._images)
-        except Exception as exc:  # the caller (lmms-eval) retries and logs; tell it what failed
+        except Exception as exc:  # noqa: BLE001 - lmms-eval retries and logs; it gets what failed, not a dropped connection
             return web.json_response({"error": {"message": f"judge backend {self.backend.name}: {exc}"}}, status=502)
         return web.json_response({
             "id": f"judge-{self.calls}", "object": "chat.completion", "created": int(time.time()),
@@ -89,7 +92,7 @@ class JudgeRelay:
         return web.json_response({"error": {"message": f"the judge relay answers chat completions only, not {request.path}"}},
                                  status=404)
 
-    def __enter__(self) -> JudgeRelay:
+    def __enter__(self) -> Self:
         from aiohttp import web
 
         started = threading.Event()
@@ -108,7 +111,7 @@ class JudgeRelay:
             self._loop = asyncio.new_event_loop()
             try:
                 self._loop.run_until_complete(start())
-            except BaseException as exc:  # reported to the caller below
+            except BaseException as exc:  # noqa: BLE001 - handed to the starting thread, which raises it
                 failure.append(exc)
                 started.set()
                 return

@@ -19,17 +19,20 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mmat_plugins.evaluation.lmms import suite
+from mmat_plugins.evaluation.lmms.suite import BenchmarkSpec, SuiteRow
 from pydantic import BaseModel, ConfigDict, Field
 
 from mmat_core import ConfigError, MmatError
-from mmat_plugins.evaluation.lmms import suite
-from mmat_plugins.evaluation.lmms.suite import BenchmarkSpec, SuiteRow
 
 #: Benchmarks whose lmms-eval scoring calls a judge model.
 JUDGED = {"mathvista", "hallusionbench"}
 _LISTENING = re.compile(r"listening on (http://\S+)")
+
+if TYPE_CHECKING:
+    from typing import Self  # 3.11+; annotations are not evaluated at run time
 
 
 class SuiteOptions(BaseModel):
@@ -100,7 +103,7 @@ class ServeProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.base_url = ""
 
-    def __enter__(self) -> ServeProcess:
+    def __enter__(self) -> Self:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-c", "from mmat_core.cli import run; run()", "serve", *self.args,
                    "--host", "127.0.0.1", "--port", "0", "--served-model-name", self.served_name,
@@ -222,7 +225,7 @@ class _Nothing:
         return None
 
 
-class _judge:  # noqa: N801 - used like a function in a with statement
+class _judge:
     """The judge relay for this run, or nothing when no chosen benchmark is judged."""
 
     def __init__(self, options: SuiteOptions | None) -> None:
@@ -250,7 +253,7 @@ class _judge:  # noqa: N801 - used like a function in a with statement
             self.relay.__exit__()
 
 
-class _server:  # noqa: N801 - used like a function in a with statement
+class _server:
     """``mmat serve`` started for the run, or the server given with --serve-url."""
 
     def __init__(self, options: SuiteOptions) -> None:
@@ -285,10 +288,12 @@ def render(options: SuiteOptions, results: Sequence[ModeResult]) -> str:
 def write_summary(options: SuiteOptions, benchmarks: Sequence[BenchmarkSpec], results: Sequence[ModeResult]) -> None:
     """``summary.json`` (figures per mode, tasks, lmms-eval folders) and ``table.md`` in the output folder."""
     keys = [spec.key for spec in benchmarks]
+    full = len(benchmarks) == len(suite.PAPER_BENCHMARKS)  # the average is the eight benchmarks' only
     summary = {
         "model": options.label, "limit": options.limit, "data_root": str(options.data_root) if options.data_root else None,
         "tasks": {spec.key: spec.task for spec in benchmarks},
-        "modes": {r.mode: {"scores": r.scores, "average": SuiteRow(label=r.mode, scores=dict(r.scores)).average(keys),
+        "modes": {r.mode: {"scores": r.scores,
+                           "average": SuiteRow(label=r.mode, scores=dict(r.scores)).average(keys) if full else None,
                            "lmms_output": str(r.output_dir)} for r in results},
         "reference": suite.PAPER_REFERENCE,
     }

@@ -125,9 +125,11 @@ def render_table(rows: Sequence[SuiteRow], references: Sequence[SuiteRow], bench
                  extra: Sequence[BenchmarkSpec] = ()) -> str:
     """The paper's layout as Markdown: benchmarks as columns, then the average, then extra columns (Dyn-VQA).
 
-    The average is over the eight benchmarks; a reference row prints the paper's own average.
+    The average is over the eight benchmarks; a reference row prints the paper's own average. With
+    fewer than the eight the average is n/a in every row: it would not be the paper's figure.
     """
     keys = [spec.key for spec in benchmarks]
+    full = sorted(keys) == sorted(spec.key for spec in PAPER_BENCHMARKS)
     header = ["model", *[spec.title for spec in benchmarks], "Avg", *[spec.title for spec in extra]]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
 
@@ -135,9 +137,9 @@ def render_table(rows: Sequence[SuiteRow], references: Sequence[SuiteRow], bench
         return "n/a" if value is None else f"{value:.1f}"
 
     for row in rows:
-        cells = [cell(row.scores.get(k)) for k in keys] + [cell(row.average(keys))]
+        cells = [cell(row.scores.get(k)) for k in keys] + [cell(row.average(keys) if full else None)]
         lines.append("| " + " | ".join([row.label, *cells, *[cell(row.scores.get(s.key)) for s in extra]]) + " |")
     for row in references:
-        cells = [cell(row.scores.get(k)) for k in keys] + [cell(row.scores.get("average"))]
+        cells = [cell(row.scores.get(k)) for k in keys] + [cell(row.scores.get("average") if full else None)]
         lines.append("| " + " | ".join([row.label, *cells, *[cell(row.scores.get(s.key)) for s in extra]]) + " |")
     return "\n".join(lines)

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from mmat_core import ConfigError
 from mmat_plugins.evaluation.lmms.suite import BenchmarkSpec
+
+from mmat_core import ConfigError
 
 #: The YAML file of each paper task inside lmms-eval's ``tasks`` folder.
 TASK_FILES: dict[str, str] = {
