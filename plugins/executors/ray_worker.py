@@ -53,6 +53,49 @@ def load_in_code_plugins(manager: Any, blobs: list[tuple[str, str, bytes]]) -> N
         manager.register(plugin, name, version)
 
 
+# The coroutines live outside SampleWorker: a Ray actor class with an ``async def`` method is an
+# asyncio actor, which would run the blocking ``build`` calls on its one loop, a batch at a time.
+
+
+async def open_worker_engine(worker_id: str, config: dict[str, Any], allow: list[str] | None, block: list[str],
+                             in_code: list[tuple[str, str, bytes]], out_dir: Path, authority: Any, cache_service: Any,
+                             samples_in_flight: int) -> types.SimpleNamespace:
+    """A worker's engine over the run's cache service and limit authority (in the worker's loop)."""
+    from mmat_plugins.executors.ray_services import RemoteCache, share_limits
+
+    from mmat_core.config import PipelineConfig
+    from mmat_core.pipeline import Pipeline
+    from mmat_core.plugins import PluginManager, set_plugin_manager
+    from mmat_core.run import open_engine, run_image_store
+
+    manager = PluginManager(allow=allow, block=block)
+    load_in_code_plugins(manager, in_code)
+    set_plugin_manager(manager)
+    pipeline = Pipeline.from_config(PipelineConfig.model_validate(config), plugins=manager)
+    images = run_image_store(out_dir, pipeline.config)
+    cache = RemoteCache(cache_service)
+    # The client's own files (none outside batch mode, which the driver refuses) stay on this node.
+    work_dir = Path(tempfile.mkdtemp(prefix=f"mmat-worker-{worker_id}-"))
+    client, tools, loop, reflection = open_engine(pipeline, images, cache, work_dir)
+    share_limits(client, authority, worker_id)
+    return types.SimpleNamespace(pipeline=pipeline, client=client, tools=tools, loop=loop, reflection=reflection,
+                                 cache=cache, semaphore=asyncio.Semaphore(samples_in_flight))
+
+
+async def build_batch(engine: types.SimpleNamespace, batch: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    """Build a batch of samples with ``engine``, at most its ``samples_per_worker`` at once."""
+    from mmat_core.run import build_trace
+
+    async def one(seq: int, sample: Any) -> tuple[int, Any]:
+        async with engine.semaphore:
+            return seq, await build_trace(engine, sample)
+
+    results = await asyncio.gather(*(one(seq, sample) for seq, sample in batch))
+    # The driver stores these traces once they are back: their calls must be on disk first.
+    await engine.cache.commit()
+    return list(results)
+
+
 class SampleWorker:
     """Builds batches of ``(seq, SourceSample)`` into ``(seq, Trace)`` with one engine."""
 
@@ -69,7 +112,8 @@ class SampleWorker:
         self.thread = threading.Thread(target=self.loop.run_forever, name="mmat-ray-worker", daemon=True)
         self.thread.start()
         try:
-            self.engine = self._call(self._open(config, allow, block, in_code, Path(out_dir), authority, cache_service))
+            self.engine = self._call(open_worker_engine(worker_id, config, allow, block, in_code, Path(out_dir), authority,
+                                                        cache_service, samples_in_flight))
         except MmatError as exc:
             self.error = str(exc)  # said by ready(): an actor that fails in __init__ loses its message
         except Exception as exc:
@@ -77,29 +121,6 @@ class SampleWorker:
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-    async def _open(self, config: dict[str, Any], allow: list[str] | None, block: list[str],
-                    in_code: list[tuple[str, str, bytes]], out_dir: Path, authority: Any,
-                    cache_service: Any) -> types.SimpleNamespace:
-        from mmat_plugins.executors.ray_services import RemoteCache, share_limits
-
-        from mmat_core.config import PipelineConfig
-        from mmat_core.pipeline import Pipeline
-        from mmat_core.plugins import PluginManager, set_plugin_manager
-        from mmat_core.run import open_engine, run_image_store
-
-        manager = PluginManager(allow=allow, block=block)
-        load_in_code_plugins(manager, in_code)
-        set_plugin_manager(manager)
-        pipeline = Pipeline.from_config(PipelineConfig.model_validate(config), plugins=manager)
-        images = run_image_store(out_dir, pipeline.config)
-        cache = RemoteCache(cache_service)
-        # The client's own files (none outside batch mode, which the driver refuses) stay on this node.
-        work_dir = Path(tempfile.mkdtemp(prefix=f"mmat-worker-{self.worker_id}-"))
-        client, tools, loop, reflection = open_engine(pipeline, images, cache, work_dir)
-        share_limits(client, authority, self.worker_id)
-        return types.SimpleNamespace(pipeline=pipeline, client=client, tools=tools, loop=loop, reflection=reflection,
-                                     cache=cache, semaphore=asyncio.Semaphore(self.samples_in_flight))
 
     def ready(self) -> dict[str, Any]:
         """Where this worker runs; raises the error that stopped it from starting."""
@@ -110,23 +131,9 @@ class SampleWorker:
         return {"worker": self.worker_id, "node": ray.get_runtime_context().get_node_id(),
                 "host": socket.gethostname(), "pid": os.getpid()}
 
-    async def _build(self, batch: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
-        from mmat_core.run import build_trace
-
-        engine = self.engine
-
-        async def one(seq: int, sample: Any) -> tuple[int, Any]:
-            async with engine.semaphore:
-                return seq, await build_trace(engine, sample)
-
-        results = await asyncio.gather(*(one(seq, sample) for seq, sample in batch))
-        # The driver stores these traces once they are back: their calls must be on disk first.
-        await engine.cache.commit()
-        return list(results)
-
     def build(self, batch: list[tuple[int, Any]]) -> dict[str, Any]:
         """Build a batch; returns its ``(seq, Trace)`` pairs and this worker's counters."""
-        traces = self._call(self._build(batch))
+        traces = self._call(build_batch(self.engine, batch))
         self.done += len(traces)
         self.batches += 1
         return {"traces": traces, "state": self.state()}
