@@ -157,3 +157,18 @@ def test_export_check_fails_when_the_consumer_refuses_rows(tmp_path: Path) -> No
     result = CliRunner().invoke(main, ["export", str(run), "-f", "ms_swift", "--out", str(tmp_path / "o"), "--check",
                                        "--check-python", f"ms_swift={consumer_python('swift')}"])
     assert result.exit_code == 1 and "Check ms_swift: FAILED" in result.output, result.output
+
+
+@pytest.mark.parametrize("bundle_name", BUNDLES)
+def test_internvl_and_llava_restated_loaders_read_the_moved_bundle(bundle_name: str, request: pytest.FixtureRequest) -> None:
+    from tests.formats import upstream
+
+    bundle = request.getfixturevalue(bundle_name)
+    internvl = [json.loads(line) for line in (bundle / "internvl_rr.jsonl").read_text().splitlines()]
+    for row in internvl:
+        encoded = upstream.internvl_get_item(row, "internvl2_5", str(bundle))
+        assert encoded.system.startswith("You are a visual assistant") and all(Path(p).is_file() for p in encoded.images)
+    llava = [upstream.llava_get_item(row, str(bundle)) for row in json.loads((bundle / "llava_rr.json").read_text())]
+    assert all(len(item.images) == 1 and Path(item.images[0]).is_file() for item in llava)
+    several = sum(1 for n in _expected_rows(bundle) if n > 1)
+    assert len(llava) == len(internvl) - several
