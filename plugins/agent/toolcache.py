@@ -13,6 +13,7 @@ build``, which is SQLite on disk; a server needs no file and forgets on restart.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -54,7 +55,8 @@ class ToolResultCache:
                 return None
             self._entries.move_to_end(key)
             self.hits[entry.tool] = self.hits.get(entry.tool, 0) + 1
-            return entry.value
+            # A copy, as the on-disk cache gives: the traces of two answers never share a mutable result.
+            return copy.deepcopy(entry.value)
 
     def put(self, key: str, value: Any, *, kind: str = "tool", document: Any = None, purpose: str = "",
             sample_id: str | None = None) -> None:
