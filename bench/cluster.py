@@ -9,7 +9,8 @@ with the MMAT step protocol (3 calls a sample). Then, with the generated source 
 - scaling: the same build with 1, 2 and 4 workers of C samples each; throughput is the rate of
   model calls the server saw between its 10th and 90th percentile request (the steady state,
   without the workers' start-up), against the physical limit n*C/L calls/s (N*L/(n*C) seconds);
-- one cluster-wide rpm limit with 1 and 4 workers: requests per minute the server saw;
+- one cluster-wide rpm limit with 1 and 4 workers: requests per minute the server saw between its
+  10th and 90th percentile request (past the first half second's burst the bucket allows);
 - a worker node killed (kill -9 of its raylet's process group) mid-run at 4 workers: the run
   completes with outputs byte-identical to the undisturbed 4-worker build, nothing lost or
   duplicated; requests the server answered twice are split into calls in flight at the kill
@@ -250,9 +251,9 @@ def main() -> None:
         # One cluster-wide rpm limit.
         for n in (1, 4):
             _, reqs, _ = run(f"rpm{n}", {"workers": n, "samples_per_worker": c}, rpm_samples,
-                             {"rpm": rpm, "rate_burst_s": 0.1})
-            times = sorted(r.received for r in reqs)
-            seen = (len(times) - 1) / max(1e-9, times[-1] - times[0]) * 60
+                             {"rpm": rpm, "rate_burst_s": 0.5})
+            # The steady state: past the first burst (half a second of quota), before the last stragglers.
+            seen = window_rate([r.received for r in reqs]) * 60
             off = abs(seen - rpm) / rpm
             rows.append((f"rpm limit {rpm}, {n} worker(s): requests/min seen", f"{seen:.0f} ({off:.1%} off)", "within 2%"))
             result[f"rpm_off_{n}"] = round(off, 4)

@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
+from mmat_plugins.executors.ray_tools import ToolServiceOptions
+
 from mmat_core.components import ComponentOptions, Executor
 from mmat_core.errors import ConfigError, MmatError
 
@@ -69,6 +71,8 @@ class RayOptions(ComponentOptions):
     batches_per_worker: int = Field(3, ge=1, description="batches a worker may hold at once (the backpressure)")
     replace_lost_workers: bool = Field(True, description="start a new worker when one is lost (if the cluster has room)")
     start_timeout_s: float = Field(300.0, gt=0, description="how long to wait for a worker when none is running")
+    tool_services: dict[str, ToolServiceOptions] = Field(
+        default_factory=dict, description="tools that run as shared Ray actor pools, by name (ray_tools.py)")
 
 
 def shard_dir(out_dir: Path, index: int) -> Path:
@@ -159,6 +163,7 @@ class ClusterRun:
         self._next_id = 0
         self._state_written = 0.0
         self._committed = time.monotonic()
+        self.tools_report: dict[str, Any] = {}
         manager = pipeline.plugins
         self.allow = sorted(manager.allow) if manager.allow is not None else None
         self.block = sorted(manager.block)
@@ -166,6 +171,7 @@ class ClusterRun:
         self.config = config.model_dump(mode="json")
         self.config["engine"]["concurrency"] = self.samples_per_worker
         self._start_services()
+        self.tool_pools = self._start_tool_services()
 
     # -- services and workers ---------------------------------------------------------------
 
@@ -183,6 +189,33 @@ class ClusterRun:
         self.authority = ray.remote(LimitAuthority).options(**service).remote()
         self.cache = ray.remote(CacheService).options(**service).remote(str(cache_path.resolve()))
 
+    def _start_tool_services(self) -> dict[str, list[Any]]:
+        """The replicas of each tool named in ``tool_services`` (placed wherever Ray finds the GPUs)."""
+        from mmat_plugins.executors.ray_tools import ToolService
+
+        specs = {spec.name: spec for spec in self.pipeline.config.tools}
+        pools: dict[str, list[Any]] = {}
+        for name, options in self.options.tool_services.items():
+            if name not in specs:
+                raise ConfigError(f"tool_services names {name!r}, which is not among the build's tools "
+                                  f"({', '.join(sorted(specs)) or 'none'})", key=f"executor.tool_services.{name}")
+            actor = self.ray.remote(ToolService).options(num_cpus=options.num_cpus, num_gpus=options.num_gpus,
+                                                         max_concurrency=10_000, max_restarts=-1)
+            pools[name] = [actor.remote(specs[name].model_dump(mode="json"), self.allow, self.block, self.in_code,
+                                        str(self.out_dir.resolve()), self.config, options.model_dump())
+                           for _ in range(options.replicas)]
+        return pools
+
+    def tool_service_stats(self) -> dict[str, Any]:
+        """Each tool service's replicas: calls, batch sizes, utilisation."""
+        stats: dict[str, Any] = {}
+        for name, replicas in self.tool_pools.items():
+            try:
+                stats[name] = self.ray.get([r.stats.remote() for r in replicas], timeout=30)
+            except Exception as exc:  # noqa: BLE001 - a report, not the run: say what happened
+                stats[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        return stats
+
     def start_worker(self) -> WorkerSlot:
         """Start one more worker actor (it becomes ``running`` once its engine is open)."""
         from mmat_plugins.executors.ray_worker import SampleWorker
@@ -193,7 +226,7 @@ class ClusterRun:
             num_cpus=self.options.cpus_per_worker, max_concurrency=self.options.batches_per_worker + 3,
             max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD",
         ).remote(worker_id, self.config, self.allow, self.block, self.in_code, str(self.out_dir.resolve()),
-                 self.authority, self.cache, self.samples_per_worker)
+                 self.authority, self.cache, self.samples_per_worker, self.tool_pools)
         slot = WorkerSlot(worker_id, actor, actor.ready.remote())
         self.workers[worker_id] = slot
         return slot
@@ -412,6 +445,7 @@ class ClusterRun:
             except Exception:
                 worker.state = "lost"
         limits = self.limits_snapshot()
+        self.tools_report = self.tool_service_stats()
         self.close()
         return reports, limits
 
@@ -425,6 +459,9 @@ class ClusterRun:
                 except Exception:
                     pass
             ray.kill(worker.actor)
+        for replicas in self.tool_pools.values():
+            for replica in replicas:
+                ray.kill(replica)
         try:
             ray.get(self.cache.close.remote(), timeout=120)
         finally:
@@ -514,7 +551,7 @@ class RayExecutor(Executor):
             manifest = write_manifest(out_dir, store, manifest, published, total_s=time.monotonic() - started)
             report = {"executor": "ray", "workers": {r["worker"]: r["engine"] for r in reports},
                       "shared_limits": limits, "lost_workers": cluster.lost,
-                      "samples_requeued": cluster.requeued_samples}
+                      "samples_requeued": cluster.requeued_samples, "tool_services": cluster.tools_report}
             write_engine_report(out_dir, report)
             cluster.write_state(complete=True)
         finally:

@@ -59,9 +59,10 @@ def load_in_code_plugins(manager: Any, blobs: list[tuple[str, str, bytes]]) -> N
 
 async def open_worker_engine(worker_id: str, config: dict[str, Any], allow: list[str] | None, block: list[str],
                              in_code: list[tuple[str, str, bytes]], out_dir: Path, authority: Any, cache_service: Any,
-                             samples_in_flight: int) -> types.SimpleNamespace:
+                             samples_in_flight: int, tool_pools: dict[str, list[Any]]) -> types.SimpleNamespace:
     """A worker's engine over the run's cache service and limit authority (in the worker's loop)."""
     from mmat_plugins.executors.ray_services import RemoteCache, share_limits
+    from mmat_plugins.executors.ray_tools import serve_tools
 
     from mmat_core.config import PipelineConfig
     from mmat_core.pipeline import Pipeline
@@ -72,6 +73,7 @@ async def open_worker_engine(worker_id: str, config: dict[str, Any], allow: list
     load_in_code_plugins(manager, in_code)
     set_plugin_manager(manager)
     pipeline = Pipeline.from_config(PipelineConfig.model_validate(config), plugins=manager)
+    serve_tools(pipeline.tools, tool_pools)  # before the engine prepares them: no model loads here
     images = run_image_store(out_dir, pipeline.config)
     cache = RemoteCache(cache_service)
     # The client's own files (none outside batch mode, which the driver refuses) stay on this node.
@@ -101,7 +103,7 @@ class SampleWorker:
 
     def __init__(self, worker_id: str, config: dict[str, Any], allow: list[str] | None, block: list[str],
                  in_code: list[tuple[str, str, bytes]], out_dir: str, authority: Any, cache_service: Any,
-                 samples_in_flight: int) -> None:
+                 samples_in_flight: int, tool_pools: dict[str, list[Any]] | None = None) -> None:
         self.worker_id = worker_id
         self.samples_in_flight = samples_in_flight
         self.started = time.time()
@@ -113,7 +115,7 @@ class SampleWorker:
         self.thread.start()
         try:
             self.engine = self._call(open_worker_engine(worker_id, config, allow, block, in_code, Path(out_dir), authority,
-                                                        cache_service, samples_in_flight))
+                                                        cache_service, samples_in_flight, tool_pools or {}))
         except MmatError as exc:
             self.error = str(exc)  # said by ready(): an actor that fails in __init__ loses its message
         except Exception as exc:
