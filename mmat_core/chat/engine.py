@@ -29,15 +29,16 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, Iterable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mmat_core.chat.feed import RowFeed
 from mmat_core.chat.progress import ChatProgress
-from mmat_core.chat.rows import PreparedRow, RowDefaults, needs_io, prepare_row
+from mmat_core.chat.rows import ChatRequest, PreparedRow, RowDefaults, needs_io, prepare_row
 from mmat_core.components import LLMBackend
 from mmat_core.engine.cache import Cache
 from mmat_core.engine.client import EngineClient, build_client
@@ -113,8 +114,9 @@ class ChatResults(list[ChatResult]):
 
 
 class ChatRowError(MmatError):
-    """A row failed and the engine was told ``on_error="raise"``; ``index`` is the row, the
-    original error is ``__cause__``."""
+    """A row failed and the engine was told ``on_error="raise"``, or a row met an error that is
+    no row's fault (a cache that cannot be written, a bug): the run stops rather than lose the
+    row. ``index`` is the row, the original error is ``__cause__``."""
 
     def __init__(self, index: int, error: BaseException) -> None:
         self.index = index
@@ -163,9 +165,40 @@ def _reply_data(text: str, schema: dict[str, Any], model: type[BaseModel] | None
     return data
 
 
-def _stop_loop(loop: asyncio.AbstractEventLoop) -> None:
+def _shut_down(loop: asyncio.AbstractEventLoop, cache: Cache) -> None:
+    """What an engine dropped without :meth:`ChatEngine.close` (or left open at exit) still owes:
+    its loop stopped and its cache committed and closed."""
     if not loop.is_closed():
         loop.call_soon_threadsafe(loop.stop)
+    try:
+        cache.close()
+    except (sqlite3.Error, RuntimeError):  # closed already, or its writer is gone at exit
+        pass
+
+
+def _check_rows(rows: Any) -> None:
+    """One row given where rows are expected would be iterated: a string as its characters, a
+    dict as its keys, each sent (and paid for) as a row."""
+    if isinstance(rows, (str, bytes, dict, ChatRequest)) or not isinstance(rows, Iterable):
+        raise ConfigError(f"expected an iterable of rows (a list, a generator), got one {type(rows).__name__}; "
+                          "give [row] to send one row", key="rows")
+
+
+async def _numbered(rows: Iterable[Any] | AsyncIterable[Any]) -> Any:
+    """``enumerate`` over plain or async rows."""
+    index = 0
+    if isinstance(rows, AsyncIterable):
+        async for row in rows:
+            yield index, row
+            index += 1
+    else:
+        for row in rows:
+            yield index, row
+            index += 1
+
+
+#: How long a run interrupted by Ctrl-C may take to cancel its rows and commit the answers so far.
+CLEANUP_WAIT_S = 30.0
 
 
 #: The scheduler limits that ChatEngine takes as keyword arguments of their own.
@@ -191,7 +224,9 @@ class ChatEngine:
     ``system``, ``temperature``, ``max_tokens`` and ``response_format`` (a pydantic model class or
     a JSON Schema dict) apply to every row that does not set its own. ``on_error`` is
     ``"record"`` (a failed row gets its error, the rest go on) or ``"raise"`` (the first failure
-    stops the run: rows in flight are cancelled and :class:`ChatRowError` is raised).
+    stops the run: rows in flight are cancelled and :class:`ChatRowError` is raised). A reply that
+    misses the ``response_format`` is re-asked by the backend (its ``schema_repair_attempts``
+    option, 1 by default) before it is the row's error.
     ``progress`` shows the run as ``mmat build`` does (default: ``llm_engine.progress``).
     Rows longer than ``max_row_chars`` fail before any request (``row_too_long``).
     """
@@ -249,6 +284,8 @@ class ChatEngine:
         self._lock = threading.Lock()
         self._closed = False
         self._finalizer: weakref.finalize[Any, Any] | None = None
+        #: The runs going on in the engine's loop (close() lets them commit before the cache closes).
+        self._runs: set[asyncio.Task[Any]] = set()
 
     def __repr__(self) -> str:
         cache = str(self.cache_path) if self.cache_path is not None else "memory"
@@ -291,9 +328,9 @@ class ChatEngine:
                 self._thread.start()
                 started.wait()
                 self._loop = loop
-                # An engine dropped without close() must not leave its thread running for ever
-                # (its answers are committed at the end of each run already).
-                self._finalizer = weakref.finalize(self, _stop_loop, loop)
+                # An engine dropped without close(), or left open when the program ends, must not
+                # leave its thread running nor its last answers uncommitted.
+                self._finalizer = weakref.finalize(self, _shut_down, loop, self._cache)
             return self._loop
 
     @staticmethod
@@ -336,6 +373,11 @@ class ChatEngine:
 
     async def _aclose(self) -> None:
         try:
+            # A run still going (another thread's, or a cancelled arun cleaning up) stops and
+            # commits its answers before the cache closes under it.
+            for task in self._runs:
+                task.cancel()
+            await asyncio.gather(*self._runs, return_exceptions=True)
             if self._client is not None:
                 await self._client.aclose()
             await self.backend.aclose()
@@ -351,17 +393,34 @@ class ChatEngine:
     # -- running ----------------------------------------------------------------------------
 
     def run(self, rows: Iterable[Any]) -> ChatResults:
-        """Answer every row; returns the results in input order, with ``.summary``."""
+        """Answer every row; returns the results in input order, with ``.summary``.
+
+        A list or tuple is read by the engine; any other iterable (a generator) is advanced in
+        the calling thread (:mod:`mmat_core.chat.feed`), so one over a SQLite cursor works."""
+        _check_rows(rows)
         loop = self._loop_running()  # first: a closed engine raises before a coroutine is made
-        future: Future[ChatResults] = asyncio.run_coroutine_threadsafe(self._run(rows), loop)
+        finished = threading.Event()
+        feed = None if isinstance(rows, (list, tuple)) else RowFeed(rows, loop, self.rows_in_flight)
+        future: Future[ChatResults] = asyncio.run_coroutine_threadsafe(
+            self._run(rows if feed is None else feed, finished), loop)
         try:
+            if feed is not None:
+                feed.pump(future)
             return future.result()
         except KeyboardInterrupt:
-            future.cancel()  # the rows in flight are cancelled; answers already cached stay cached
+            # The rows in flight are cancelled; the answers so far are committed to the cache
+            # before Ctrl-C goes on (the program may end now), so a rerun pays only for the rest.
+            if feed is not None:
+                feed.stopped.set()
+            future.cancel()
+            finished.wait(CLEANUP_WAIT_S)
             raise
 
     async def arun(self, rows: Iterable[Any]) -> ChatResults:
-        """:meth:`run` for async code: awaitable from any event loop (cancelling it cancels the run)."""
+        """:meth:`run` for async code: awaitable from any event loop (cancelling it cancels the run,
+        and the answers so far stay in the cache). The rows are read in the engine's thread: give
+        a list, or a generator that any thread may advance."""
+        _check_rows(rows)
         loop = self._loop_running()
         future = asyncio.run_coroutine_threadsafe(self._run(rows), loop)
         return await asyncio.wrap_future(future)
@@ -371,14 +430,25 @@ class ChatEngine:
         return {"requests": client.calls_made, "cached": client.cached_calls + client.coalesced_calls,
                 "retries": stats.retries, "rate_limited": stats.rate_limited}
 
-    async def _run(self, rows: Iterable[Any]) -> ChatResults:
+    async def _run(self, rows: Iterable[Any] | RowFeed, finished: threading.Event | None = None) -> ChatResults:
+        task = asyncio.current_task()
+        assert task is not None
+        self._runs.add(task)
+        try:
+            return await self._run_rows(rows)
+        finally:
+            self._runs.discard(task)
+            if finished is not None:
+                finished.set()
+
+    async def _run_rows(self, rows: Iterable[Any] | RowFeed) -> ChatResults:
         client = self._client_ready()
         before = self._counters(client)
         started = time.monotonic()
         results: list[ChatResult | None] = []
         usage = Usage()
-        failures: list[tuple[int, BaseException]] = []
-        total = len(rows) if hasattr(rows, "__len__") else None  # type: ignore[arg-type]
+        failures: list[tuple[int, BaseException]] = []  # rows that stop the run (on_error="raise", or no row's fault)
+        total = rows.total if isinstance(rows, RowFeed) else len(rows) if hasattr(rows, "__len__") else None  # type: ignore[arg-type]
 
         def snapshot() -> dict[str, Any]:
             data = client.scheduler.snapshot()
@@ -393,7 +463,11 @@ class ChatEngine:
 
         async def answer(index: int, row: Any) -> None:
             try:
-                result, error = await self._answer(client, index, row)
+                try:
+                    result, error = await self._answer(client, index, row)
+                except Exception as exc:  # noqa: BLE001 - no row's fault (a cache write failed, a bug): stop, lose no row
+                    failures.append((index, exc))
+                    return
                 results[index] = result
                 usage.add(result.usage)
                 if error is not None and self.on_error == "raise":
@@ -404,7 +478,7 @@ class ChatEngine:
                 slots.release()
 
         try:
-            for index, row in enumerate(rows):
+            async for index, row in _numbered(rows):
                 if failures:
                     break
                 results.append(None)
@@ -453,11 +527,15 @@ class ChatEngine:
             return ChatResult(index=index, error=str(exc), error_type=type(exc).__name__), exc
         self.images.hold(prepared.images)
         try:
+            return await self._ask(client, index, prepared)
+        finally:
+            self.images.release(prepared.images)
+
+    async def _ask(self, client: EngineClient, index: int, prepared: PreparedRow) -> tuple[ChatResult, BaseException | None]:
+        try:
             response, call = await client.complete(prepared.request)
         except LLMCallError as exc:
             return ChatResult(index=index, error=str(exc), error_type=type(exc).__name__), exc
-        finally:
-            self.images.release(prepared.images)
         result = ChatResult(index=index, text=response.text, model=response.model, finish_reason=response.finish_reason,
                             usage=call.usage, cached=call.cached, attempts=0 if call.cached else call.attempts,
                             cache_key=call.cache_key)

@@ -178,6 +178,17 @@ def _parts(content: Any, defaults: RowDefaults, held: dict[str, bytes], where: s
     return parts
 
 
+def _check_encodable(text: str, where: str) -> None:
+    """A lone surrogate (``"\\ud800"``, what a bad decode with ``surrogateescape`` or a cut emoji
+    leaves) is no Unicode text: no request body or cache key can hold it, so it is the row's
+    error, named, before anything is sent."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RowError("bad_text", f"{where} holds a lone surrogate {text[exc.start]!r} at character {exc.start} "
+                                   "(not valid Unicode; decode the text with errors='replace')") from None
+
+
 def as_request(row: Any) -> ChatRequest:
     """``row`` (a string, a list of messages, a dict or a ChatRequest) as a ChatRequest."""
     if isinstance(row, ChatRequest):
@@ -225,6 +236,8 @@ def prepare_row(row: Any, defaults: RowDefaults) -> PreparedRow:
         last_user.content = parts + ([ContentPart(type="text", text=text)] if isinstance(text, str) else text)
     if not any(m.role == "user" for m in messages):
         raise RowError("bad_row", "the row has no user message")
+    for message in messages:
+        _check_encodable(message.text(), f"the {message.role} message")
     chars = sum(len(m.text()) for m in messages)
     if defaults.max_row_chars is not None and chars > defaults.max_row_chars:
         raise RowError("row_too_long", f"{chars:,} characters > max_row_chars={defaults.max_row_chars:,}; "
