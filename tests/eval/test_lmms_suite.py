@@ -107,3 +107,17 @@ def test_judge_calls_reach_the_judge_through_mmats_backend(suite_run: tuple) -> 
     assert sum("Extracted answer:" in p for p in prompts) == 3
     assert sum("Imagine you are an intelligent teacher" in p for p in prompts) == 6
     assert {r.body["model"] for r in judge.completions()} == {"judge"}
+
+
+def test_an_agent_that_cannot_answer_stops_the_run_before_lmms_eval_starts(tmp_path: Path, data_root: Path) -> None:
+    from mmat_plugins.evaluation.lmms.runner import EvalRunError, SuiteOptions
+    from mmat_plugins.evaluation.lmms.runner import run_suite as run
+
+    options = SuiteOptions(modes=["plain"], out=tmp_path / "out", data_root=data_root, benchmarks=["mmstar"],
+                           lmms_python=str(consumer_python("lmms")),
+                           serve_args=["--model", str(tmp_path / "no-such-model"), "--backend", "transformers"])
+    # mmat serve listens before it loads the model; without the probe lmms-eval ran for minutes, got
+    # HTTP 500 for every question, and the table said 0.0.
+    with pytest.raises(EvalRunError, match=r"cannot answer \(HTTP 500\): .*no-such-model"):
+        run(options)
+    assert not (tmp_path / "out" / "plain").exists()  # lmms-eval never started

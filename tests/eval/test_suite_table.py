@@ -109,3 +109,25 @@ def test_with_fewer_than_eight_benchmarks_no_row_prints_an_average() -> None:
     lines = suite.render_table([row], suite.reference_rows(["plain"]), subset).splitlines()
     assert lines[2] == "| tiny (rr) | 50.0 | 0.0 | n/a |"
     assert lines[3] == "| InternVL2.5-8B (paper) | n/a | n/a | n/a |"
+
+
+def test_a_python_without_lmms_eval_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    import sys
+
+    from mmat_plugins.evaluation.lmms.runner import SuiteOptions, run_suite
+
+    with pytest.raises(ConfigError, match="lmms-eval is not installed for .*--lmms-python"):
+        run_suite(SuiteOptions(modes=["rr"], out=tmp_path / "out", lmms_python=sys.executable,
+                               benchmarks=["mmstar"]))
+    assert not (tmp_path / "out" / "serve.log").exists()
+
+
+def test_requests_lmms_eval_gave_up_on_are_found_in_its_log(tmp_path: Path) -> None:
+    # lmms-eval scores a failed request as an empty answer; the run must not pass that off as a score.
+    from mmat_plugins.evaluation.lmms.runner import failed_requests
+
+    log = tmp_path / "lmms-eval.log"
+    log.write_text("Model Responding: 0%\n2026 | ERROR | lmms_eval.models.chat.openai:process_single_request:140 - "
+                   "All 2 attempts failed. Last error: Error code: 500 - the agent run failed\nresults table\n")
+    assert failed_requests(log) == ["Error code: 500 - the agent run failed"]
+    assert failed_requests(tmp_path / "absent.log") == []

@@ -135,6 +135,35 @@ class ServeProcess:
                 self.process.wait(10)
 
 
+_FAILED_REQUEST = re.compile(r"All \d+ attempts failed\. Last error: (.*)")
+
+
+def failed_requests(log: Path) -> list[str]:
+    """The last error of every request lmms-eval gave up on (its OpenAI model logs one line each;
+    it then scores an empty answer, so without this a broken agent would read as a score of 0)."""
+    text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else ""
+    return [match.group(1).strip() for match in _FAILED_REQUEST.finditer(text)]
+
+
+def probe(base_url: str, model_name: str, timeout_s: float) -> None:
+    """One short question to the agent before lmms-eval starts: a model that cannot answer fails the run
+    here, in seconds, with the server's own message (``mmat serve`` listens before it loads the model)."""
+    import httpx
+
+    body = {"model": model_name, "max_tokens": 1, "messages": [{"role": "user", "content": "Reply with one word."}]}
+    try:
+        response = httpx.post(f"{base_url}/chat/completions", json=body, timeout=timeout_s,
+                              headers={"Authorization": "Bearer mmat-eval"})
+    except httpx.HTTPError as exc:
+        raise EvalRunError(f"the agent at {base_url} did not answer a first question: {exc}") from exc
+    if response.status_code != 200:
+        try:
+            message = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text[:300]
+        raise EvalRunError(f"the agent at {base_url} cannot answer (HTTP {response.status_code}): {message}")
+
+
 def lmms_command(options: SuiteOptions, base_url: str, model_name: str, tasks: Sequence[str], include: Path,
                  output: Path) -> list[str]:
     """The lmms-eval command line of one mode (its OpenAI-compatible model pointed at the agent)."""
@@ -178,6 +207,10 @@ def run_mode(options: SuiteOptions, mode: str, base_url: str, task_names: dict[s
         results = suite.read_results(output)
     except suite.ResultsError:
         raise EvalRunError(f"lmms-eval ({mode}) wrote no results (exit {done.returncode}); its log {log}:\n{_tail(log)}") from None
+    failures = failed_requests(log)
+    if failures:
+        raise EvalRunError(f"{len(failures)} question(s) got no answer from the agent in mode {mode} (lmms-eval would "
+                           f"score them as wrong); first error: {failures[0][:300]}; see {log} and {options.out / 'serve.log'}")
     specs = {spec.key: spec for spec in [*suite.PAPER_BENCHMARKS, suite.DYNVQA, suite.DYNVQA_QUESTION]}
     scores = {}
     for key, task in task_names.items():
@@ -194,9 +227,9 @@ def run_suite(options: SuiteOptions) -> list[ModeResult]:
     options.out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(options.out / "hf-datasets-cache", ignore_errors=True)  # see lmms_environment
     include = options.out / "tasks"
+    tasks_dir = task_files.lmms_tasks_dir(options.lmms_python)  # also: is lmms-eval there at all
     if options.data_root is not None:
-        names = task_files.write_local_tasks(include, task_files.lmms_tasks_dir(options.lmms_python), benchmarks,
-                                             options.data_root)
+        names = task_files.write_local_tasks(include, tasks_dir, benchmarks, options.data_root)
     else:
         include.mkdir(parents=True, exist_ok=True)
         names = {spec.key: spec.task for spec in benchmarks}
@@ -209,6 +242,7 @@ def run_suite(options: SuiteOptions) -> list[ModeResult]:
     judged = any(key in JUDGED for key in names)
     results: list[ModeResult] = []
     with _judge(options if judged else None) as (judge_url, judge_model, relay), _server(options) as base_url:
+        probe(base_url, f"{options.served_name}:plain", options.request_timeout_s)
         for mode in options.modes:
             scores = run_mode(options, mode, base_url, names, include, judge_url, judge_model)
             results.append(ModeResult(mode=mode, scores=scores, output_dir=options.out / mode / "lmms",
