@@ -106,6 +106,25 @@ def build(out: Path, calls: Path, executor: str | dict, *, count: int = 12, kill
     return Pipeline.from_config(config, plugins=manager).run(out)
 
 
+@pytest.fixture(scope="module")
+def local_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The build every Ray build below must match, by the local executor."""
+    out = tmp_path_factory.mktemp("local")
+    build(out / "run", out / "calls", "local")
+    return out / "run"
+
+
+@pytest.fixture(scope="module")
+def served_run(local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Any]:
+    """One Ray build with two workers, a cluster-wide concurrency of 2 and an rpm limit, and the
+    OCR as a shared service: (run directory, call log, result)."""
+    out = tmp_path_factory.mktemp("served")
+    executor = ray_executor(workers=2, samples_per_worker=3,
+                            tool_services={"ocr": {"replicas": 1, "max_batch": 8, "max_wait_ms": 20}})
+    result = build(out / "run", out / "calls", executor, llm_engine={"concurrency": 2, "rpm": 6000})
+    return out / "run", out / "calls", result
+
+
 def paid(calls: Path) -> Counter[str]:
     """How many times each call (by cache key) was really answered."""
     lines = calls.read_text().splitlines() if calls.exists() else []
@@ -116,8 +135,8 @@ def ray_executor(workers: int = 2, **extra: Any) -> dict[str, Any]:
     return {"name": "ray", "workers": workers, "samples_per_worker": 1, "batch_size": 1, **extra}
 
 
-def test_a_worker_killed_mid_run_loses_duplicates_and_repays_nothing(local_ray: None, tmp_path: Path) -> None:
-    build(tmp_path / "local", tmp_path / "local.calls", "local")
+def test_a_worker_killed_mid_run_loses_duplicates_and_repays_nothing(local_ray: None, local_reference: Path,
+                                                                     tmp_path: Path) -> None:
     flag = tmp_path / "killed"
     result = build(tmp_path / "ray", tmp_path / "ray.calls", ray_executor(), kill_flag=flag)
 
@@ -125,37 +144,52 @@ def test_a_worker_killed_mid_run_loses_duplicates_and_repays_nothing(local_ray: 
     assert result.manifest.counts["workers_lost"] == 1
     assert result.manifest.counts["samples_requeued"] >= 1
     for name in OUTPUTS:
-        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
+        assert (tmp_path / "ray" / name).read_bytes() == (local_reference / name).read_bytes(), name
     ids = [json.loads(line)["id"] for line in (tmp_path / "ray" / "rr.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids)) == result.manifest.counts["finished"]
     calls = paid(tmp_path / "ray.calls")
     assert max(calls.values()) == 1  # the killed sample's finished call came from the cache
-    assert set(calls) == set(paid(tmp_path / "local.calls"))
+    assert set(calls) == set(paid(local_reference.parent / "calls"))
 
 
-def test_a_resume_with_another_worker_count_repays_no_cached_call(local_ray: None, tmp_path: Path) -> None:
+def test_a_resume_with_any_worker_count_reuses_every_finished_sample_and_paid_call(local_ray: None,
+                                                                                  tmp_path: Path) -> None:
     calls = tmp_path / "calls"
     build(tmp_path / "run", calls, ray_executor(workers=2))
-    before = sum(paid(calls).values())
+    paid_once = sum(paid(calls).values())
+    again = build(tmp_path / "run", calls, ray_executor(workers=1))
+    assert again.manifest.counts["skipped_finished"] == again.manifest.counts["finished"] > 0
     # The store is lost (as if every sample were unfinished); the cache stays.
     for name in ("run.sqlite", "run.sqlite-wal", "run.sqlite-shm", "run.json"):
         (tmp_path / "run" / name).unlink(missing_ok=True)
-    again = build(tmp_path / "run", calls, ray_executor(workers=1))
-    assert sum(paid(calls).values()) == before
-    assert again.manifest.counts["generated"] == again.manifest.counts["finished"] > 0
-    assert again.manifest.counts["model_calls"] == 0
+    rebuilt = build(tmp_path / "run", calls, ray_executor(workers=3))
+    assert rebuilt.manifest.counts["generated"] == rebuilt.manifest.counts["finished"] > 0
+    assert rebuilt.manifest.counts["model_calls"] == 0
+    assert sum(paid(calls).values()) == paid_once
 
 
-def test_every_worker_takes_its_slots_from_one_limit_authority(local_ray: None, tmp_path: Path) -> None:
-    calls = tmp_path / "calls"
-    result = build(tmp_path / "run", calls, ray_executor(workers=2, samples_per_worker=3),
-                   llm_engine={"concurrency": 2, "rpm": 6000})
-    engine = json.loads((tmp_path / "run" / "engine.json").read_text())
+def test_every_worker_takes_its_slots_from_one_limit_authority(served_run: tuple[Path, Path, Any]) -> None:
+    run_dir, calls, result = served_run
+    engine = json.loads((run_dir / "engine.json").read_text())
     (limits,) = engine["shared_limits"].values()
     assert limits["concurrency"] == 2 and limits["rpm"] == 6000
     assert limits["admitted"] == sum(paid(calls).values()) == result.manifest.counts["model_calls"]
     assert limits["peak_in_flight"] <= 2
     assert len(engine["workers"]) == 2
+
+
+def test_a_tool_service_runs_every_workers_calls_in_batches(served_run: tuple[Path, Path, Any],
+                                                            local_reference: Path) -> None:
+    run_dir, _, result = served_run
+    for name in OUTPUTS:
+        assert (run_dir / name).read_bytes() == (local_reference / name).read_bytes(), name
+    engine = json.loads((run_dir / "engine.json").read_text())
+    (replica,) = engine["tool_services"]["ocr"]
+    ocr_calls = sum(json.loads((run_dir / "workers.json").read_text())["workers"][i]["tool_calls"].get("ocr", 0)
+                    for i in range(2))
+    assert replica["calls"] == ocr_calls > 0
+    assert sum(int(size) * n for size, n in replica["batch_sizes"].items()) == replica["calls"]
+    assert 0 < replica["utilisation"] <= 1
 
 
 def test_a_plugin_registered_in_code_that_workers_cannot_import_stops_the_run_with_a_hint(
@@ -177,12 +211,49 @@ def test_a_plugin_registered_in_code_that_workers_cannot_import_stops_the_run_wi
         del sys.modules["mmat_ghost_plugin"]
 
 
-def test_mmat_status_shows_each_ray_worker(local_ray: None, tmp_path: Path) -> None:
+def test_mmat_status_shows_each_ray_worker(served_run: tuple[Path, Path, Any]) -> None:
     from mmat_core.cli.status import run_status
 
-    build(tmp_path / "run", tmp_path / "calls", ray_executor(workers=2), count=6)
-    info = run_status(tmp_path / "run")
+    info = run_status(served_run[0])
     workers = info["workers"]["workers"]
     assert [w["worker"] for w in workers] == ["w0", "w1"]
     assert all(w["state"] == "done" for w in workers)
     assert sum(w["samples_done"] for w in workers) == info["finished"]
+
+
+#: Built-in components only, loaded from entry points on the workers as on a real cluster.
+BUILTIN = {"tools": ["image_caption"], "critics": ["answer_match", "general", "math"], "formatters": ["rr", "orr", "hf_dataset"]}
+
+
+@pytest.fixture(scope="module")
+def builtin_runs(local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Any]:
+    """The bundled sample built with built-in components by the local executor and by Ray."""
+    out = tmp_path_factory.mktemp("builtin")
+    results = []
+    for name, executor in (("local", "local"), ("ray", {"name": "ray", "workers": 2})):
+        manager = PluginManager()
+        set_plugin_manager(manager)
+        pipeline = Pipeline.from_config(load_config(None, {**BUILTIN, "executor": executor}), plugins=manager)
+        results.append(pipeline.run(out / name))
+    return out / "local", out / "ray", results[1]
+
+
+def test_ray_build_of_builtin_components_writes_the_same_files_as_local(builtin_runs: tuple[Path, Path, Any]) -> None:
+    local, ray_dir, result = builtin_runs
+    for name in OUTPUTS:
+        assert (ray_dir / name).read_bytes() == (local / name).read_bytes(), name
+    assert result.manifest.counts["workers"] == 2
+    assert result.manifest.components["executor"]["name"] == "ray"
+    local_manifest = json.loads((local / "run.json").read_text())
+    assert result.manifest.counts["model_calls"] == local_manifest["counts"]["model_calls"]
+
+
+def test_ray_build_and_export_write_the_same_dataset_card(builtin_runs: tuple[Path, Path, Any], tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mmat_core.cli import main
+
+    _, ray_dir, _ = builtin_runs
+    result = CliRunner().invoke(main, ["export", str(ray_dir), "-f", "hf_dataset", "--out", str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "again" / "hf_dataset_rr" / "README.md").read_bytes() == (ray_dir / "hf_dataset_rr" / "README.md").read_bytes()
