@@ -92,6 +92,7 @@ if TYPE_CHECKING:
     from mmat_core.formatting import trace_data, view_messages
     from mmat_core.images import ImageError, ImageStore, image_ref_from_bytes, image_ref_from_file, read_regular_file
     from mmat_core.jsonl import BadLine, JsonlLineError, iter_jsonl
+    from mmat_core.model_refs import check_model_source
     from mmat_core.models import (
         ImageRef,
         ModelCall,
@@ -143,6 +144,8 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
     ),
     # Images, by content hash.
     "mmat_core.images": ("ImageStore", "ImageError", "read_regular_file", "image_ref_from_bytes", "image_ref_from_file"),
+    # Whether a --model folder or Hugging Face id can be loaded, answered at once (no Hub retries).
+    "mmat_core.model_refs": ("check_model_source",),
     # Writing a source from a record reader.
     "mmat_core.authoring.sources": (
         "RecordSource", "ImageResolver", "SourceOptions", "SingleSetOptions", "QuotaOptions",
@@ -177,7 +180,7 @@ __all__ = [
     "ConfigError", "PluginError", "UnknownComponentError", "DuplicateComponentError", "ToolArgumentError",
     "RowError", "LLMCallError", "RateLimited", "Overloaded", "CallTimeout", "MalformedResponse",
     "PermanentError", "ImageStore", "ImageError", "read_regular_file", "image_ref_from_bytes",
-    "image_ref_from_file", "RecordSource", "ImageResolver", "SourceOptions", "SingleSetOptions",
+    "image_ref_from_file", "check_model_source", "RecordSource", "ImageResolver", "SourceOptions", "SingleSetOptions",
     "QuotaOptions", "SourceRecord", "RecordItem", "text_field", "answers_field", "dialogue_turns",
     "parse_choices", "option_answers", "local_root", "ViewFormatter", "ViewOptions", "ExportOptions",
     "FinishingWriter", "RecordFunction", "checked_record_function", "PAPER_VAL_RATIO", "trace_data",

@@ -37,11 +37,12 @@ from mmat_plugins.trainers.data import (
     iter_order,
     load_records,
 )
-from mmat_plugins.trainers.model_source import check_model_source, require_training_packages
+from mmat_plugins.trainers.model_source import require_training_packages
 from mmat_plugins.trainers.settings import TrainSettings, resolve_settings
 
 from mmat_core.components import Trainer, TrainResult
 from mmat_core.errors import ConfigError
+from mmat_core.model_refs import check_model_source
 from mmat_core.writers import AtomicFile, dumps_line, write_json_atomic
 
 #: Module-name parts that mark the vision side of a VLM; "all-linear" leaves these frozen.
