@@ -182,6 +182,9 @@ def _check_rows(rows: Any) -> None:
     if isinstance(rows, (str, bytes, dict, ChatRequest)) or not isinstance(rows, Iterable):
         raise ConfigError(f"expected an iterable of rows (a list, a generator), got one {type(rows).__name__}; "
                           "give [row] to send one row", key="rows")
+    if hasattr(rows, "columns") and hasattr(rows, "iterrows"):  # a pandas DataFrame iterates its column names
+        raise ConfigError("a DataFrame iterates its column names, not its rows: give one column (df['prompt']) "
+                          "or df.to_dict('records') with ChatRequest fields as columns", key="rows")
 
 
 async def _numbered(rows: Iterable[Any] | AsyncIterable[Any]) -> Any:

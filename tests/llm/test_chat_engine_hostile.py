@@ -53,6 +53,16 @@ def test_one_dict_given_as_rows_is_refused_not_sent_key_by_key(server):
     assert server.completions() == []
 
 
+def test_a_dataframe_given_as_rows_is_refused_not_sent_column_name_by_column_name(server):
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.DataFrame({"prompt": ["a", "b"]})
+    with engine(server) as chat, pytest.raises(ConfigError, match=r"df\['prompt'\]"):
+        chat.run(frame)
+    with engine(server) as chat:
+        assert chat.run(frame.to_dict("records")).texts() == ["echo: a", "echo: b"]
+    assert len(server.completions()) == 2
+
+
 def test_a_generator_that_raises_midway_keeps_the_answers_it_gave_for_a_rerun(server, tmp_path):
     def rows() -> Iterator[str]:
         for n in range(5):
