@@ -15,7 +15,9 @@ with the MMAT step protocol (3 calls a sample). Then, with the generated source 
   completes with outputs byte-identical to the undisturbed 4-worker build, nothing lost or
   duplicated; requests the server answered twice are split into calls in flight at the kill
   (their answer never reached a worker) and cached calls repeated (answered well before it);
-- a resume of that run with 2 workers after its store is deleted: new requests (cached calls repeated).
+- a resume of that run with 2 workers after its store is deleted: new requests (cached calls repeated);
+- the stub OCR (2 ms of CPU a call) as one shared service for 4 workers: calls, batch sizes and
+  the replica's utilisation.
 
     .venv/bin/python bench/cluster.py --quick
     .venv/bin/python bench/cluster.py
@@ -152,7 +154,8 @@ def body_key(request: Any) -> str:
     return hashlib.sha256(json.dumps((request.body or {}).get("messages", []), sort_keys=True).encode()).hexdigest()
 
 
-def build(out: Path, base_url: str, count: int, executor: dict[str, Any], llm_engine: dict[str, Any] | None = None) -> Any:
+def build(out: Path, base_url: str, count: int, executor: dict[str, Any], llm_engine: dict[str, Any] | None = None,
+          ocr: dict[str, Any] | None = None) -> Any:
     """One build of the generated source (every row shows one real image) into ``out``."""
     from mmat_core import Pipeline
     from mmat_core.config import load_config
@@ -166,7 +169,7 @@ def build(out: Path, base_url: str, count: int, executor: dict[str, Any], llm_en
         "source": {"name": "generated", "count": count, "reject_every": 17, "image": str(IMAGE)},
         "llm": {"name": "openai", "model": "fake-vlm", "base_url": base_url, "api_key_env": None},
         "llm_engine": {"progress": False, "concurrency": 512, "timeout_s": 30, **(llm_engine or {})},
-        "tools": ["ocr"], "critics": ["answer_match"], "search": None, "formatters": ["rr", "orr"],
+        "tools": [{"name": "ocr", **(ocr or {})}], "critics": ["answer_match"], "search": None, "formatters": ["rr", "orr"],
         "engine": {"final_answer": "model"},
         "executor": {"name": "ray", "address": "auto", **executor},
     })
@@ -217,12 +220,12 @@ def main() -> None:
         rows.append(("cluster start (head + 2 worker nodes)", f"{cluster.start_s:.1f} s", ""))
 
         def run(name: str, executor: dict[str, Any], count: int, llm_engine: dict[str, Any] | None = None,
-                during: Any = None) -> tuple[Any, list[Any], float]:
+                during: Any = None, ocr: dict[str, Any] | None = None) -> tuple[Any, list[Any], float]:
             first = len(server.requests)
             started = time.monotonic()
             print(f"  {name}: {executor}", file=sys.stderr, flush=True)
             if during is None:
-                res = build(tmp / name, server.base_url, count, executor, llm_engine)
+                res = build(tmp / name, server.base_url, count, executor, llm_engine, ocr)
             else:
                 import threading
 
@@ -247,6 +250,17 @@ def main() -> None:
             rows.append((f"scaling 1 -> {n} workers, share of linear", f"{ratio:.2f}", ">= 0.90"))
             result[f"scaling_{n}"] = round(ratio, 3)
         result["calls_per_s_4"] = round(rates[4], 1)
+
+        # The OCR (a stub costing 2 ms of CPU a call) as one shared service for 4 workers.
+        served, _, _ = run("served", {"workers": 4, "samples_per_worker": c,
+                                      "tool_services": {"ocr": {"replicas": 1, "max_batch": 16, "max_wait_ms": 5}}},
+                           samples, ocr={"cost_ms": 2})
+        (replica,) = served.engine["tool_services"]["ocr"]
+        rows.append(("OCR as one service for 4 workers: calls, batches", f"{replica['calls']}, {replica['batches']}", ""))
+        rows.append(("  batch size: mean / largest", f"{replica['mean_batch']} / {replica['largest_batch']}", "> 1 (batched)"))
+        rows.append(("  replica utilisation (busy / lifetime)", f"{replica['utilisation']:.1%}", "reported"))
+        result.update(service_mean_batch=replica["mean_batch"], service_largest_batch=replica["largest_batch"],
+                      service_utilisation=replica["utilisation"])
 
         # One cluster-wide rpm limit.
         for n in (1, 4):

@@ -136,7 +136,7 @@ def _build(config_file: Path | None, out: Path | None, dry_run: bool, force: boo
     if not config.out:
         raise ConfigError("no output directory: give --out DIR or `out:` in the config", file=str(config_file) if config_file else None, key="out")
     try:
-        if config.llm_engine.progress and pipeline.executor.name == "local":
+        if config.llm_engine.progress and pipeline.executor.name in ("local", "ray"):  # both report progress
             from mmat_core.engine.progress import LiveProgress
 
             display = LiveProgress()

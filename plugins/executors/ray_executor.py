@@ -116,6 +116,29 @@ def in_code_plugins(manager: Any) -> list[tuple[str, str, bytes]]:
     return blobs
 
 
+#: Counters of the engine report that add up over the workers.
+SUMMED = ("started", "succeeded", "failed", "retries", "rate_limited", "calls_made", "reasks", "cached_calls",
+          "failed_calls", "prompt_tokens", "completion_tokens", "cost_usd")
+
+
+def cluster_report(workers: list[dict[str, Any]], limits: dict[str, Any]) -> dict[str, Any]:
+    """engine.json's top level for a cluster, in the local report's shape: the workers' counters
+    summed, the shared limits, and what bound the calls on most workers."""
+    report: dict[str, Any] = {key: sum(w.get(key, 0) for w in workers) for key in SUMMED}
+    report["cost_usd"] = round(report["cost_usd"], 6)
+    if workers:
+        first = workers[0]
+        report.update(name=first.get("name"), backend=first.get("backend"))
+        bindings = [w.get("binding", "server") for w in workers]
+        report["binding"] = max(set(bindings), key=bindings.count)
+        report["binding_summary"] = next((w.get("binding_summary", "") for w in workers
+                                          if w.get("binding") == report["binding"]), "")
+        report["breaker_events"] = [e for w in workers for e in w.get("breaker_events", [])][-5:]
+    shared = next(iter(limits.values()), {})
+    report.update({key: shared.get(key) for key in ("concurrency", "rpm", "tpm", "admission_limit") if key in shared})
+    return report
+
+
 @dataclass
 class WorkerSlot:
     """The driver's view of one worker."""
@@ -549,9 +572,10 @@ class RayExecutor(Executor):
                                        generation_s=time.monotonic() - started)
             published = publish_outputs(pipeline, store, out_dir, manifest, run_image_store(out_dir, config))
             manifest = write_manifest(out_dir, store, manifest, published, total_s=time.monotonic() - started)
-            report = {"executor": "ray", "workers": {r["worker"]: r["engine"] for r in reports},
-                      "shared_limits": limits, "lost_workers": cluster.lost,
-                      "samples_requeued": cluster.requeued_samples, "tool_services": cluster.tools_report}
+            report = {**cluster_report([r["engine"] for r in reports], limits), "executor": "ray",
+                      "workers": {r["worker"]: r["engine"] for r in reports}, "shared_limits": limits,
+                      "lost_workers": cluster.lost, "samples_requeued": cluster.requeued_samples,
+                      "tool_services": cluster.tools_report}
             write_engine_report(out_dir, report)
             cluster.write_state(complete=True)
         finally:
