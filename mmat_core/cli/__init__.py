@@ -288,8 +288,11 @@ def run() -> None:
     _debug = os.environ.get("MMAT_DEBUG", "") not in ("", "0")
     silence_telemetry()  # before any plugin loads a library that phones home (onnxruntime, ...)
     _install_log_scrubber()
+    from mmat_core.cli.build import plain_warnings
+
     try:
-        main(standalone_mode=False)
+        with plain_warnings():  # mmat's own warnings as one `Warning: ...` line, in every command
+            main(standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:

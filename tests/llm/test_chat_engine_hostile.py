@@ -272,3 +272,18 @@ def test_the_api_key_reaches_no_cache_file_and_no_error(server, tmp_path, monkey
     files = list((tmp_path / "cache").iterdir())
     assert files and all(KEY.encode() not in f.read_bytes() for f in files)
     assert all(KEY[8:30].encode() not in f.read_bytes() for f in files)  # nor a long part of it
+
+
+def test_a_run_that_stops_early_stops_reading_a_generator(server):
+    read: list[int] = []
+
+    def rows() -> Iterator[str]:
+        for n in range(10_000):
+            read.append(n)
+            yield "refuse" if n == 3 else f"row {n}"
+
+    server.responder = lambda request: (Reply.status(400, "no") if request.user_text() == "refuse"
+                                        else Reply.text(f"echo: {request.user_text()}"))  # type: ignore[call-arg]
+    with engine(server, concurrency=1, on_error="raise") as chat, pytest.raises(ChatRowError, match="row 3"):
+        chat.run(rows())
+    assert len(read) < 100  # the rows in flight and those waiting for room, not all 10,000

@@ -143,3 +143,21 @@ def test_the_build_summary_keeps_the_schedulers_advice_when_engine_concurrency_i
                                        "--set", "llm_engine.progress=false"])
     assert result.exit_code == 0, result.output
     assert "no limit binds" in result.output and "engine.concurrency=" not in result.output
+
+
+def test_every_command_prints_mmats_warnings_as_one_line(tmp_path: Path):
+    # `mmat critique` reloads a run's stored config (engine.concurrency=4) and warns again: one
+    # clean line there too, not Python's `config.py:146: ConcurrencyWarning:` and a source line.
+    import subprocess
+    import sys
+
+    def mmat(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mmat_core", *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300, check=False)
+
+    built = mmat("build", "--limit", "1", "-o", "run", "--set", "engine.concurrency=4", "--set", "llm_engine.progress=false")
+    assert built.returncode == 0, built.stderr
+    critique = mmat("critique", "run", "--critics", "answer_match")
+    assert critique.returncode == 0, critique.stderr
+    assert critique.stderr.splitlines() == [line for line in critique.stderr.splitlines() if line.startswith("Warning: ")]
+    assert "Warning: engine.concurrency=4" in critique.stderr
