@@ -90,6 +90,9 @@ def test_lmms_eval_is_answered_by_mmat_serve_in_the_mode_its_model_name_asks(sui
     result, out, tuned_model, _ = suite_run
     assert result.exit_code == 0, result.output
     answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    # The first answer is mmat's probe (one short plain question before lmms-eval starts).
+    assert answers[0]["mode"] == "plain" and answers[0]["question"].startswith("Reply with one word.")
+    answers = answers[1:]
     by_mode = {mode: [a for a in answers if a["mode"] == mode] for mode in ("plain", "rr", "orr")}
     assert {mode: len(rows) for mode, rows in by_mode.items()} == {"plain": 17, "rr": 17, "orr": 17}
     # RR answers come from the multi-turn loop with its tool: the OCR call is in each answer's trace.
@@ -113,11 +116,11 @@ def test_an_agent_that_cannot_answer_stops_the_run_before_lmms_eval_starts(tmp_p
     from mmat_plugins.evaluation.lmms.runner import EvalRunError, SuiteOptions
     from mmat_plugins.evaluation.lmms.runner import run_suite as run
 
+    # The model's endpoint does not answer. Without the first question lmms-eval ran for minutes,
+    # got HTTP 500 for every question and the table said 0.0 (mmat serve may also refuse at start).
     options = SuiteOptions(modes=["plain"], out=tmp_path / "out", data_root=data_root, benchmarks=["mmstar"],
-                           lmms_python=str(consumer_python("lmms")),
-                           serve_args=["--model", str(tmp_path / "no-such-model"), "--backend", "transformers"])
-    # mmat serve listens before it loads the model; without the probe lmms-eval ran for minutes, got
-    # HTTP 500 for every question, and the table said 0.0.
-    with pytest.raises(EvalRunError, match=r"cannot answer \(HTTP 500\): .*no-such-model"):
+                           lmms_python=str(consumer_python("lmms")), request_timeout_s=60,
+                           serve_args=["--model", "m", "--endpoint", "http://127.0.0.1:9/v1", "--max-turns", "2"])
+    with pytest.raises(EvalRunError, match=r"cannot answer \(HTTP 5\d\d\)|mmat serve stopped \(exit [1-9]"):
         run(options)
     assert not (tmp_path / "out" / "plain").exists()  # lmms-eval never started
