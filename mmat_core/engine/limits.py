@@ -49,7 +49,11 @@ class RateBucket:
                 delay = (need - self.level) / self.rate
                 await asyncio.sleep(delay)
                 waited += delay
-                self._refill()
+                # Not capped here: a sleep that overran is quota earned, not lost (capped, a
+                # backlogged bucket of small capacity ran a few percent below its rate).
+                now = self._clock()
+                self.level += (now - self._stamp) * self.rate
+                self._stamp = now
             self.level -= amount
         return waited
 

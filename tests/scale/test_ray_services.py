@@ -64,3 +64,22 @@ def test_the_cluster_engine_report_sums_the_workers_in_the_local_shape() -> None
     assert report["calls_made"] == 7 and report["cached_calls"] == 1 and report["cost_usd"] == 0.75
     assert report["binding_summary"] == "no limit binds"
     assert report["concurrency"] == 8 and report["rpm"] == 600 and report["admission_limit"] == 6
+
+
+def test_a_backlogged_rate_bucket_keeps_its_rate_when_its_sleeps_overrun(monkeypatch) -> None:  # noqa: ANN001
+    from mmat_core.engine import limits
+
+    now = [0.0]
+
+    async def late_sleep(delay: float) -> None:  # every sleep overruns by 20 ms, as on a busy machine
+        now[0] += delay + 0.02
+
+    monkeypatch.setattr(limits.asyncio, "sleep", late_sleep)
+    bucket = limits.RateBucket(600, burst_s=0.1, clock=lambda: now[0])  # 10 a second, capacity 1
+
+    async def take(n: int) -> None:
+        for _ in range(n):
+            await bucket.acquire(1)
+
+    asyncio.run(take(101))
+    assert abs(100 / now[0] - 10.0) < 0.1  # not 1 / (0.1 + 0.02) = 8.3 a second
