@@ -61,15 +61,22 @@ def hub_offline() -> bool:
 
 
 def _in_hub_cache(model: str) -> bool:
-    """True when the Hub cache holds the model's ``config.json`` (read at call time: HF_HUB_CACHE / HF_HOME)."""
-    from huggingface_hub import try_to_load_from_cache
+    """True when the Hub cache holds the model's ``config.json`` (a LoRA adapter's
+    ``adapter_config.json``); the cache is found at call time (HF_HUB_CACHE / HF_HOME)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # installed with transformers; without it there is no cache to read
+        return False
 
     cache = os.environ.get("HF_HUB_CACHE") or (os.path.join(os.environ["HF_HOME"], "hub") if os.environ.get("HF_HOME") else None)
-    try:
-        found = try_to_load_from_cache(model, "config.json", cache_dir=cache)
-    except ValueError:  # not a valid repo id after all
-        return False
-    return isinstance(found, str)
+    for name in ("config.json", "adapter_config.json"):
+        try:
+            found = try_to_load_from_cache(model, name, cache_dir=cache)
+        except ValueError:  # not a valid repo id after all
+            return False
+        if isinstance(found, str):
+            return True
+    return False
 
 
 def _probe_hub(model: str) -> str | None:

@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 
 from mmat_core.components import LLMRequest, LLMResponse
 from mmat_core.errors import ConfigError
+from mmat_core.model_refs import check_model_source
 from mmat_core.models import ModelCall, Usage
 
 ChatTurn = dict[str, str]
@@ -202,6 +203,7 @@ class TransformersChatModel:
         if adapter is None and (folder / "adapter_config.json").exists():
             adapter = str(folder)
             base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+        check_model_source(base)  # before transformers, which would retry an unreachable Hub for minutes
         device = self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
         try:
@@ -309,6 +311,11 @@ def open_chat_model(model: str, *, endpoint: str | None = None, adapter: str | N
         if adapter:
             raise ConfigError("--adapter applies to local models; an endpoint serves its adapter itself (vLLM --lora-modules)", key="adapter")
         return OpenAIChatModel(model, endpoint, api_key=api_key, max_tokens=max_tokens)
+    # A model that cannot be found fails here, at once, not after minutes of Hub retries at the
+    # first question (mmat serve would already be listening by then).
+    check_model_source(model)
+    if adapter:
+        check_model_source(adapter, key="adapter")
     return TransformersChatModel(model, adapter=adapter, device=device, max_new_tokens=max_tokens)
 
 

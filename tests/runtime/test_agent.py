@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mmat_core import formatting, prompts
+import pytest
+from click.testing import CliRunner
 from mmat_plugins.agent import AgentRuntime, OpenAIChatModel
+
+from mmat_core import formatting, prompts
+from mmat_core.cli import main
+from mmat_core.errors import ConfigError
+from tests.fakes.hub_server import FakeHub, closed_port, use_fake_hub
 from tests.fakes.openai_server import FakeOpenAIServer, RecordedRequest, Reply
 from tests.runtime.conftest import assistant_turns, scripted, user_texts
 
@@ -169,3 +176,74 @@ def test_trace_is_a_valid_record_with_provenance(server: FakeOpenAIServer, photo
     assert again.provenance.generator == "runtime:tuned-rr"
     assert again.final_answer == "1" and again.sample.images[0].path == str(photos["astronaut"])
     assert assistant_turns(server.completions()[-1]) == 1
+
+
+# -- a local model that cannot be found fails at once (the fake Hub on 127.0.0.1) ------------------
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
+    """The fake Hub as this process's Hub (holds only org/present), an empty Hub cache."""
+    with use_fake_hub(monkeypatch, tmp_path / "hub-cache") as fake:
+        yield fake
+
+
+def test_a_local_model_the_hub_lacks_is_refused_after_one_request_naming_the_tiny_model_command(hub: FakeHub) -> None:
+    from mmat_plugins.agent import open_chat_model
+
+    with pytest.raises(ConfigError, match=r"^model: 'tiny-vlm' .*has no model 'tiny-vlm'.*`mmat tiny-model tiny-vlm`"):
+        open_chat_model("tiny-vlm", backend="transformers")
+    assert hub.paths == ["/api/models/tiny-vlm"]  # one request, no retries
+
+
+def test_a_local_model_the_hub_has_is_opened_without_loading(hub: FakeHub) -> None:
+    from mmat_plugins.agent import TransformersChatModel, open_chat_model
+
+    model = open_chat_model("org/present")
+    assert isinstance(model, TransformersChatModel) and model._model is None
+    assert hub.paths == ["/api/models/org/present"]
+
+
+def test_a_model_folder_is_opened_without_asking_the_hub(hub: FakeHub, tmp_path: Path) -> None:
+    from mmat_plugins.agent import open_chat_model
+
+    (tmp_path / "model").mkdir()
+    open_chat_model(str(tmp_path / "model"), backend="transformers")
+    assert hub.paths == []
+
+
+def test_a_missing_adapter_folder_is_refused_naming_the_adapter(hub: FakeHub, tmp_path: Path) -> None:
+    from mmat_plugins.agent import open_chat_model
+
+    (tmp_path / "model").mkdir()
+    with pytest.raises(ConfigError, match=r"^adapter: no folder 'runs/lora/adapter' \(and it is not a Hugging Face model id\)"):
+        open_chat_model(str(tmp_path / "model"), adapter="runs/lora/adapter")
+    assert hub.paths == []
+
+
+def test_an_endpoint_model_name_is_not_checked_against_the_hub(hub: FakeHub) -> None:
+    from mmat_plugins.agent import OpenAIChatModel, open_chat_model
+
+    assert isinstance(open_chat_model("my-rr", endpoint="http://127.0.0.1:9/v1"), OpenAIChatModel)
+    assert hub.paths == []
+
+
+def test_an_unreachable_hub_fails_mmat_infer_at_once_in_one_line(hub: FakeHub, monkeypatch: pytest.MonkeyPatch,
+                                                                  photos: dict[str, Path]) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    result = CliRunner().invoke(main, ["infer", "--model", "org/model", "--image", str(photos["chelsea"]),
+                                       "--question", "What is it?"])
+    assert result.exit_code != 0 and isinstance(result.exception, ConfigError)
+    message = str(result.exception)
+    assert "'org/model' is not a folder here and the Hugging Face Hub cannot be reached" in message
+    assert "mmat tiny-model" in message and "\n" not in message
+
+
+def test_mmat_eval_with_a_missing_local_model_fails_before_scoring(hub: FakeHub, tmp_path: Path,
+                                                                   photos: dict[str, Path]) -> None:
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(json.dumps({"question": "What is it?", "answer": "cat", "image": str(photos["chelsea"])}) + "\n")
+    result = CliRunner().invoke(main, ["eval", "--data", str(bench), "--model", "tiny-vlm", "-o", str(tmp_path / "out")])
+    assert isinstance(result.exception, ConfigError) and "has no model 'tiny-vlm'" in str(result.exception)
+    assert hub.paths == ["/api/models/tiny-vlm"]
+    assert not (tmp_path / "out" / "predictions.jsonl").exists()

@@ -504,6 +504,21 @@ def test_offline_backend_answers_with_what_ocr_read(sign: Path) -> None:
     assert response.model_extra["mmat_trace"]["steps"][0]["operators"] == ["ocr"]  # type: ignore[index]
 
 
+def test_mmat_serve_with_a_local_model_the_hub_lacks_stops_at_once_in_one_line(tmp_path: Path) -> None:
+    from tests.fakes.hub_server import FakeHub
+
+    with FakeHub() as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HUB_CACHE": str(tmp_path / "hub-cache")}
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+            env.pop(name, None)
+        result = subprocess.run([*MMAT, "serve", "--model", "tiny-vlm", "--backend", "transformers", "--port", "0"],
+                                check=False, cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2 and "listening" not in result.stdout
+    assert result.stderr.startswith("Error: model: 'tiny-vlm' is not a folder here and the Hugging Face Hub has no model")
+    assert "`mmat tiny-model tiny-vlm`" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert hub.paths == ["/api/models/tiny-vlm"]  # one request, no retries
+
+
 @pytest.mark.parametrize(("backend", "endpoint", "message"), [
     ("openai", None, "the openai backend needs --base-url"),
     ("transformers", "http://127.0.0.1:9/v1", "--base-url applies to the openai backend"),

@@ -6,12 +6,8 @@ closed local port. No test reaches the internet.
 
 from __future__ import annotations
 
-import http.server
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -19,45 +15,14 @@ from mmat_plugins.trainers.model_source import check_model_source
 
 from mmat_core.cli import main
 from mmat_core.errors import ConfigError
-
-
-class _Hub(http.server.BaseHTTPRequestHandler):
-    """Answers /api/models/org/present with 200, every other model with 404; counts requests."""
-
-    paths: ClassVar[list[str]] = []
-
-    def do_GET(self) -> None:
-        _Hub.paths.append(self.path)
-        code = 200 if self.path == "/api/models/org/present" else 404
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b'{"id": "org/present"}' if code == 200 else b'{"error": "Repository not found"}')
-
-    def log_message(self, *args: object) -> None:
-        pass
+from tests.fakes.hub_server import closed_port, use_fake_hub
 
 
 @pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[str]]:
-    """A fake Hub on 127.0.0.1, an empty Hub cache, online mode; yields the list of requested paths."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    _Hub.paths = []
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    yield _Hub.paths
-    server.shutdown()
-    server.server_close()
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A fake Hub on 127.0.0.1 (holds org/present), an empty Hub cache, online mode; yields the requested paths."""
+    with use_fake_hub(monkeypatch, tmp_path / "hub-cache") as fake:
+        yield fake.paths
 
 
 def test_an_existing_folder_passes_without_asking_the_hub(hub: list[str], tmp_path: Path) -> None:
@@ -78,7 +43,7 @@ def test_a_model_the_hub_lacks_fails_after_one_request_with_the_tiny_model_hint(
 
 
 def test_an_unreachable_hub_fails_at_once(hub: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
     with pytest.raises(ConfigError, match=r"'org/model' is not a folder here and the Hugging Face Hub cannot be reached"):
         check_model_source("org/model")
 
