@@ -62,8 +62,8 @@ def read_workers(run_dir: Path) -> dict[str, Any] | None:
 def worker_lines(workers: dict[str, Any]) -> list[str]:
     """``mmat status``'s lines on a Ray run's workers: one per worker, then the shared limits."""
     age = time.time() - float(workers.get("updated") or 0)
-    lines = [f"  Ray workers ({'final' if workers.get('complete') else f'as of {age:.0f}s ago'}; "
-             f"{workers.get('samples_requeued', 0)} samples re-queued from lost workers):"]
+    when = "final" if workers.get("complete") else f"as of {age:.0f}s ago"
+    lines = [f"  Ray workers ({when}; {workers.get('samples_requeued', 0)} samples re-queued from lost workers):"]
     for w in workers.get("workers", []):
         lines.append(f"    {w.get('worker', '?'):<5} {w.get('state', '?'):<9} host {w.get('host', '?')} pid {w.get('pid', '?')}: "
                      f"{w.get('samples_done', 0)} samples, {w.get('calls_made', 0)} calls (+{w.get('cached_calls', 0)} cached), "

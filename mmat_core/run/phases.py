@@ -12,9 +12,9 @@
     finally:
         await close(run)
 
-The local executor does exactly this (:func:`mmat_core.run.local.run_local`); a Ray worker runs
-:func:`prepare` with a :class:`~mmat_core.run.context.Shard` and :func:`generate`, and the Ray
-driver runs :func:`resume`, then the last three phases over the merged store. The manifest is
+The local executor does exactly this (:func:`mmat_core.run.local.run_local`); a Ray worker opens
+the engine with :func:`open_engine` and builds the samples handed to it with :func:`build_trace`,
+and the Ray driver runs :func:`resume`, stores the traces, then the last three phases. The manifest is
 decided before any output is written, so a formatter that prints it (the Hugging Face dataset
 card) writes the same bytes in ``mmat build`` and in a later ``mmat export``.
 """

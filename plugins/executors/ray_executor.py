@@ -36,9 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
-
 from mmat_plugins.executors.ray_tools import ToolServiceOptions
+from pydantic import Field
 
 from mmat_core.components import ComponentOptions, Executor
 from mmat_core.errors import ConfigError, MmatError
@@ -98,8 +97,8 @@ def merge_shards(store: RunStore, out_dir: Path) -> int:
 def in_code_plugins(manager: Any) -> list[tuple[str, str, bytes]]:
     """The plugins registered in code with ``manager`` (not from an entry point), pickled for the
     workers; one that cannot be pickled is a :class:`MmatError` that says what to do."""
-    from ray import cloudpickle
     from mmat_plugins.executors.ray_worker import IN_CODE_HINT, PluginTransferError
+    from ray import cloudpickle
 
     blobs = []
     for info in manager.info():
@@ -110,7 +109,7 @@ def in_code_plugins(manager: Any) -> list[tuple[str, str, bytes]]:
             continue
         try:
             blobs.append((info.name, info.version, cloudpickle.dumps(plugin)))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever pickling raises, the message says what to do
             raise PluginTransferError(f"plugin {info.name!r} was registered in code and cannot be sent to the Ray "
                                       f"workers ({type(exc).__name__}: {exc}): {IN_CODE_HINT}") from None
     return blobs
@@ -187,6 +186,7 @@ class ClusterRun:
         self._state_written = 0.0
         self._committed = time.monotonic()
         self.tools_report: dict[str, Any] = {}
+        self.limits: dict[str, Any] = {}
         manager = pipeline.plugins
         self.allow = sorted(manager.allow) if manager.allow is not None else None
         self.block = sorted(manager.block)
@@ -418,13 +418,14 @@ class ClusterRun:
         """The shared limits now (empty if the authority does not answer at once)."""
         try:
             return self.ray.get(self.authority.snapshot.remote(), timeout=5)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a report: the run goes on without it
             return {}
 
     def write_state(self, *, complete: bool) -> None:
         """workers.json: each worker's state and the shared limits (for ``mmat status``)."""
         from mmat_core.writers import write_json_atomic
 
+        self.limits = self.limits_snapshot()
         write_json_atomic(self.out_dir / WORKERS_FILE, {
             "complete": complete,
             "updated": time.time(),
@@ -434,7 +435,7 @@ class ClusterRun:
             "queued_batches": len(self.retry),
             "workers": [w.as_dict() for w in self.workers.values()],
             "lost": self.lost,
-            "limits": self.limits_snapshot(),
+            "limits": self.limits,
         })
 
     def snapshot(self) -> dict[str, Any]:
@@ -445,7 +446,7 @@ class ClusterRun:
             for key in totals:
                 totals[key] += worker.counters.get(key, 0)
         elapsed = max(1e-9, time.monotonic() - self.started)
-        limits = next(iter(self.limits_snapshot().values()), {})
+        limits = next(iter(self.limits.values()), {})  # as of the last workers.json: no call to the cluster here
         return {**totals, "calls_per_s": totals["calls_made"] / elapsed, "admission_limit": limits.get("admission_limit", "?"),
                 "errors": {}, "binding": "server", "binding_share": 0.0, "breaker": "closed",
                 "workers": sum(1 for w in self.workers.values() if w.state == "running")}
@@ -465,7 +466,7 @@ class ClusterRun:
                 reports.append(ray.get(ref))
                 worker.counters = reports[-1]["state"]
                 worker.state = "done"
-            except Exception:
+            except Exception:  # noqa: BLE001 - it died at the end: its batches were all stored
                 worker.state = "lost"
         limits = self.limits_snapshot()
         self.tools_report = self.tool_service_stats()
@@ -479,7 +480,7 @@ class ClusterRun:
             if worker.state in ("running", "done"):
                 try:
                     ray.get(worker.actor.shutdown.remote(), timeout=30)
-                except Exception:
+                except Exception:  # noqa: BLE001, S110 - it is killed next either way
                     pass
             ray.kill(worker.actor)
         for replicas in self.tool_pools.values():

@@ -46,7 +46,7 @@ def load_in_code_plugins(manager: Any, blobs: list[tuple[str, str, bytes]]) -> N
     for name, version, blob in blobs:
         try:
             plugin = cloudpickle.loads(blob)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever unpickling raises, the message says what to do
             raise PluginTransferError(
                 f"plugin {name!r} was registered in code on the driver and cannot be loaded on Ray worker "
                 f"{socket.gethostname()} ({type(exc).__name__}: {exc}): {IN_CODE_HINT}") from None
@@ -118,7 +118,7 @@ class SampleWorker:
                                                         cache_service, samples_in_flight, tool_pools or {}))
         except MmatError as exc:
             self.error = str(exc)  # said by ready(): an actor that fails in __init__ loses its message
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - said by ready(), which the driver raises
             self.error = f"{type(exc).__name__}: {exc}"
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:

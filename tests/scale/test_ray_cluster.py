@@ -59,7 +59,7 @@ class KillingStubTool(stubs.StubTool):
             else:
                 os.write(fd, f"{os.getpid()} {ctx.sample.id}".encode())
                 os.close(fd)
-                time.sleep(0.3)  # this sample's first model call has reached the cache service
+                time.sleep(0.3)  # noqa: ASYNC251 - blocking on purpose: this sample's first model call has reached the cache service
                 os.kill(os.getpid(), signal.SIGKILL)
         return await super().run(args, ctx)
 
@@ -180,7 +180,7 @@ def test_every_worker_takes_its_slots_from_one_limit_authority(served_run: tuple
 
 def test_a_tool_service_runs_every_workers_calls_in_batches(served_run: tuple[Path, Path, Any],
                                                             local_reference: Path) -> None:
-    run_dir, _, result = served_run
+    run_dir, _, _ = served_run
     for name in OUTPUTS:
         assert (run_dir / name).read_bytes() == (local_reference / name).read_bytes(), name
     engine = json.loads((run_dir / "engine.json").read_text())
@@ -195,7 +195,8 @@ def test_a_tool_service_runs_every_workers_calls_in_batches(served_run: tuple[Pa
 def test_a_plugin_registered_in_code_that_workers_cannot_import_stops_the_run_with_a_hint(
         local_ray: None, tmp_path: Path) -> None:
     ghost = types.ModuleType("mmat_ghost_plugin")  # exists in this process only
-    exec("from mmat_core import hookimpl\n@hookimpl\ndef register_critics(register):\n    pass\n", ghost.__dict__)
+    exec("from mmat_core import hookimpl\n@hookimpl\ndef register_critics(register):\n    pass\n",  # noqa: S102
+         ghost.__dict__)
     sys.modules["mmat_ghost_plugin"] = ghost
     try:
         manager = PluginManager(block=["tools", "sources"])

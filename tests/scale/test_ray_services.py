@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from mmat_plugins.executors.ray_executor import cluster_report
 from mmat_plugins.executors.ray_services import LimitAuthority
 
@@ -66,7 +67,7 @@ def test_the_cluster_engine_report_sums_the_workers_in_the_local_shape() -> None
     assert report["concurrency"] == 8 and report["rpm"] == 600 and report["admission_limit"] == 6
 
 
-def test_a_backlogged_rate_bucket_keeps_its_rate_when_its_sleeps_overrun(monkeypatch) -> None:  # noqa: ANN001
+def test_a_backlogged_rate_bucket_keeps_its_rate_when_its_sleeps_overrun(monkeypatch: pytest.MonkeyPatch) -> None:
     from mmat_core.engine import limits
 
     now = [0.0]
