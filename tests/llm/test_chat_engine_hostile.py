@@ -165,13 +165,15 @@ import sys
 from mmat_core import ChatEngine
 engine = ChatEngine("openai", model="gpt-4o", base_url=sys.argv[1], api_key_env=None, cache=sys.argv[2],
                     concurrency=1, timeout_s=120, progress=False)
-engine.run([f"row {n}" for n in range(10)])  # no `with`, no close(): Ctrl-C ends the program
+rows = (f"row {n}" for n in range(10))
+engine.run(list(rows) if sys.argv[3] == "list" else rows)  # no `with`, no close(): Ctrl-C ends the program
 """
 
 
-def test_ctrl_c_in_run_commits_the_answers_so_far_so_a_rerun_pays_only_the_rest(server, tmp_path):
+@pytest.mark.parametrize("given_as", ["list", "generator"])
+def test_ctrl_c_in_run_commits_the_answers_so_far_so_a_rerun_pays_only_the_rest(server, tmp_path, given_as):
     server.responder = answer_until_row_7
-    child = subprocess.Popen([sys.executable, "-c", CHILD, server.base_url, str(tmp_path / "cache")], cwd=ROOT,
+    child = subprocess.Popen([sys.executable, "-c", CHILD, server.base_url, str(tmp_path / "cache"), given_as], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: any(r.user_text() == f"row {HANG_FROM}" for r in server.completions()))
@@ -203,9 +205,15 @@ def test_a_cancelled_arun_keeps_its_answers_for_a_rerun(server, tmp_path):
 def test_run_works_inside_a_running_event_loop(server):
     async def notebook_cell() -> list[str | None]:
         with engine(server) as chat:
-            return chat.run(["from a notebook"]).texts()
+            return chat.run(["from a notebook"]).texts() + chat.run(f"gen {n}" for n in range(3)).texts()
 
-    assert asyncio.run(notebook_cell()) == ["echo: from a notebook"]
+    assert asyncio.run(notebook_cell()) == ["echo: from a notebook", "echo: gen 0", "echo: gen 1", "echo: gen 2"]
+
+
+def test_arun_reads_a_generator_too(server):
+    with engine(server) as chat:
+        answers = asyncio.run(chat.arun(f"gen {n}" for n in range(3)))
+    assert answers.texts() == ["echo: gen 0", "echo: gen 1", "echo: gen 2"]
 
 
 # -- one cache, two processes, files that change ------------------------------------------------
