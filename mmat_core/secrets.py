@@ -14,7 +14,8 @@ key. :func:`scrub` therefore replaces, with ``***``:
    ``ghp_...``, AWS ``AKIA...``, Slack ``xox?-...``, the value after ``Bearer``, HTTP Basic
    credentials (``Basic`` and base64 of ``user:secret``), and the value of a
    header, JSON key or URL parameter named like one (``x-api-key``, ``api_key``,
-   ``Ocp-Apim-Subscription-Key``, ``X-Subscription-Token``, ``access_token``, ``password``, ``?key=``).
+   ``Ocp-Apim-Subscription-Key``, ``X-Subscription-Token``, ``access_token``, ``password``, ``?key=``),
+   and the password of a URL (``https://user:secret@host``, a ``base_url`` with credentials).
 
 Writers call it on the text they are about to store (the run store's traces and quarantine
 reasons, the cache's entries, ``run.json``), and the command line on what it prints (error lines
@@ -79,6 +80,9 @@ _GOOGLE = re.compile(rb"aiza[0-9a-z_\-]{30,}")
 _URL_PARAMETER = re.compile(_after(b"=", *(mark + name + b"=" for mark in (b"?", b"&") for name in (
     b"key", b"api_key", b"api-key", b"apikey", b"token", b"access_token", b"access-token", b"auth")))
     + rb"([^&\s\"'#\\]{6,})")
+#: The password of a URL's user part (``https://user:secret@host/v1``); searched only where the
+#: text holds both ``://`` and ``@``.
+_URL_USERINFO = re.compile(rb"://[^/\s:@\"'\\]+:([^/\s@\"'\\]{4,})@")
 #: Searches for ``z`` before the Google pattern gives up and scans.
 _RARE_BYTE_TRIES = 8
 
@@ -220,6 +224,8 @@ def _pattern_spans(data: bytes, lowered: bytes) -> list[tuple[int, int]]:
         spans += (match.span() for match in _GOOGLE.finditer(lowered))
     if b"=" in lowered:
         spans += (match.span(1) for match in _URL_PARAMETER.finditer(lowered))
+    if b"@" in lowered and b"://" in lowered:
+        spans += (match.span(1) for match in _URL_USERINFO.finditer(lowered))
     return [(start, end) for start, end in spans if lowered[start:end] != REDACTED.encode()]
 
 

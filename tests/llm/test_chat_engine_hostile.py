@@ -295,3 +295,14 @@ def test_a_run_that_stops_early_stops_reading_a_generator(server):
     with engine(server, concurrency=1, on_error="raise") as chat, pytest.raises(ChatRowError, match="row 3"):
         chat.run(rows())
     assert len(read) < 100  # the rows in flight and those waiting for room, not all 10,000
+
+
+def test_a_password_in_the_base_url_reaches_no_cache_file(server, tmp_path):
+    # The backend's identity (its base_url) is part of each cache entry's key document.
+    url = server.base_url.replace("http://", "http://alice:Hunter2SecretPw99@")
+    with ChatEngine("openai", model="gpt-4o", base_url=url, api_key_env=None, cache=tmp_path / "cache",
+                    progress=False) as chat:
+        assert chat.run(["hi"])[0].ok
+    data = b"".join(f.read_bytes() for f in (tmp_path / "cache").iterdir())
+    assert b"Hunter2SecretPw99" not in data
+    assert b"alice:***@" in data
