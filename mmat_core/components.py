@@ -11,7 +11,6 @@ stay cheap even when its component is never used.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -263,6 +262,8 @@ class ToolContext:
         """Run ``fn(*args)`` off the event loop."""
         if self.run_blocking is not None:
             return await self.run_blocking(fn, *args)
+        import asyncio  # here, not at the top: listing components must not import asyncio
+
         return await asyncio.to_thread(fn, *args)
 
 

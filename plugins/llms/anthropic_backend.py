@@ -10,9 +10,8 @@ the input schema of a single forced tool, and the tool call's input is the reply
 
 from __future__ import annotations
 
-import asyncio
 import json
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -27,6 +26,9 @@ from mmat_plugins.llms.common import (
     malformed,
     map_sdk_error,
 )
+
+if TYPE_CHECKING:
+    import asyncio
 
 #: Name of the forced tool that carries structured replies.
 REPLY_TOOL = "reply"
@@ -68,6 +70,8 @@ class AnthropicBackend(LLMBackend):
 
     def client(self) -> Any:
         """The official AsyncAnthropic client (created on first use, in the running loop)."""
+        import asyncio  # imported when a call is made: listing the backends must not import it
+
         import anthropic
 
         loop = asyncio.get_running_loop()

@@ -22,9 +22,8 @@ or ``none`` for servers without it); replies are validated against the schema an
 
 from __future__ import annotations
 
-import asyncio
 import json
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -43,6 +42,8 @@ from mmat_plugins.llms.common import (
     map_sdk_error,
 )
 
+if TYPE_CHECKING:
+    import asyncio
 
 try:  # orjson halves the JSON share of a call's CPU; the standard library does the same job slower
     import orjson
@@ -163,6 +164,8 @@ class OpenAIBackend(LLMBackend):
         return headers
 
     def _aiohttp_session(self) -> Any:
+        import asyncio  # imported when a call is made: listing the backends must not import it
+
         import aiohttp
         import yarl
 
@@ -181,6 +184,8 @@ class OpenAIBackend(LLMBackend):
         return self._session
 
     async def _post_aiohttp(self, body: dict[str, Any]) -> Any:
+        import asyncio
+
         import aiohttp
 
         session = self._aiohttp_session()
@@ -207,6 +212,8 @@ class OpenAIBackend(LLMBackend):
 
     def sdk(self) -> Any:
         """The official AsyncOpenAI client (created on first use, in the running loop)."""
+        import asyncio
+
         import openai
 
         loop = asyncio.get_running_loop()

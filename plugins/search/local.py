@@ -13,7 +13,6 @@ BM25 only, so the sample build stays light and offline.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -293,6 +292,8 @@ class LocalCorpusSearch(SearchBackend):
 
     async def search(self, query: str, k: int) -> list[SearchHit]:
         """The ``k`` best passages for ``query``, off the event loop."""
+        import asyncio  # imported when searching: listing the backends must not import it
+
         return await asyncio.to_thread(self.search_blocking, query, k)
 
     async def aclose(self) -> None:

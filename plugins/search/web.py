@@ -10,7 +10,6 @@ failure is raised and becomes an error observation in the dialogue.
 
 from __future__ import annotations
 
-import asyncio
 import html
 import os
 import re
@@ -80,6 +79,8 @@ class WebSearch(SearchBackend):
 
     async def search(self, query: str, k: int) -> list[SearchHit]:
         """Up to ``k`` hits for ``query``."""
+        import asyncio  # imported when searching: listing the backends must not import it
+
         import httpx
 
         if self._client is None:

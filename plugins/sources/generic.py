@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from mmat_core.errors import ConfigError
-from mmat_core.models import ImageRef, SourceSample
+from mmat_core.models import DEFER_BUILD, ImageRef, SourceSample
 from mmat_core.authoring.sources import (
     ImageResolver,
     SourceRecord,
@@ -38,7 +38,7 @@ from mmat_plugins.sources.readers import RowError, iter_datasets, iter_json_item
 class FieldMap(BaseModel):
     """Which record key holds each part of a sample (dotted keys reach into nested objects)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=DEFER_BUILD)
     id: str | None = Field("id", description="row id; None: the line number")
     question: str = "question"
     answer: str = Field("answer", description="the answer: a string, or a list of accepted answers")

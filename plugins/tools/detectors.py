@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mmat_core.components import Detection, Detector, DetectorOptions, ToolContext
 from mmat_core.errors import ConfigError, UnknownComponentError
+from mmat_core.models import DEFER_BUILD
 from mmat_core.plugins import get_plugin_manager
 
 __all__ = [
@@ -232,7 +233,7 @@ class HttpDetectorOptions(DetectorOptions):
 class DetectionReply(BaseModel):
     """What a detection server answers."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=DEFER_BUILD)
     detections: list[Detection]
 
 
