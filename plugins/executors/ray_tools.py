@@ -17,19 +17,23 @@ scratch must stay in the workers).
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from mmat_core.models import DEFER_BUILD
+
+if TYPE_CHECKING:  # the methods import it: `mmat plugins` imports this module and runs none of them
+    import asyncio
 
 
 class ToolServiceOptions(BaseModel):
     """How one tool runs as a service (``executor.tool_services.<tool>``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=DEFER_BUILD)
     replicas: int = Field(1, ge=1, description="actors in the pool (one per GPU for a GPU model)")
     num_gpus: float = Field(0.0, ge=0, description="GPUs each replica reserves")
     num_cpus: float = Field(0.0, ge=0, description="CPUs each replica reserves")
@@ -66,6 +70,8 @@ class ToolService:
 
     async def call(self, args: dict[str, Any], sample: Any) -> Any:
         """Run the tool on ``sample`` with ``args`` (in the next batch); returns its ToolOutput."""
+        import asyncio
+
         if self.queue is None:
             self.queue = asyncio.Queue()
             self.runner = asyncio.get_running_loop().create_task(self._batches())
@@ -74,6 +80,8 @@ class ToolService:
         return await future
 
     async def _batches(self) -> None:
+        import asyncio
+
         from mmat_core.components import ToolContext
 
         assert self.queue is not None

@@ -133,9 +133,8 @@ def test_the_sources_listing_builds_the_options_of_sources_only() -> None:
 
 def test_the_plugins_listing_imports_neither_asyncio_nor_an_http_client() -> None:
     # Components import the event loop and HTTP clients inside the methods that call a model or
-    # a server; a listing only reads their names (asyncio and http.client with ssl are a tenth of
-    # it). Not yet the executors plugin: its Ray tool services import asyncio at the top.
-    _output, modules = run_mmat("plugins", "-p", "no:executors")
+    # a server; a listing only reads their names (asyncio and http.client with ssl are a tenth of it).
+    _output, modules = run_mmat("plugins")
     assert [name for name in ("asyncio", "ssl", "http.client", "urllib.request") if name in modules] == []
 
 
