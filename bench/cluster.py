@@ -37,7 +37,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +178,13 @@ def build(out: Path, base_url: str, count: int, executor: dict[str, Any], llm_en
     return Pipeline.from_config(config, plugins=manager).run(out)
 
 
+def cpu_times() -> tuple[float, float]:
+    """(busy, total) jiffies of this machine's CPUs so far (/proc/stat)."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    return sum(fields) - idle, sum(fields)
+
+
 def window_rate(times: list[float], low: float = 0.1, high: float = 0.9) -> float:
     """Requests per second between the ``low`` and ``high`` quantiles of their arrival times."""
     times = sorted(times)
@@ -243,11 +249,16 @@ def main() -> None:
         # Scaling of an I/O-bound build.
         rates = {}
         for n in (1, 2, 4):
+            busy0, total0 = cpu_times()
             _, reqs, wall = run(f"scale{n}", {"workers": n, "samples_per_worker": c}, samples)
+            busy1, total1 = cpu_times()
             rates[n] = window_rate([r.received for r in reqs])
             limit = n * c / latency
+            cpu = (busy1 - busy0) / max(1.0, total1 - total0)
             rows.append((f"{n} worker(s) x {c} in flight: model calls/s", f"{rates[n]:.1f} (wall {wall:.1f} s)",
                          f"limit {limit:.1f} (N*L/(n*C))"))
+            rows.append(("  machine CPU busy during the run (other work included)", f"{cpu:.0%}", "context"))
+            result[f"cpu_busy_{n}"] = round(cpu, 2)
         for n in (2, 4):
             ratio = rates[n] / (n * rates[1])
             rows.append((f"scaling 1 -> {n} workers, share of linear", f"{ratio:.2f}", ">= 0.90"))
@@ -303,8 +314,9 @@ def main() -> None:
         in_flight_repeats = len(repeats) - cached_repeats
         lost = expected - len(set(ids))
         duplicated = len(ids) - len(set(ids))
-        rows.append(("node killed at 4 workers: run completed", f"yes ({wall:.1f} s, {killed.manifest.counts.get('workers_lost', 0)} workers lost, "
-                     f"{killed.manifest.counts.get('samples_requeued', 0)} samples re-queued)", "completes"))
+        lost_workers, requeued = killed.manifest.counts.get("workers_lost", 0), killed.manifest.counts.get("samples_requeued", 0)
+        rows.append(("node killed at 4 workers: run completed",
+                     f"yes ({wall:.1f} s, {lost_workers} workers lost, {requeued} samples re-queued)", "completes"))
         rows.append(("  outputs byte-identical to the undisturbed run", "yes" if same else "NO", "yes"))
         rows.append(("  samples lost / duplicated", f"{lost} / {duplicated}", "0 / 0"))
         rows.append(("  cached calls repeated", str(cached_repeats), "0"))
