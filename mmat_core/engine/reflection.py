@@ -68,16 +68,22 @@ RECHECK_THOUGHTS = (
     "Hold on, I need to verify this conclusion first.",
 )
 
-CORRECTION_PROMPT_VERSION = "correct-2"
-CORRECTION_SYSTEM = """You wrote the step-by-step visual reasoning shown in this dialogue. You know,
-for your eyes only, that the correct answer is: {answer}
-A reviewer has found a problem in the reasoning. Write the next reasoning step: a correction or
-supplement that fixes the problem by deriving the result from the image and the observations in
-the dialogue, writing out any calculation in full. Do not mention the reviewer, and never state or
-use the known answer as a given."""
-CORRECTION_REQUEST = """{reflection_turn}
-(Reviewer's finding, for you only: {reason})
-Reply with the reasoning alone, as plain text: no JSON, no tags."""
+CORRECTION_PROMPT_VERSION = "correct-3"
+# The exact text the generator reads: a line break only where the text means one (after the known
+# answer, between the parts of the request), never from the width of this source file.
+# tests/formats/test_prompt_text.py fails on a break inside a sentence.
+CORRECTION_SYSTEM = (
+    "You wrote the step-by-step visual reasoning shown in this dialogue. You know, for your eyes only, that the "
+    "correct answer is: {answer}\n"
+    "A reviewer has found a problem in the reasoning. Write the next reasoning step: a correction or supplement that "
+    "fixes the problem by deriving the result from the image and the observations in the dialogue, writing out any "
+    "calculation in full. Do not mention the reviewer, and never state or use the known answer as a given."
+)
+CORRECTION_REQUEST = (
+    "{reflection_turn}\n"
+    "(Reviewer's finding, for you only: {reason})\n"
+    "Reply with the reasoning alone, as plain text: no JSON, no tags."
+)
 CORRECTION_REPAIR = "Your last reply cannot be used: {error}. Reply again with the reasoning alone, as plain text."
 
 #: The envelope a generator may copy from the dialogue around its correction; only this outer

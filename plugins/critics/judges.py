@@ -26,32 +26,39 @@ from mmat_core.errors import MmatError
 from mmat_core.models import ModelCall, Trace, Usage, Verdict
 from mmat_core.replies import ReplyJSONError, extract_json_object
 
-GENERAL_VERSION = "critic-general-2"
-GENERAL_PROMPT = """Above is a step-by-step visual reasoning dialogue. Review it for cheating.
-Cheating means the reasoning does not really derive its conclusion: it asserts a result that the
-operator outputs, search results and visible evidence do not support, or it bends the evidence to
-fit an answer it could not actually obtain. Judge only whether each conclusion follows from what
-the dialogue shows.
-If the dialogue cheats, reply with {"reason": "<which conclusion is unsupported and why>"}.
-If it is sound, reply with {}. Reply with the JSON object only."""
+# Each instruction is the exact text the judge reads: a line break only where the text means one
+# (between the task and each reply it allows, around a block inserted from the dialogue), never from
+# the width of this source file. tests/formats/test_prompt_text.py fails on a break inside a sentence.
+GENERAL_VERSION = "critic-general-3"
+GENERAL_PROMPT = (
+    "Above is a step-by-step visual reasoning dialogue. Review it for cheating. Cheating means the reasoning does not "
+    "really derive its conclusion: it asserts a result that the operator outputs, search results and visible "
+    "evidence do not support, or it bends the evidence to fit an answer it could not actually obtain. Judge only "
+    "whether each conclusion follows from what the dialogue shows.\n"
+    'If the dialogue cheats, reply with {"reason": "<which conclusion is unsupported and why>"}.\n'
+    "If it is sound, reply with {}. Reply with the JSON object only."
+)
 
-MATH_VERSION = "critic-math-2"
-MATH_PROMPT = """Above is a step-by-step reasoning dialogue that involves calculation. Its last two
-reasoning rounds are:
-{last_two}
-Check whether calculation steps were skipped between these two rounds: a result stated without
-the arithmetic, lookup or formula that produces it.
-If steps were skipped, reply with {{"reason": "<what was skipped>", "thought": "<the missing
-calculation, written out step by step>"}} (use "null" for thought if you cannot supply it).
-If nothing was skipped, reply with {{"reason": "", "thought": "null"}}. Reply with the JSON object only."""
+MATH_VERSION = "critic-math-3"
+MATH_PROMPT = (
+    "Above is a step-by-step reasoning dialogue that involves calculation. Its last two reasoning rounds are:\n"
+    "{last_two}\n"
+    "Check whether calculation steps were skipped between these two rounds: a result stated without the "
+    "arithmetic, lookup or formula that produces it.\n"
+    'If steps were skipped, reply with {{"reason": "<what was skipped>", "thought": "<the missing calculation, '
+    'written out step by step>"}} (use "null" for thought if you cannot supply it).\n'
+    'If nothing was skipped, reply with {{"reason": "", "thought": "null"}}. Reply with the JSON object only.'
+)
 
-QUALITY_VERSION = "critic-quality-2"
-QUALITY_PROMPT = """Above are an image and a step-by-step reasoning dialogue about it. Score the
-dialogue as training data on five criteria: coherence (each step follows from the previous),
-relevance (the steps serve the question), accuracy (statements agree with the image and the
-operator outputs), completeness (nothing needed is missing) and visual integration (the reasoning
-uses what the image shows). Reply with {"quality_score": <a number from 0.0 to 1.0 with one
-decimal>, "scoring_reason": "<one or two sentences>"} and nothing else."""
+QUALITY_VERSION = "critic-quality-3"
+QUALITY_PROMPT = (
+    "Above are an image and a step-by-step reasoning dialogue about it. Score the dialogue as training data on five "
+    "criteria: coherence (each step follows from the previous), relevance (the steps serve the question), accuracy "
+    "(statements agree with the image and the operator outputs), completeness (nothing needed is missing) and "
+    "visual integration (the reasoning uses what the image shows).\n"
+    'Reply with {"quality_score": <a number from 0.0 to 1.0 with one decimal>, "scoring_reason": "<one or two '
+    'sentences>"} and nothing else.'
+)
 
 REPAIR_PROMPT = "Your reply could not be read: {error}. Reply again with exactly one JSON object in the requested form."
 
@@ -143,7 +150,7 @@ class GeneralCritic(JudgeCritic):
     """The paper's cheating judge: sees the dialogue without the answer."""
 
     name = "general"
-    version = "2"
+    version = "3"
     description = "LLM judge: does the reasoning really derive its answer? (reflection on cheating)"
     order = 50
     purpose = "critic_general"
@@ -175,7 +182,7 @@ class MathCritic(JudgeCritic):
     """The paper's step-skipping judge, for math-like sources."""
 
     name = "math"
-    version = "2"
+    version = "3"
     description = "LLM judge: were calculation steps skipped in the last two rounds? (math sources)"
     order = 60
     purpose = "critic_math"
@@ -222,7 +229,7 @@ class QualityCritic(JudgeCritic):
     """A VLM judge scoring the whole dialogue; below the threshold the sample is rejected."""
 
     name = "quality"
-    version = "2"
+    version = "3"
     description = "VLM judge: quality score 0.0-1.0 with a keep threshold"
     order = 90
     purpose = "critic_quality"

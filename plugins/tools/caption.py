@@ -17,11 +17,16 @@ from pydantic import Field
 from mmat_core.components import ContentPart, LLMRequest, Message, Tool, ToolContext, ToolOutput
 from mmat_core.replies import ReplyJSONError, extract_json_object
 
-SCENE_GRAPH_VERSION = "scene-graph-1"
-SCENE_GRAPH_PROMPT = """Build a scene graph of this image that focuses on what the question needs.
-Question: {question}
-Reply with one JSON object: {{"objects": [names], "attributes": [{{"name": object, "value": attribute}}],
-"relationships": [{{"<object>": {{"<relation>": ["<other object>"]}}}}]}}. Only list what you can see."""
+# Each prompt is the exact text the model reads: a line break only where the text means one (around
+# the question and the scene graph inserted into it), never from the width of this source file.
+# tests/formats/test_prompt_text.py fails on a break inside a sentence.
+SCENE_GRAPH_VERSION = "scene-graph-2"
+SCENE_GRAPH_PROMPT = (
+    "Build a scene graph of this image that focuses on what the question needs.\n"
+    "Question: {question}\n"
+    'Reply with one JSON object: {{"objects": [names], "attributes": [{{"name": object, "value": attribute}}], '
+    '"relationships": [{{"<object>": {{"<relation>": ["<other object>"]}}}}]}}. Only list what you can see.'
+)
 SCENE_GRAPH_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -31,11 +36,13 @@ SCENE_GRAPH_SCHEMA: dict[str, Any] = {
     },
     "required": ["objects", "attributes", "relationships"],
 }
-CAPTION_VERSION = "caption-1"
-CAPTION_PROMPT = """Using this scene graph of the image as context:
-{graph}
-write one concise caption of the image (one or two sentences) that describes what matters for the
-question: {question}"""
+CAPTION_VERSION = "caption-2"
+CAPTION_PROMPT = (
+    "Using this scene graph of the image as context:\n"
+    "{graph}\n"
+    "Write one concise caption of the image (one or two sentences) that describes what matters for the question: "
+    "{question}"
+)
 
 #: Where the scene graph is kept in ``ToolContext.scratch`` for ``label_bbox``.
 SCENE_GRAPH_KEY = "scene_graph"
@@ -121,7 +128,7 @@ class ImageCaptionTool(Tool):
     """Two VLM calls: scene graph, then caption."""
 
     name = "image_caption"
-    version = "2"
+    version = "3"  # in the tool-result cache key: raised with each prompt version
     label = "image caption"
     description = "describe the image in a short caption focused on the question"
     Options = CaptionOptions

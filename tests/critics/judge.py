@@ -26,9 +26,9 @@ CALL_COST = (PROMPT_TOKENS + COMPLETION_TOKENS) * 100.0 / 1_000_000
 
 # Distinctive fragments of each prompt, taken from the prompts themselves.
 MARKERS = (
-    ("critic_general", GENERAL_PROMPT.splitlines()[1][:40]),
-    ("critic_math", MATH_PROMPT.splitlines()[3][:40]),
-    ("critic_quality", QUALITY_PROMPT.splitlines()[1][:40]),
+    ("critic_general", GENERAL_PROMPT[:60]),
+    ("critic_math", MATH_PROMPT[:60]),
+    ("critic_quality", QUALITY_PROMPT[:60]),
     ("reflection_correction", CORRECTION_REQUEST.splitlines()[1][:20]),
     ("final_answer", "Based on the above information, please summarize"),
 )

@@ -28,9 +28,9 @@ STEPS = [step("I will look at the image with every operator and search for the l
               ["image_caption", "label_bbox", "ocr", "face_detection"], rag="tower in paris"),
          step("The observations settle the question.", final=True)]
 #: The judges' verdicts: clean dialogues, nothing skipped, a good quality score.
-VERDICTS = ((GENERAL_PROMPT.splitlines()[1][:40], "critic_general", "{}"),
-            (MATH_PROMPT.splitlines()[3][:40], "critic_math", json.dumps({"reason": "", "thought": "null"})),
-            (QUALITY_PROMPT.splitlines()[1][:40], "critic_quality",
+VERDICTS = ((GENERAL_PROMPT[:60], "critic_general", "{}"),
+            (MATH_PROMPT[:60], "critic_math", json.dumps({"reason": "", "thought": "null"})),
+            (QUALITY_PROMPT[:60], "critic_quality",
              json.dumps({"quality_score": 0.9, "scoring_reason": "coherent and grounded"})))
 
 
