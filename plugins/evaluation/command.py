@@ -56,7 +56,8 @@ def _serve_args(command: click.Command, model_args: dict[str, Any]) -> list[str]
               help="--suite: read each benchmark from ROOT/<hub id> (a local snapshot or mmat's fixtures) instead of the Hub.")
 @click.option("--lmms-python", default=lambda: os.environ.get("MMAT_LMMS_PYTHON", sys.executable),
               show_default="$MMAT_LMMS_PYTHON or this python", help="--suite: the python of an environment with lmms-eval.")
-@click.option("--serve-url", help="--suite: use this running `mmat serve` (its /v1 URL) instead of starting one.")
+@click.option("--serve-url", help="--suite: use this running `mmat serve` (its /v1 URL) instead of starting one; "
+              "--model is then the name it serves.")
 @click.option("--judge", help="--suite: mmat LLM backend that answers lmms-eval's judge calls (MathVista, "
               "HallusionBench); default openai with OPENAI_API_KEY.")
 @click.option("--judge-option", "judge_options", multiple=True, metavar="KEY=VALUE",
@@ -86,6 +87,8 @@ def evaluate_command(ctx: click.Context, data: Path | None, suite: str | None, o
         options = SuiteOptions(
             modes=["plain", "rr", "orr"] if mode == "all" else [mode], out=out,
             serve_args=_serve_args(ctx.command, model_args), serve_url=serve_url,
+            # A server the user started answers under its --served-model-name, by default its --model.
+            served_name=model_args["model"] if serve_url else "mmat-eval",
             benchmarks=[key.strip() for key in benchmarks.split(",") if key.strip()], data_root=data_root, limit=limit,
             lmms_python=lmms_python, concurrency=concurrency, serve_start_timeout_s=serve_timeout, judge=judge,
             judge_options=_key_value(judge_options, "--judge-option"), dynvqa=dynvqa, dynvqa_images=dynvqa_images,

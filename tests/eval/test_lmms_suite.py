@@ -124,3 +124,35 @@ def test_an_agent_that_cannot_answer_stops_the_run_before_lmms_eval_starts(tmp_p
     with pytest.raises(EvalRunError, match=r"cannot answer \(HTTP 5\d\d\)|mmat serve stopped \(exit [1-9]"):
         run(options)
     assert not (tmp_path / "out" / "plain").exists()  # lmms-eval never started
+
+
+def test_a_running_mmat_serve_is_used_by_url_and_answers_under_its_model_name(tmp_path: Path, data_root: Path) -> None:
+    import re
+    import subprocess
+    import sys
+    import time
+
+    log = tmp_path / "serve.out"
+    with log.open("wb") as handle:
+        server = subprocess.Popen([sys.executable, "-c", "from mmat_core.cli import run; run()", "serve", "--model", "stand-in",
+                                   "--backend", "offline", "--port", "0", "--log", str(tmp_path / "answers.jsonl")],
+                                  stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(300):
+            found = re.search(r"listening on (\S+)", log.read_text())
+            if found:
+                break
+            time.sleep(0.2)
+        assert found, log.read_text()
+        result = CliRunner().invoke(main, [
+            "eval", "--suite", "paper", "--mode", "plain", "--model", "stand-in", "--serve-url", found.group(1),
+            "--benchmarks", "mmstar", "--data-root", str(data_root), "--limit", "1",
+            "--lmms-python", str(consumer_python("lmms")), "-o", str(tmp_path / "eval")])
+    finally:
+        server.terminate()
+        server.wait(20)
+    assert result.exit_code == 0, result.output
+    assert "| stand-in (plain) | 0.0 | n/a |" in result.output  # the stand-in answers "unknown"
+    models = {json.loads(line)["model"] for line in (tmp_path / "answers.jsonl").read_text().splitlines()}
+    assert models == {"stand-in:plain"}
+    assert not (tmp_path / "eval" / "serve.log").exists()  # mmat eval started no server of its own
