@@ -39,8 +39,10 @@ from mmat_plugins.agent.chat import (
     DEFAULT_SETTINGS,
     ChatModel,
     ChatModelClient,
+    ChatReply,
     ChatTurn,
     GenerationSettings,
+    finish_reason,
     respond,
 )
 from mmat_plugins.agent.parsing import clean_final_answer, parse_answer, parse_step
@@ -71,6 +73,9 @@ class AgentResult:
     replies: list[str] = field(default_factory=list)
     #: Every model call of the run in order (the agent's and its tools'), with its usage.
     calls: list[ModelCall] = field(default_factory=list)
+    #: Why the call whose reply is the answer ended: ``stop`` (the model finished, or did not say)
+    #: or ``length`` (cut at its token cap: the answer may be incomplete).
+    finish_reason: str = "stop"
 
 
 def announce(extra: Sequence[ToolInfo]) -> str:
@@ -171,13 +176,21 @@ class AgentRuntime:
         return SourceSample(id=sample_id, source=source, question=question, answers=list(answers or [""]),
                             constraint=constraint, images=refs, meta={"answer_known": bool(answers)}, **fields)
 
-    async def _ask(self, messages: list[ChatTurn], images: list[Path], purpose: str, trace: Trace) -> tuple[str, ModelCall]:
+    async def _ask(self, messages: list[ChatTurn], images: list[Path], purpose: str, trace: Trace) -> tuple[ChatReply, ModelCall]:
         settings = self._settings.get()
         if purpose == "rr_step" and settings.max_tokens_scope == "final_answer":
             settings = dataclasses.replace(settings, max_tokens=None)
         reply, call = await respond(self.model, messages, images, settings, purpose=purpose)
         trace.usage.add(call.usage)
-        return reply.text, call
+        return reply, call
+
+    @staticmethod
+    def _answered(result: AgentResult, reply: ChatReply) -> AgentResult:
+        """``result`` with the finish reason of the answer's call; a cut answer is noted on the trace."""
+        result.finish_reason = finish_reason(reply)
+        if result.finish_reason == "length":
+            result.trace.notes.append("answer_cut_at_max_tokens: the answer's call hit its token cap")
+        return result
 
     async def run_sample(self, sample: SourceSample, settings: GenerationSettings | None = None) -> AgentResult:
         """Answer one sample in the runtime's mode and return the answer with its trace.
@@ -240,7 +253,8 @@ class AgentRuntime:
         replies: list[str] = []
         ctx = self.runner.context(sample, {})
         for turn in range(self.max_turns):
-            reply, call = await self._ask(messages, images, "rr_step", trace)
+            step_reply, call = await self._ask(messages, images, "rr_step", trace)
+            reply = step_reply.text
             replies.append(reply)
             parsed = parse_step(reply)
             trace.notes.extend(f"turn {turn + 1}: {repair}" for repair in parsed.repairs)
@@ -260,11 +274,12 @@ class AgentRuntime:
             messages.append({"role": "user", "content": step.observation})
         trace.final_prompt = prompts.final_turn(sample.question)
         messages.append({"role": "user", "content": trace.final_prompt})
-        reply, trace.final_call = await self._ask(messages, images, "final_answer", trace)
-        replies.append(reply)
-        messages.append({"role": "assistant", "content": reply})
-        trace.final_answer = clean_final_answer(reply)
-        return AgentResult(answer=trace.final_answer, trace=trace, messages=messages, replies=replies)
+        answer, trace.final_call = await self._ask(messages, images, "final_answer", trace)
+        replies.append(answer.text)
+        messages.append({"role": "assistant", "content": answer.text})
+        trace.final_answer = clean_final_answer(answer.text)
+        return self._answered(AgentResult(answer=trace.final_answer, trace=trace, messages=messages, replies=replies),
+                              answer)
 
     async def _act(self, step: Step, ctx: Any, trace: Trace) -> None:
         """Run the step's operators and RAG query; the observation uses the training templates."""
@@ -289,7 +304,8 @@ class AgentRuntime:
             {"role": "system", "content": prompts.orr_system()},
             {"role": "user", "content": question + announce(self.infos(self.extra_tools))},
         ]
-        reply, call = await self._ask(messages, images, "orr_answer", trace)
+        answer, call = await self._ask(messages, images, "orr_answer", trace)
+        reply = answer.text
         parsed = parse_answer(reply)
         if parsed.format == "bare":
             trace.notes.append("orr: no <ANSWER> tag; the whole reply was taken as the answer")
@@ -297,15 +313,16 @@ class AgentRuntime:
         step.model_call = call
         trace.final_answer = parsed.answer
         messages.append({"role": "assistant", "content": reply})
-        return AgentResult(answer=parsed.answer, trace=trace, messages=messages, replies=[reply])
+        return self._answered(AgentResult(answer=parsed.answer, trace=trace, messages=messages, replies=[reply]), answer)
 
     async def _run_plain(self, sample: SourceSample, trace: Trace, images: list[Path]) -> AgentResult:
         messages: list[ChatTurn] = [{"role": "user", "content": f"{sample.question}{sample.constraint}".strip()}]
-        reply, call = await self._ask(messages, images, "plain_answer", trace)
+        answer, call = await self._ask(messages, images, "plain_answer", trace)
         trace.final_call = call
-        trace.final_answer = clean_final_answer(reply)
-        messages.append({"role": "assistant", "content": reply})
-        return AgentResult(answer=trace.final_answer, trace=trace, messages=messages, replies=[reply])
+        trace.final_answer = clean_final_answer(answer.text)
+        messages.append({"role": "assistant", "content": answer.text})
+        return self._answered(AgentResult(answer=trace.final_answer, trace=trace, messages=messages,
+                                          replies=[answer.text]), answer)
 
     async def aclose(self) -> None:
         """Close the model, the search backend and the tool pool."""

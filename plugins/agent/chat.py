@@ -64,6 +64,17 @@ class ChatReply:
     finish_reason: str | None = None
 
 
+#: The finish reasons an answer reports as they are (OpenAI's); anything else (a backend's own, or
+#: none) reads as ``stop``.
+PASSED_FINISH_REASONS = ("length", "content_filter")
+
+
+def finish_reason(reply: ChatReply) -> str:
+    """The OpenAI ``finish_reason`` of a reply: ``length`` when it was cut at its token cap,
+    ``content_filter`` when the backing server says so, else ``stop``."""
+    return reply.finish_reason if reply.finish_reason in PASSED_FINISH_REASONS else "stop"
+
+
 #: The model calls of the agent run in progress (its own and those of tools such as image_caption),
 #: appended by :func:`respond` so the runtime can report each call's figures.
 CALL_LOG: contextvars.ContextVar[list[ModelCall] | None] = contextvars.ContextVar("mmat_agent_calls", default=None)
@@ -264,9 +275,21 @@ class TransformersChatModel:
                 output = self._model.generate(**inputs, **options)
             new_tokens = output[0, inputs["input_ids"].shape[1]:]
             reply = self._processor.tokenizer.decode(new_tokens, skip_special_tokens=True)
-            finish = "length" if len(new_tokens) >= options["max_new_tokens"] else "stop"
-            return ChatReply(cut_at_stop(reply, settings.stop), prompt_tokens=int(inputs["input_ids"].shape[1]),
-                             completion_tokens=len(new_tokens), finish_reason=finish)
+            text = cut_at_stop(reply, settings.stop)
+            # Cut by the cap: as many tokens as allowed, the last not an end-of-sequence token and
+            # no stop sequence reached (generate stops there too, and says nothing of why).
+            capped = (len(new_tokens) >= options["max_new_tokens"] and int(new_tokens[-1]) not in self._eos_ids()
+                      and text == reply)
+            return ChatReply(text, prompt_tokens=int(inputs["input_ids"].shape[1]),
+                             completion_tokens=len(new_tokens), finish_reason="length" if capped else "stop")
+
+    def _eos_ids(self) -> set[int]:
+        """The model's end-of-sequence token ids (its generation config's, else the tokenizer's)."""
+        config = getattr(self._model, "generation_config", None)
+        ids = getattr(config, "eos_token_id", None)
+        if ids is None:
+            ids = self._processor.tokenizer.eos_token_id
+        return {int(i) for i in (ids if isinstance(ids, (list, tuple)) else [ids]) if i is not None}
 
     async def respond(self, messages: Sequence[ChatTurn], images: Sequence[Path],
                       settings: GenerationSettings = DEFAULT_SETTINGS) -> ChatReply:

@@ -129,9 +129,10 @@ def _loopback(host: str) -> bool:
 @click.option("--tool-cache-size", type=click.IntRange(0), default=1024, show_default=True,
               help="Tool results kept in memory between requests (keyed by tool, version, options and image "
               "SHA-256), so repeated questions about one image run each tool once; 0: no cache.")
-@click.option("--request-max-tokens", type=click.Choice(["each-call", "final-answer", "ignore"]), default="each-call",
-              show_default=True, help="What a request's max_tokens caps: each model call of the agent, only the call "
-              "whose reply is the answer (RR steps keep --max-tokens), or nothing.")
+@click.option("--request-max-tokens", type=click.Choice(["each-call", "final-answer", "ignore"]), default="final-answer",
+              show_default=True, help="What a request's max_tokens caps: only the call whose reply is the answer (RR "
+              "steps keep --max-tokens, so a harness's small max_tokens does not cut them), each model call of the "
+              "agent, or nothing.")
 def serve(host: str, port: int, served_model_name: str | None, concurrency: int, max_waiting: int, log_path: Path | None,
           local_images: bool | None, allow_remote_images: bool, allowed_hosts: tuple[str, ...], tool_cache_size: int,
           request_max_tokens: str, **model_args: Any) -> None:

@@ -19,8 +19,10 @@ Host header names it (a web page elsewhere cannot reach it through DNS rebinding
 ``concurrency`` questions run at once; up to ``max_waiting`` more wait, and past that a request
 gets 429 with Retry-After.
 
-A request's ``max_tokens``, ``temperature``, ``top_p``, ``stop`` and ``seed`` go to each of the
-agent's own model calls. Token counts in ``usage`` are summed over the run's model calls. When a
+A request's ``temperature``, ``top_p``, ``stop`` and ``seed`` go to each of the agent's own model
+calls; its ``max_tokens`` caps the call whose reply is the answer (``request_max_tokens``: or each
+call, or none), and ``finish_reason`` is that call's (``length`` when the answer hit the cap).
+Token counts in ``usage`` are summed over the run's model calls. When a
 client goes away before its answer, the run is cancelled (no further model call or tool run) and
 logged as ``cancelled``. Tool results are kept between requests in a bounded in-memory LRU
 (:class:`~mmat_plugins.agent.toolcache.ToolResultCache`), so a second question about the same
@@ -69,8 +71,11 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 RuntimeFactory = Callable[[str], "AgentRuntime"]
 #: What a request's ``max_tokens`` caps: every model call of the agent (``each-call``), only the
-#: call whose reply is the answer (``final-answer``: RR steps keep ``--max-tokens``), or nothing.
+#: call whose reply is the answer (``final-answer``, the default: RR steps keep ``--max-tokens``), or
+#: nothing. Harnesses send the small cap of a short answer (lmms-eval: 16 tokens for AI2D and
+#: RealWorldQA), which would cut the RR steps mid-tag under ``each-call`` (docs/serve.md).
 REQUEST_MAX_TOKENS = ("each-call", "final-answer", "ignore")
+DEFAULT_REQUEST_MAX_TOKENS = "final-answer"
 
 
 def host_allowed(header: str, bound_host: str, port: int, extra: Iterable[str] = ()) -> bool:
@@ -109,7 +114,8 @@ class AgentServer:
     def __init__(self, runtime_for: RuntimeFactory, *, model_name: str, mode: str = "rr", host: str = "127.0.0.1",
                  port: int = 0, concurrency: int = 4, max_waiting: int = 64, images: ImagePolicy | None = None,
                  log_path: Path | None = None, allowed_hosts: Sequence[str] = (),
-                 tool_cache: ToolResultCache | None = None, request_max_tokens: str = "each-call") -> None:
+                 tool_cache: ToolResultCache | None = None,
+                 request_max_tokens: str = DEFAULT_REQUEST_MAX_TOKENS) -> None:
         """``tool_cache``: the cache the runtimes made by ``runtime_for`` share, reported at
         ``/v1/mmat/stats`` (:func:`agent_server` makes one). ``request_max_tokens``: what a
         request's ``max_tokens`` caps (:data:`REQUEST_MAX_TOKENS`)."""
@@ -284,7 +290,7 @@ class AgentServer:
             shutil.rmtree(folder, ignore_errors=True)
         self.served += 1
         summary = trace_summary(result.trace, mode, query.ignored, result.calls)
-        reply = completion_body(chat.model, result.answer, summary, result.trace, result.calls)
+        reply = completion_body(chat.model, result.answer, summary, result.trace, result.calls, result.finish_reason)
         self._log(reply, query.question, result.trace.model_dump(mode="json"))
         if result.trace.status == "failed":
             failure = error_body(f"the agent run failed: {result.trace.failure}", type="server_error")
@@ -306,7 +312,8 @@ class AgentServer:
             return
         record = {"id": reply["id"], "created": reply["created"], "model": reply["model"],
                   "mode": reply["mmat_trace"]["mode"], "status": "answered", "question": question,
-                  "answer": reply["choices"][0]["message"]["content"], "usage": reply["usage"], "trace": trace}
+                  "answer": reply["choices"][0]["message"]["content"],
+                  "finish_reason": reply["choices"][0]["finish_reason"], "usage": reply["usage"], "trace": trace}
         self._append(record)
 
     def _log_cancelled(self, model: str, mode: str, question: str) -> None:
@@ -427,7 +434,7 @@ def agent_server(model: str, *, mode: str = "rr", backend: str = "auto", endpoin
                  host: str = "127.0.0.1", port: int = 0, concurrency: int = 4, max_waiting: int = 64,
                  images: ImagePolicy | None = None, log_path: Path | None = None,
                  allowed_hosts: Sequence[str] = (), tool_cache_size: int = DEFAULT_TOOL_CACHE_SIZE,
-                 request_max_tokens: str = "each-call") -> AgentServer:
+                 request_max_tokens: str = DEFAULT_REQUEST_MAX_TOKENS) -> AgentServer:
     """An :class:`AgentServer` over one model (opened once, shared by the runtimes of all modes),
     as ``mmat serve`` makes it::
 

@@ -154,7 +154,8 @@ def _check_settings(request: ChatRequest) -> None:
 
 def generation_settings(request: ChatRequest) -> GenerationSettings:
     """The request's generation settings for the agent's model calls. ``max_completion_tokens``
-    (OpenAI's newer name) wins over ``max_tokens``; both cap each call, not the whole answer."""
+    (OpenAI's newer name) wins over ``max_tokens``: a cap per call, never for the whole answer (the
+    server's ``request_max_tokens`` says which calls: the answer's, each, or none)."""
     from mmat_plugins.agent.chat import GenerationSettings
 
     stops = (request.stop,) if isinstance(request.stop, str) else tuple(request.stop or ())
@@ -359,8 +360,11 @@ def trace_summary(trace: Trace, mode: str, ignored: Sequence[str] = (), calls: S
 
 
 def completion_body(model: str, answer: str, summary: dict[str, Any], trace: Trace,
-                    calls: Sequence[ModelCall] | None = None) -> dict[str, Any]:
+                    calls: Sequence[ModelCall] | None = None, finish_reason: str = "stop") -> dict[str, Any]:
     """A ``chat.completion`` object with the answer and the ``mmat_trace`` extension field.
+
+    ``finish_reason`` is that of the call whose reply is the answer (``length``: it hit its token
+    cap, so the answer may be cut short); the RR steps before it do not count.
 
     ``usage`` sums the token counts of the run's model calls (``calls``; the trace's usage when
     not given): every RR step, the final answer, and the calls tools such as ``image_caption``
@@ -372,7 +376,7 @@ def completion_body(model: str, answer: str, summary: dict[str, Any], trace: Tra
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": finish_reason,
                      "logprobs": None}],
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
         "mmat_trace": summary,
@@ -387,6 +391,7 @@ def stream_chunks(body: dict[str, Any]) -> list[dict[str, Any]]:
     content = body["choices"][0]["message"]["content"]
     return [
         {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": content}, "finish_reason": None}]},
-        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": body["usage"],
+        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": body["choices"][0]["finish_reason"]}],
+         "usage": body["usage"],
          "mmat_trace": body["mmat_trace"]},
     ]

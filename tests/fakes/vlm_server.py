@@ -26,7 +26,10 @@ and prints ``LISTENING <port>``.
 
 Each recorded request keeps the generation settings it carried (``params``) and the usage the fake
 answered with (``prompt_tokens``, ``completion_tokens``: a deterministic estimate, a quarter of
-the characters). ``vlm.hold(key)`` makes the requests of a sample wait (after being recorded)
+the characters). ``FakeVLM(honour_max_tokens=True)`` cuts a reply longer than the request's
+``max_tokens`` (``max_completion_tokens``) to that many estimated tokens and answers it with
+``finish_reason: "length"``, as a real server does; by default replies are whole and ``"stop"``.
+``vlm.hold(key)`` makes the requests of a sample wait (after being recorded)
 until ``vlm.release(key)``: a model that is still thinking, for tests of clients that leave.
 """
 
@@ -92,6 +95,8 @@ class Recorded:
     #: The usage figures the fake answered with (0 for a fault).
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    #: ``length`` when the reply was cut at the request's max_tokens (``honour_max_tokens``), else ``stop``.
+    finish_reason: str = "stop"
 
 
 def _text_of(content: Any) -> tuple[str, int]:
@@ -123,6 +128,8 @@ def rr_text(reply: dict[str, Any]) -> str:
 ORR_SYSTEM_MARK = "<ANSWER>The answer is:"
 #: Request fields recorded as a request's generation settings.
 GENERATION_PARAMS = ("max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "seed")
+#: Where :meth:`FakeVLM.answer` notes, in the request body it was given, that it cut the reply.
+FINISH_KEY = "_fake_finish_reason"
 
 
 def usage_of(body: dict[str, Any], reply: str) -> tuple[int, int]:
@@ -143,10 +150,12 @@ class FakeVLM:
     """The scripted fake (see the module docstring)."""
 
     def __init__(self, *, latency: float = 0.0, default_steps: list[dict[str, Any]] | None = None,
-                 default_answer: str = "unknown", port: int = 0, protocol: str = "steps") -> None:
+                 default_answer: str = "unknown", port: int = 0, protocol: str = "steps",
+                 honour_max_tokens: bool = False) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}")
         self.protocol = protocol
+        self.honour_max_tokens = honour_max_tokens
         self.latency = latency
         self.default_steps = default_steps or DEFAULT_STEPS
         self.default_answer = default_answer
@@ -245,10 +254,15 @@ class FakeVLM:
         else:
             text = reply if isinstance(reply, str) else json.dumps(reply)
         params = {name: body[name] for name in GENERATION_PARAMS if body.get(name) is not None}
+        finish = "stop"
+        cap = body.get("max_completion_tokens") or body.get("max_tokens")
+        if status == 200 and self.honour_max_tokens and isinstance(cap, int) and len(text) // 4 > cap:
+            text, finish = text[: cap * 4], "length"
+            body[FINISH_KEY] = finish  # for _handle, which answers with this body's reply
         prompt, completion = usage_of(body, text) if status == 200 else (0, 0)
         with self._lock:
             self.requests.append(Recorded(key, purpose, str(body.get("model", "")), messages, images, status,
-                                          text if status == 200 else "", params, prompt, completion))
+                                          text if status == 200 else "", params, prompt, completion, finish))
             self.completions += 1
         return status, text, headers, key, purpose
 
@@ -270,7 +284,8 @@ class FakeVLM:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", "fake-vlm"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": body.get(FINISH_KEY, "stop")}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
         }
         return web.json_response(payload)

@@ -504,6 +504,17 @@ def test_offline_backend_answers_with_what_ocr_read(sign: Path) -> None:
     assert response.model_extra["mmat_trace"]["steps"][0]["operators"] == ["ocr"]  # type: ignore[index]
 
 
+def test_mmat_serve_caps_only_the_answer_with_a_request_max_tokens_by_default() -> None:
+    from click.testing import CliRunner
+    from mmat_plugins.agent.command import serve
+
+    from mmat_core.cli import main
+
+    option = next(p for p in serve.params if p.name == "request_max_tokens")
+    assert option.default == "final-answer"
+    assert "[default: final-answer]" in CliRunner().invoke(main, ["serve", "--help"], terminal_width=200).output
+
+
 def test_mmat_serve_with_a_local_model_the_hub_lacks_stops_at_once_in_one_line(tmp_path: Path) -> None:
     from tests.fakes.hub_server import FakeHub
 

@@ -105,13 +105,15 @@ def test_the_log_keeps_the_usage_of_each_answer(server: AgentServer, vlm: FakeVL
 # -- generation settings -----------------------------------------------------------------------------
 
 
-def test_the_request_settings_reach_every_model_call_of_the_agent(server: AgentServer, vlm: FakeVLM, sign: Path) -> None:
+def test_the_request_settings_reach_every_model_call_and_max_tokens_only_the_answer(server: AgentServer, vlm: FakeVLM,
+                                                                                    sign: Path) -> None:
     question = "What number is on the sign (settings)?"
     vlm.script(question, [step("Read the sign.", ["ocr"]), step("Done.", final=True)], answer="42")
     client(server).chat.completions.create(model="tuned", messages=ask(question, sign), max_tokens=64,  # type: ignore[arg-type]
                                            temperature=0.7, top_p=0.9, stop=["\n\n"], seed=7)
-    assert [r.params for r in vlm.recorded(question)] == [
-        {"max_tokens": 64, "temperature": 0.7, "top_p": 0.9, "stop": ["\n\n"], "seed": 7}] * 3
+    sampling = {"temperature": 0.7, "top_p": 0.9, "stop": ["\n\n"], "seed": 7}
+    assert [r.params for r in vlm.recorded(question)] == [  # the steps keep the server's --max-tokens
+        {"max_tokens": 1024, **sampling}, {"max_tokens": 1024, **sampling}, {"max_tokens": 64, **sampling}]
 
 
 def test_without_settings_each_call_uses_the_server_defaults(server: AgentServer, vlm: FakeVLM, sign: Path) -> None:
@@ -130,10 +132,10 @@ def test_max_completion_tokens_wins_over_max_tokens(server: AgentServer, vlm: Fa
 
 
 @pytest.mark.parametrize(("scope", "step_cap", "final_cap"), [
-    ("final-answer", 1024, 40),
+    ("each-call", 40, 40),
     ("ignore", 1024, 1024),
 ])
-def test_request_max_tokens_can_cap_only_the_answer_or_nothing(vlm: FakeVLM, sign: Path, scope: str, step_cap: int,
+def test_request_max_tokens_can_cap_each_call_or_nothing(vlm: FakeVLM, sign: Path, scope: str, step_cap: int,
                                                                final_cap: int) -> None:
     question = f"What number is on the sign (max_tokens {scope})?"
     vlm.script(question, [step("Read the sign.", ["ocr"]), step("Done.", final=True)], answer="42")
@@ -148,6 +150,81 @@ def test_an_unknown_request_max_tokens_is_refused() -> None:
 
     with pytest.raises(ConfigError, match="unknown request_max_tokens 'steps'; allowed: each-call, final-answer, ignore"):
         agent_server("demo", backend="offline", tools=[], request_max_tokens="steps")
+
+
+# -- finish_reason: the answer's call, not the steps' ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def capping() -> Iterator[FakeVLM]:
+    """The fake VLM cutting each reply at the request's max_tokens (finish_reason "length"), as servers do."""
+    with FakeVLM(protocol="rr", honour_max_tokens=True) as fake:
+        yield fake
+
+
+LONG_ANSWER = "The sign on the wall says EXIT 42, in red capital letters above the door."
+
+
+def test_an_answer_cut_at_max_tokens_reports_finish_reason_length(capping: FakeVLM, sign: Path) -> None:
+    question = "What does the sign say (cut answer)?"
+    capping.script(question, [], answer=LONG_ANSWER)
+    with agent_server("tuned", backend="openai", endpoint=capping.base_url, tools=[], mode="plain") as running:
+        response = client(running).chat.completions.create(model="tuned", messages=ask(question, sign), max_tokens=4)  # type: ignore[arg-type]
+    assert response.choices[0].finish_reason == "length"
+    assert response.choices[0].message.content == LONG_ANSWER[:16].strip()  # the answer as the model was cut
+    assert "answer_cut_at_max_tokens" in response.model_extra["mmat_trace"]["notes"][0]  # type: ignore[index]
+
+
+def test_an_answer_within_max_tokens_reports_stop(capping: FakeVLM, sign: Path) -> None:
+    question = "What does the sign say (whole answer)?"
+    capping.script(question, [], answer="EXIT 42")
+    with agent_server("tuned", backend="openai", endpoint=capping.base_url, tools=[], mode="plain") as running:
+        response = client(running).chat.completions.create(model="tuned", messages=ask(question, sign), max_tokens=4)  # type: ignore[arg-type]
+    assert (response.choices[0].finish_reason, response.choices[0].message.content) == ("stop", "EXIT 42")
+
+
+def test_an_rr_step_cut_at_max_tokens_does_not_make_the_answer_length(capping: FakeVLM, sign: Path) -> None:
+    question = "What number is on the sign (cut step)?"
+    capping.script(question, [step("Read every letter on the sign, one by one, then look at the number below it.", ["ocr"]),
+                              step("Done.", final=True)], answer="42")
+    with agent_server("tuned", backend="openai", endpoint=capping.base_url, tools=["ocr"],
+                      request_max_tokens="each-call") as running:
+        response = client(running).chat.completions.create(model="tuned", messages=ask(question, sign), max_tokens=20)  # type: ignore[arg-type]
+    assert capping.recorded(question, "rationale_step")[0].finish_reason == "length"  # the first step was cut
+    assert (response.choices[0].finish_reason, response.choices[0].message.content) == ("stop", "42")
+
+
+def test_a_streamed_cut_answer_ends_with_finish_reason_length_and_the_log_keeps_it(capping: FakeVLM, sign: Path,
+                                                                                  tmp_path: Path) -> None:
+    question = "What does the sign say (cut, streamed)?"
+    capping.script(question, [], answer=LONG_ANSWER)
+    log = tmp_path / "answers.jsonl"
+    with agent_server("tuned", backend="openai", endpoint=capping.base_url, tools=[], mode="orr", log_path=log) as running:
+        chunks = list(client(running).chat.completions.create(model="tuned", messages=ask(question, sign),  # type: ignore[arg-type]
+                                                              max_tokens=8, stream=True))
+    assert [c.choices[0].finish_reason for c in chunks] == [None, "length"]
+    assert json.loads(log.read_text())["finish_reason"] == "length"
+
+
+# -- the default scope of a request's max_tokens: a harness's small cap leaves the RR steps whole ----------
+
+
+READ_STEP = step("The number is printed on the sign, so I should read the text on it first.", ["ocr"])
+
+
+@pytest.mark.parametrize(("scope", "ocr_ran"), [(None, True), ("final-answer", True), ("each-call", False)])
+def test_a_harness_max_tokens_of_16_cuts_the_rr_steps_only_under_each_call(capping: FakeVLM, sign: Path,
+                                                                           scope: str | None, ocr_ran: bool) -> None:
+    # lmms-eval sends a task's max_new_tokens as max_tokens: 16 for AI2D and RealWorldQA.
+    question = f"What number is on the sign (harness cap, {scope})?"
+    capping.script(question, [READ_STEP, step("The sign says 42.", final=True)], answer="42")
+    options = {} if scope is None else {"request_max_tokens": scope}
+    with agent_server("tuned", backend="openai", endpoint=capping.base_url, tools=["ocr"], **options) as running:
+        response = client(running).chat.completions.create(model="tuned", messages=ask(question, sign), max_tokens=16)  # type: ignore[arg-type]
+    steps = response.model_extra["mmat_trace"]["steps"]  # type: ignore[index]
+    assert (steps[0]["operators"] == ["ocr"]) is ocr_ran
+    assert [r.finish_reason for r in capping.recorded(question, "rationale_step")][:1] == ["length" if not ocr_ran else "stop"]
+    assert (response.choices[0].message.content, response.choices[0].finish_reason) == ("42", "stop")
 
 
 @pytest.fixture(scope="module")
@@ -356,6 +433,31 @@ def test_a_local_model_samples_reproducibly_with_a_seed(tiny: AgentServer, sign:
     draws = {sample(seed) for seed in (11, 12, 13)}
     assert sample(11) == sample(11)  # the same seed, the same draw
     assert len(draws | {greedy}) > 1  # it does sample: not every draw is the greedy reply
+
+
+def _answer_with_eos(folder: Path, sign: Path, eos: list[int] | None, cap: int) -> Any:
+    """One reply of a fresh tiny model whose end-of-sequence ids are ``eos`` (None: every token's)."""
+    import asyncio
+
+    from mmat_plugins.agent import GenerationSettings, TransformersChatModel
+    from mmat_plugins.trainers.tiny import build_tiny_vlm
+
+    model = TransformersChatModel(str(build_tiny_vlm(folder)), device="cpu")
+    model._load()
+    vocab = model._model.config.get_text_config().vocab_size
+    model._model.generation_config.eos_token_id = list(range(vocab)) if eos is None else eos
+    return asyncio.run(model.respond([{"role": "user", "content": "What is written here?"}], [sign],
+                                     GenerationSettings(max_tokens=cap)))
+
+
+def test_a_local_model_cut_at_max_tokens_reports_length(tmp_path: Path, sign: Path) -> None:
+    reply = _answer_with_eos(tmp_path / "tiny", sign, [10**6], cap=3)  # an id it never generates: nothing ends it
+    assert (reply.completion_tokens, reply.finish_reason) == (3, "length")
+
+
+def test_a_local_model_that_ends_on_its_eos_token_at_the_cap_reports_stop(tmp_path: Path, sign: Path) -> None:
+    reply = _answer_with_eos(tmp_path / "tiny", sign, None, cap=1)  # every token ends it: the one token is an EOS
+    assert (reply.completion_tokens, reply.finish_reason) == (1, "stop")
 
 
 class GenerateOnlyModel:
