@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import difflib
 import functools
-import importlib.metadata as importlib_metadata
+import importlib
 import os
+import re
+import sys
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -44,6 +46,137 @@ if TYPE_CHECKING:  # the component bases import pydantic: imported when a collec
 
 ENTRY_POINT_GROUP = "mmat"
 C = TypeVar("C", bound="Component")
+
+
+# -- entry points ------------------------------------------------------------------------------
+#
+# Every mmat command reads the ``mmat`` entry points; importing ``importlib.metadata`` to do so
+# (with the email, zipfile and csv modules it pulls in) costs about a quarter of ``mmat --help``.
+# Installed distributions are plain folders on ``sys.path`` in nearly every environment, so mmat
+# reads their ``entry_points.txt`` itself, the way ``importlib.metadata.entry_points()`` does
+# (first distribution of a name on the path wins), and hands anything else (a zip or an egg on
+# the path, a finder that supplies distributions of its own) to ``importlib.metadata``.
+# tests/core/test_plugins.py checks that both give the same entry points.
+
+
+@dataclass(frozen=True)
+class PluginEntryPoint:
+    """One entry point of the ``mmat`` group: its name and the object it names (``module`` or
+    ``module:attribute``)."""
+
+    name: str
+    value: str
+
+    def load(self) -> Any:
+        """Import the module and return the named object (what ``EntryPoint.load`` does)."""
+        found = _ENTRY_POINT_VALUE.match(self.value)
+        if found is None:
+            raise ValueError(f"not an entry point: {self.value!r} (expected module or module:attribute)")
+        target: Any = importlib.import_module(found["module"])
+        for part in filter(None, (found["attr"] or "").split(".")):
+            target = getattr(target, part)
+        return target
+
+
+#: ``module[:attr][ [extras]]``, as importlib.metadata reads an entry point's value.
+_ENTRY_POINT_VALUE = re.compile(r"(?P<module>[\w.]+)\s*(:\s*(?P<attr>[\w.]+)\s*)?((?P<extras>\[.*\])\s*)?$")
+
+
+def _normalized_distribution(folder: str) -> str:
+    """The distribution name of a ``.dist-info``/``.egg-info`` folder, normalized as
+    importlib.metadata compares them (PEP 503, dashes as underscores)."""
+    name = folder.lower().rpartition(".")[0].partition("-")[0]
+    return re.sub(r"[-_.]+", "-", name).replace("-", "_")
+
+
+def _metadata_headers(folder: str) -> dict[str, str]:
+    """The header fields (lower-cased names) of a distribution's METADATA or PKG-INFO."""
+    for name in ("METADATA", "PKG-INFO"):
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8", errors="replace") as handle:
+                headers: dict[str, str] = {}
+                for line in handle:
+                    if not line.strip():
+                        break  # the body (the long description) follows the first blank line
+                    key, colon, value = line.partition(":")
+                    if colon and not line[0].isspace():
+                        headers.setdefault(key.strip().lower(), value.strip())
+                return headers
+        except OSError:
+            continue
+    return {}
+
+
+def _read_group(path: str, group: str) -> list[tuple[str, str]]:
+    """(name, value) of the ``group`` section of an ``entry_points.txt`` (empty if none)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    found, section = [], None
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+        elif section == group and "=" in line:
+            name, _, value = line.partition("=")
+            found.append((name.strip(), value.strip()))
+    return found
+
+
+def scan_entry_points(group: str) -> list[tuple[PluginEntryPoint, str, str]] | None:
+    """The entry points of ``group`` with their distribution's name and version, read from the
+    distribution folders on ``sys.path``; None when the path holds something only
+    ``importlib.metadata`` can read (a zip, an egg, a finder with distributions of its own)."""
+    from importlib.machinery import PathFinder
+
+    if any(hasattr(finder, "find_distributions") and finder is not PathFinder for finder in sys.meta_path):
+        return None
+    found: list[tuple[PluginEntryPoint, str, str]] = []
+    seen: set[str] = set()
+    for entry in sys.path:
+        root = entry or "."
+        if os.path.isfile(root) or root.lower().endswith(".egg"):
+            return None
+        try:
+            children = os.listdir(root)
+        except OSError:
+            continue  # a missing folder on the path holds nothing
+        for child in children:
+            if not child.lower().endswith((".dist-info", ".egg-info")):
+                continue
+            normalized = _normalized_distribution(child)
+            if normalized in seen:
+                continue  # the first distribution of a name on the path wins
+            seen.add(normalized)
+            folder = os.path.join(root, child)
+            entries = _read_group(os.path.join(folder, "entry_points.txt"), group)
+            if not entries:
+                continue
+            headers = _metadata_headers(folder)
+            for name, value in entries:
+                found.append((PluginEntryPoint(name, value), headers.get("name", ""), headers.get("version", "?")))
+    return found
+
+
+def metadata_entry_points(group: str) -> list[tuple[PluginEntryPoint, str, str]]:
+    """The same as :func:`scan_entry_points`, through ``importlib.metadata`` (any environment)."""
+    import importlib.metadata
+
+    found = []
+    names: dict[int, tuple[str, str]] = {}
+    for ep in importlib.metadata.entry_points(group=group):
+        if ep.dist is None:
+            found.append((PluginEntryPoint(ep.name, ep.value), "", "?"))
+            continue
+        if id(ep.dist) not in names:  # each read of a field parses the metadata file again
+            meta = ep.dist.metadata
+            names[id(ep.dist)] = (meta["Name"], meta["Version"])
+        found.append((PluginEntryPoint(ep.name, ep.value), *names[id(ep.dist)]))
+    return found
 
 
 class PluginWarning(UserWarning):
@@ -138,7 +271,7 @@ class PluginManager:
         self._pending: list[tuple[str, Any, PluginInfo]] = []
         #: Plugins registered with pluggy whose collection hooks have not run yet.
         self._uncollected: list[tuple[str, Any, PluginInfo]] = []
-        self._entry_points: list[tuple[importlib_metadata.EntryPoint, str, str]] | None = None
+        self._entry_points: list[tuple[PluginEntryPoint, str, str]] | None = None
         self._discovered = False
         self._loaded = False
 
@@ -152,21 +285,13 @@ class PluginManager:
             return True
         return "builtins" in self.allow and distribution == "mmat"
 
-    def entry_points(self) -> list[tuple[importlib_metadata.EntryPoint, str, str]]:
+    def entry_points(self) -> list[tuple[PluginEntryPoint, str, str]]:
         """The ``mmat`` entry points with their distribution's name and version, sorted by
-        distribution then name (read once: each read of a distribution's name or version parses
-        its metadata file again, and a plugin listing asked for them four times per plugin)."""
+        distribution then name (read once per manager; see :func:`scan_entry_points`)."""
         if self._entry_points is None:
-            found = []
-            metadata: dict[int, tuple[str, str]] = {}
-            for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
-                if ep.dist is None:
-                    found.append((ep, "", "?"))
-                    continue
-                if id(ep.dist) not in metadata:
-                    meta = ep.dist.metadata
-                    metadata[id(ep.dist)] = (meta["Name"], meta["Version"])
-                found.append((ep, *metadata[id(ep.dist)]))
+            found = scan_entry_points(ENTRY_POINT_GROUP)
+            if found is None:
+                found = metadata_entry_points(ENTRY_POINT_GROUP)
             self._entry_points = sorted(found, key=lambda row: (row[1], row[0].name))
         return self._entry_points
 
@@ -408,8 +533,10 @@ def set_plugin_manager(manager: PluginManager | None) -> None:
 def mmat_version() -> str:
     """The installed version of mmat (read once: every Trace's provenance asks for it, and each
     metadata read parses a file)."""
+    import importlib.metadata
+
     try:
-        return importlib_metadata.version("mmat")
-    except importlib_metadata.PackageNotFoundError:  # running from a source tree
+        return importlib.metadata.version("mmat")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree
         return "0+unknown"
 

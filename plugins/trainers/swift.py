@@ -23,7 +23,6 @@ import shlex
 import shutil
 import subprocess
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -211,6 +210,8 @@ def swift_major(choice: str, executable: str | None) -> tuple[int, str]:
         return int(choice), "swift_version option"
     version = _version_beside(executable) if executable else None
     if version is None:
+        from importlib import metadata  # here: listing the trainers must not import it
+
         try:
             version = metadata.version("ms-swift")
         except metadata.PackageNotFoundError:
