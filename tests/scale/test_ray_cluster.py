@@ -8,6 +8,7 @@ really answers, from whichever process answers it)."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -91,7 +92,7 @@ def local_ray() -> Iterator[None]:
 
 
 def build(out: Path, calls: Path, executor: str | dict, *, count: int = 12, kill_flag: Path | None = None,
-          llm_engine: dict | None = None) -> Any:
+          llm_engine: dict | None = None, progress: Callable[[dict], None] | None = None) -> Any:
     manager = PluginManager(block=["tools", "sources"])
     manager.register(ClusterStubs(), "ray-cluster-stubs")
     set_plugin_manager(manager)
@@ -103,7 +104,7 @@ def build(out: Path, calls: Path, executor: str | dict, *, count: int = 12, kill
         "critics": ["answer_match", "general"], "formatters": ["rr", "orr"], "search": None,
         "executor": executor,
     })
-    return Pipeline.from_config(config, plugins=manager).run(out)
+    return Pipeline.from_config(config, plugins=manager).run(out, progress=progress)
 
 
 @pytest.fixture(scope="module")
@@ -115,14 +116,20 @@ def local_reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def served_run(local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Any]:
-    """One Ray build with two workers, a cluster-wide concurrency of 2 and an rpm limit, and the
-    OCR as a shared service: (run directory, call log, result)."""
+def served_run(local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Any, str]:
+    """One Ray build with two workers, a cluster-wide concurrency of 2 and an rpm limit, the OCR
+    as a shared service and mmat build's progress display: (run directory, call log, result,
+    what the display printed)."""
+    from mmat_core.engine.progress import LiveProgress
+
     out = tmp_path_factory.mktemp("served")
     executor = ray_executor(workers=2, samples_per_worker=3,
                             tool_services={"ocr": {"replicas": 1, "max_batch": 8, "max_wait_ms": 20}})
-    result = build(out / "run", out / "calls", executor, llm_engine={"concurrency": 2, "rpm": 6000})
-    return out / "run", out / "calls", result
+    printed = io.StringIO()
+    display = LiveProgress(stream=printed, plain_every_s=0.0, live=False)
+    result = build(out / "run", out / "calls", executor, llm_engine={"concurrency": 2, "rpm": 6000}, progress=display)
+    display.close()
+    return out / "run", out / "calls", result, printed.getvalue()
 
 
 def paid(calls: Path) -> Counter[str]:
@@ -168,8 +175,8 @@ def test_a_resume_with_any_worker_count_reuses_every_finished_sample_and_paid_ca
     assert sum(paid(calls).values()) == paid_once
 
 
-def test_every_worker_takes_its_slots_from_one_limit_authority(served_run: tuple[Path, Path, Any]) -> None:
-    run_dir, calls, result = served_run
+def test_every_worker_takes_its_slots_from_one_limit_authority(served_run: tuple[Path, Path, Any, str]) -> None:
+    run_dir, calls, result, _ = served_run
     engine = json.loads((run_dir / "engine.json").read_text())
     (limits,) = engine["shared_limits"].values()
     assert limits["concurrency"] == 2 and limits["rpm"] == 6000
@@ -178,9 +185,9 @@ def test_every_worker_takes_its_slots_from_one_limit_authority(served_run: tuple
     assert len(engine["workers"]) == 2
 
 
-def test_a_tool_service_runs_every_workers_calls_in_batches(served_run: tuple[Path, Path, Any],
+def test_a_tool_service_runs_every_workers_calls_in_batches(served_run: tuple[Path, Path, Any, str],
                                                             local_reference: Path) -> None:
-    run_dir, _, _ = served_run
+    run_dir, _, _, _ = served_run
     for name in OUTPUTS:
         assert (run_dir / name).read_bytes() == (local_reference / name).read_bytes(), name
     engine = json.loads((run_dir / "engine.json").read_text())
@@ -190,6 +197,13 @@ def test_a_tool_service_runs_every_workers_calls_in_batches(served_run: tuple[Pa
     assert replica["calls"] == ocr_calls > 0
     assert sum(int(size) * n for size, n in replica["batch_sizes"].items()) == replica["calls"]
     assert 0 < replica["utilisation"] <= 1
+
+
+def test_the_progress_display_follows_a_ray_build(served_run: tuple[Path, Path, Any, str]) -> None:
+    _, _, result, printed = served_run
+    last = printed.strip().splitlines()[-1]
+    assert f"samples {result.manifest.counts['finished']}: kept" in last
+    assert f"calls {result.manifest.counts['model_calls']}" in last
 
 
 def test_a_plugin_registered_in_code_that_workers_cannot_import_stops_the_run_with_a_hint(
@@ -212,7 +226,7 @@ def test_a_plugin_registered_in_code_that_workers_cannot_import_stops_the_run_wi
         del sys.modules["mmat_ghost_plugin"]
 
 
-def test_mmat_status_shows_each_ray_worker(served_run: tuple[Path, Path, Any]) -> None:
+def test_mmat_status_shows_each_ray_worker(served_run: tuple[Path, Path, Any, str]) -> None:
     from mmat_core.cli.status import run_status
 
     info = run_status(served_run[0])
