@@ -576,6 +576,9 @@ class RayExecutor(Executor):
             report = {**cluster_report([r["engine"] for r in reports], limits), "executor": "ray",
                       "workers": {r["worker"]: r["engine"] for r in reports}, "shared_limits": limits,
                       "lost_workers": cluster.lost, "samples_requeued": cluster.requeued_samples,
+                      # What a lost worker had reported with its last batch (its totals died with it).
+                      "lost_worker_counters": {w.id: w.counters for w in cluster.workers.values()
+                                               if w.state == "lost" and w.counters},
                       "tool_services": cluster.tools_report}
             write_engine_report(out_dir, report)
             cluster.write_state(complete=True)

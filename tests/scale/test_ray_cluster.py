@@ -150,6 +150,7 @@ def test_a_worker_killed_mid_run_loses_duplicates_and_repays_nothing(local_ray: 
     assert flag.exists()  # a worker really died mid-sample
     assert result.manifest.counts["workers_lost"] == 1
     assert result.manifest.counts["samples_requeued"] >= 1
+    assert len(json.loads((tmp_path / "ray" / "engine.json").read_text())["lost_workers"]) == 1
     for name in OUTPUTS:
         assert (tmp_path / "ray" / name).read_bytes() == (local_reference / name).read_bytes(), name
     ids = [json.loads(line)["id"] for line in (tmp_path / "ray" / "rr.jsonl").read_text().splitlines()]
