@@ -113,9 +113,15 @@ class SampleWorker:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="mmat-ray-worker", daemon=True)
         self.thread.start()
+        self.gc_policy: Any = None
         try:
             self.engine = self._call(open_worker_engine(worker_id, config, allow, block, in_code, Path(out_dir), authority,
                                                         cache_service, samples_in_flight, tool_pools or {}))
+            # The run's garbage-collector policy, for this worker process's life (as in a local run).
+            from mmat_core.run import run_gc
+
+            self.gc_policy = run_gc(self.engine.pipeline.config.engine.gc_threshold)
+            self.gc_policy.__enter__()
         except MmatError as exc:
             self.error = str(exc)  # said by ready(): an actor that fails in __init__ loses its message
         except Exception as exc:  # noqa: BLE001 - said by ready(), which the driver raises
@@ -171,4 +177,7 @@ class SampleWorker:
 
         if self.error is None:
             self._call(close())
+        if self.gc_policy is not None:
+            self.gc_policy.__exit__(None, None, None)
+            self.gc_policy = None
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -84,3 +84,14 @@ def test_a_backlogged_rate_bucket_keeps_its_rate_when_its_sleeps_overrun(monkeyp
 
     asyncio.run(take(101))
     assert abs(100 / now[0] - 10.0) < 0.1  # not 1 / (0.1 + 0.02) = 8.3 a second
+
+
+def test_the_cluster_tpm_bucket_takes_the_estimate_and_its_correction() -> None:
+    async def scenario() -> float:
+        authority = LimitAuthority()
+        await authority.configure("openai:m", {**SETTINGS, "tpm": 6000, "rate_burst_s": 10.0})  # 1,000 banked
+        await authority.take("openai:m", "tpm", 800)  # the estimate
+        await authority.adjust("openai:m", "tpm", -500)  # the call used 300
+        return authority.limits["openai:m"].buckets["tpm"].level
+
+    assert 700 <= asyncio.run(scenario()) < 705  # 1,000 - 300, plus what refilled meanwhile
