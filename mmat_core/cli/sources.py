@@ -10,19 +10,9 @@ import click
 
 def describe(cls: Any) -> dict[str, Any]:
     """What ``mmat sources`` shows of one source class (JSON-ready)."""
-    schema = cls.options_schema()
-    required = set(schema.get("required", []))
-    options = {}
-    for name, prop in schema.get("properties", {}).items():
-        kind = prop.get("type") or " | ".join(p.get("type", "?") for p in prop.get("anyOf", []) if isinstance(p, dict))
-        if "enum" in prop:
-            kind = " | ".join(map(str, prop["enum"]))
-        options[name] = {
-            "type": kind or "object",
-            "required": name in required,
-            **({"default": prop["default"]} if "default" in prop else {}),
-            "description": prop.get("description", ""),
-        }
+    from mmat_core.cli.options import option_rows
+
+    options = option_rows(cls.Options)  # from the fields: no schema, no validator built
     return {
         "name": cls.name,
         "plugin": cls.plugin,

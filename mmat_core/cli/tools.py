@@ -27,11 +27,12 @@ def _json_arg(value: str | None, what: str) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (name, version, schema, ...).")
 def tools(as_json: bool) -> None:
     """List the operators that loaded plugins provide, with their argument and option schemas."""
+    from mmat_core.cli.options import option_rows
     from mmat_core.plugins import get_plugin_manager
 
-    rows = []
-    for name, cls in get_plugin_manager().registry("tool").items():
-        rows.append({
+    tools = get_plugin_manager().registry("tool").items()
+    if as_json:
+        rows = [{
             "name": name,
             "version": cls.version,
             "plugin": cls.plugin,
@@ -39,17 +40,17 @@ def tools(as_json: bool) -> None:
             "description": cls.description,
             "args_schema": cls.args_schema,
             "options_schema": cls.options_schema(),
-        })
-    if as_json:
+        } for name, cls in tools]
         click.echo(json.dumps(rows, indent=2))
         return
-    for row in rows:
-        click.echo(f"{row['name']} {row['version']}  ({row['plugin']})")
-        click.echo(f"    {row['description']}")
-        click.echo(f"    results introduced as: Here are {row['label']} results from the previous step: ...")
-        properties = row["args_schema"].get("properties") or {}
+    for name, cls in tools:
+        click.echo(f"{name} {cls.version}  ({cls.plugin})")
+        click.echo(f"    {cls.description}")
+        click.echo(f"    results introduced as: Here are {cls.result_label()} results from the previous step: ...")
+        properties = cls.args_schema.get("properties") or {}
         click.echo(f"    arguments: {json.dumps(properties) if properties else 'none'}")
-        options = {k: v.get("default") for k, v in (row["options_schema"].get("properties") or {}).items()}
+        # The defaults from the fields: the text listing builds no schema (the JSON one does).
+        options = {option: row.get("default") for option, row in option_rows(cls.Options).items()}
         click.echo(f"    options: {json.dumps(options)}")
 
 

@@ -124,11 +124,18 @@ def test_the_plugins_listing_builds_no_core_model_and_no_component_options() -> 
 
 
 @pytest.mark.skipif(not DEFER_BUILD, reason=f"pydantic {PYDANTIC_VERSION} builds every model when it is defined")
-def test_the_sources_listing_builds_the_options_of_sources_only() -> None:
-    # `mmat sources` shows each source's options, which needs their schemas: only theirs.
-    built = built_models("sources")
-    assert "mmat_plugins.sources.sample.SampleOptions" in built
-    assert [name for name in built if not name.startswith("mmat_plugins.sources.")] == []
+@pytest.mark.parametrize("listing", ["sources", "tools"])
+def test_the_sources_and_tools_listings_build_no_model(listing: str) -> None:
+    # They show each component's options, read from the fields, not from a schema.
+    assert built_models(listing) == []
+
+
+@pytest.mark.skipif(not DEFER_BUILD, reason=f"pydantic {PYDANTIC_VERSION} builds every model when it is defined")
+def test_the_json_tools_listing_builds_the_options_of_tools_only() -> None:
+    # `mmat tools --json` prints each tool's options schema: only those are built.
+    built = built_models("tools", "--json")
+    assert "mmat_plugins.tools.ocr.OCROptions" in built
+    assert [name for name in built if not name.startswith("mmat_plugins.tools.")] == []
 
 
 def test_the_plugins_listing_imports_neither_asyncio_nor_an_http_client() -> None:
