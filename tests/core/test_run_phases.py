@@ -118,6 +118,7 @@ def test_the_phase_examples_of_the_python_api_page_run(tmp_path: Path, monkeypat
 
     page = (Path(__file__).resolve().parents[2] / "docs" / "python-api.md").read_text(encoding="utf-8")
     section = page[page.index("## A run, phase by phase"):]
+    section = section[:section.find("\n## ", 3)] if "\n## " in section[3:] else section
     blocks = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
     assert len(blocks) == 2
     monkeypatch.chdir(tmp_path)
