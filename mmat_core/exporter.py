@@ -417,8 +417,7 @@ class _Bundler:
         sha = image["sha256"]
         if sha not in self.copied:
             data = self.source.load(ImageRef.model_construct(sha256=sha, path=image.get("path")))
-            suffix = _IMAGE_SUFFIXES.get(str(image.get("format") or "").upper()) or Path(image.get("path") or "").suffix
-            self.copied[sha] = Path(self.store.put(data, suffix.lower()).path or "")
+            self.copied[sha] = Path(self.store.put(data, _image_suffix(image)).path or "")
         return str(self.copied[sha])
 
     def rewrite(self, items: Iterable[tuple[Any, Any]]) -> Iterator[tuple[Any, Any]]:
@@ -448,71 +447,277 @@ class _Bundler:
             yield data, model
 
 
-def _file_entry(path: Path, root: Path) -> dict[str, Any]:
+def _image_suffix(image: dict[str, Any]) -> str:
+    """The blob's file suffix: from the image's format, else its source name's suffix when that
+    is a plain short extension (a hostile name cannot put a newline, a slash or 200 characters
+    into the bundle's file names), else none."""
+    import re
+
+    known = _IMAGE_SUFFIXES.get(str(image.get("format") or "").upper())
+    if known:
+        return known
+    suffix = Path(str(image.get("path") or "")).suffix.lower()
+    return suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else ""
+
+
+def _sha256_file(path: Path) -> str:
     import hashlib
 
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
-    return {"path": path.relative_to(root).as_posix(), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return digest.hexdigest()
+
+
+def _file_entry(path: Path, root: Path) -> dict[str, Any]:
+    return {"path": path.relative_to(root).as_posix(), "bytes": path.stat().st_size, "sha256": _sha256_file(path)}
+
+
+def _kind_of(path: Path) -> str:
+    import stat
+
+    mode = path.lstat().st_mode
+    return ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a file")
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def check_bundle_dir(bundle: Path, run_dir: Path, *, force: bool = False) -> list[str]:
+    """Refuse a ``--bundle`` folder that cannot or must not receive a bundle; returns the names
+    already in it (written beside, only with ``force``).
+
+    Refused always: a symbolic link (the bundle would land wherever it points), a file, FIFO,
+    socket or device, the run folder, a folder inside it or one that holds it. Refused unless
+    ``force``: a folder holding an earlier bundle (it is replaced) or someone's files (named;
+    they are kept and left out of the manifest), like ``mmat build``'s ``--out`` refusal."""
+    import logging
+
+    from mmat_core.errors import OutputDirError
+
+    if bundle.is_symlink():
+        raise OutputDirError(f"--bundle {bundle} is a symbolic link to {os.readlink(bundle)}: give the folder it "
+                             "should be written to itself, so the bundle lands where you can see it")
+    if bundle.exists() and not bundle.is_dir():
+        raise OutputDirError(f"--bundle {bundle} is {_kind_of(bundle)}, not a folder: give a folder path, new or empty")
+    target, run = bundle.resolve(), run_dir.resolve()
+    if target == run or run in target.parents or target in run.parents:
+        raise OutputDirError(f"--bundle {bundle} is the run folder {run_dir}, inside it or holds it: write the bundle "
+                             "outside the run folder (it must hold only the bundle's files)")
+    if not bundle.is_dir():
+        return []
+    present = sorted(entry.name for entry in bundle.iterdir())
+    if not present:
+        return []
+    if BUNDLE_MANIFEST in present:
+        if not force:
+            raise OutputDirError(f"--bundle {bundle} already holds a bundle ({BUNDLE_MANIFEST}): give a new folder, or "
+                                 "pass --force to replace it")
+        return present
+    if not force:
+        raise OutputDirError(f"--bundle {bundle} is not empty (it holds {_shown(present)}): give a new or empty folder, "
+                             "or pass --force to write the bundle beside those files (they are kept)")
+    logging.getLogger(__name__).warning("--force: writing the bundle into %s beside files it did not write (%s); any "
+                                        "named like a bundle file is replaced", bundle, _shown(present))
+    return present
+
+
+#: Prefix of the folder a bundle is written in before it is renamed into place (beside the target).
+_PARTIAL = ".mmat-bundle-partial-"
+
+
+def _partial_dir(target: Path) -> Path:
+    """A new folder beside ``target`` to write the bundle in; leftovers of killed exports to the
+    same target (their pid gone) are removed first."""
+    import hashlib
+    import shutil
+
+    key = hashlib.sha256(target.name.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f"{_PARTIAL}{key}-*"):
+        pid = stale.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    partial = target.parent / f"{_PARTIAL}{key}-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    return partial
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _publish_bundle(partial: Path, target: Path, present: list[str]) -> None:
+    """Move the finished bundle (manifest included) from ``partial`` to ``target``.
+
+    A new or empty target: one ``rename`` of the folder, so the bundle appears whole or not at
+    all, and a second export racing for the same folder finds it taken and is refused. A target
+    with files (``--force``): the old manifest goes first (the folder stops claiming to be a
+    complete bundle), then the files the old manifest listed, then the new files, manifest last."""
+    import errno
+    import json
+    import shutil
+
+    from mmat_core.errors import OutputDirError
+
+    if not present:
+        try:
+            os.rename(partial, target)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise
+            shutil.rmtree(partial, ignore_errors=True)
+            raise OutputDirError(f"--bundle {target}: another process wrote into the folder while this bundle was being "
+                                 "made; nothing of this export was published there") from None
+    old = target / BUNDLE_MANIFEST
+    listed: list[str] = []
+    if old.is_file():
+        try:
+            listed = [str(f["path"]) for f in json.loads(old.read_text(encoding="utf-8")).get("files", [])]
+        except (ValueError, AttributeError, KeyError, TypeError):
+            listed = []
+        old.unlink()
+    root = target.resolve()
+    for name in listed:
+        path = (root / name).resolve()
+        if root in path.parents and path.is_file():  # never outside the bundle, whatever the old manifest says
+            path.unlink()
+    for path in sorted(p for p in partial.rglob("*") if p.is_file() and p.name != BUNDLE_MANIFEST):
+        destination = target / path.relative_to(partial)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, destination)
+    os.replace(partial / BUNDLE_MANIFEST, target / BUNDLE_MANIFEST)
+    shutil.rmtree(partial, ignore_errors=True)
+
+
+def verify_bundle(bundle: str | Path) -> list[str]:
+    """Check a bundle against its manifest, e.g. after copying it: every listed file present,
+    with its size and SHA-256, no listed path leaving the folder, and no file the manifest does
+    not list (except those it names as kept beside it). Returns the problems, one line each."""
+    import json
+
+    root = Path(bundle)
+    manifest_path = root / BUNDLE_MANIFEST
+    if not manifest_path.is_file():
+        return [f"{manifest_path}: missing: not a complete bundle"]
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        entries = list(manifest["files"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        return [f"{manifest_path}: not a bundle manifest ({exc})"]
+    problems: list[str] = []
+    resolved = root.resolve()
+    listed: set[str] = set()
+    for entry in entries:
+        name = str(entry.get("path", "")) if isinstance(entry, dict) else ""
+        path = (resolved / name).resolve()
+        if not name or resolved not in path.parents:
+            problems.append(f"{name or entry!r}: points outside the bundle")
+            continue
+        listed.add(path.relative_to(resolved).as_posix())
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+        elif path.stat().st_size != entry.get("bytes"):
+            problems.append(f"{name}: {path.stat().st_size} bytes, the manifest says {entry.get('bytes')}")
+        elif _sha256_file(path) != entry.get("sha256"):
+            problems.append(f"{name}: SHA-256 differs from the manifest (the file changed)")
+    kept = {str(n) for n in manifest.get("not_bundled", [])}
+    for path in sorted(p for p in resolved.rglob("*") if p.is_file() and p.name != BUNDLE_MANIFEST):
+        relative = path.relative_to(resolved).as_posix()
+        if relative not in listed and relative.split("/", 1)[0] not in kept:
+            problems.append(f"{relative}: not in the manifest")
+    return problems
 
 
 def bundle_run(run_dir: str | Path, formats: Sequence[str | dict[str, Any] | Formatter], bundle_dir: str | Path,
-               *, status: str | None = None, plugins: Any = None) -> ExportResult:
+               *, status: str | None = None, plugins: Any = None, force: bool = False) -> ExportResult:
     """Write a self-contained dataset folder: ``formats`` from the run's stored Traces, the images
     their rows use (content-addressed under ``images/``, paths relative to the folder), the
     Hugging Face dataset and its card at the root (``README.md``, so ``datasets.load_dataset(DIR)``
-    reads it), and ``manifest.json`` listing every file with its size and SHA-256. The folder
-    loads from any machine once copied: nothing in it points outside it.
+    reads it), and ``manifest.json`` listing every file with its size and SHA-256 (check a copy
+    with :func:`verify_bundle`). The folder loads from any machine once copied: nothing in it
+    points outside it.
 
-    ``bundle_dir`` must not exist or be empty. Traces whose images cannot be read are left out
-    of every format and listed in ``export_quarantine.jsonl``.
+    ``bundle_dir`` must be new or empty, unless ``force`` (see :func:`check_bundle_dir`). The
+    bundle is written in a folder beside it and renamed into place with its manifest, so a crash
+    or ``kill -9`` leaves no folder that looks complete. Traces whose images cannot be read, or
+    no longer match their SHA-256, are left out of every format and listed in
+    ``export_quarantine.jsonl``.
     """
     import json
+    import shutil
 
     from mmat_core.plugins import mmat_version
     from mmat_core.writers import write_json_atomic
 
     run_dir = Path(run_dir)
-    bundle = Path(bundle_dir).resolve()
-    if bundle.exists() and (not bundle.is_dir() or any(bundle.iterdir())):
-        raise ConfigError("the bundle folder must be new or empty (a bundle lists every file it holds)", file=str(bundle))
-    if bundle == run_dir.resolve() or run_dir.resolve() in bundle.parents:
-        raise ConfigError("write the bundle outside the run folder", file=str(bundle))
-    formatters = resolve_formatters(_bundle_specs(formats, bundle, plugins), plugins)
-    bundle.mkdir(parents=True, exist_ok=True)
-    store = open_store(run_dir)
+    target = Path(os.path.abspath(bundle_dir))
+    present = check_bundle_dir(target, run_dir, force=force)
+    partial = _partial_dir(target)
     try:
-        ctx = run_format_context(store, run_dir, plugins)
-        bundler = _Bundler(bundle, ctx)
-        models = any(not f.accepts_dicts for f in formatters)
-        items = bundler.rewrite(iter_stored(store, models=models, dicts=True, status=status))
-        result = write_formats(formatters, items, bundle, ctx)
-    finally:
-        store.close()
-    result.rejected[:0] = bundler.rejected
-    if result.rejected:
-        write_rejected(bundle / EXPORT_QUARANTINE, result.rejected)
-    files = sorted(p for p in bundle.rglob("*") if p.is_file() and p.name != BUNDLE_MANIFEST)
-    manifest = {
-        "bundle_layout": BUNDLE_LAYOUT_VERSION,
-        "mmat_version": mmat_version(),
-        "run_id": ctx.manifest.run_id if ctx.manifest is not None else None,
-        "traces_read": result.traces,
-        "left_out": len(result.rejected),
-        "formats": {name: [p.resolve().relative_to(bundle).as_posix() for p in paths] for name, paths in result.files.items()},
-        "images": {"folder": BUNDLE_IMAGES, "count": len(bundler.copied), "naming": "images/<sha256[:2]>/<sha256>.<ext>"},
-        "load": {
-            "datasets": "datasets.load_dataset(BUNDLE_DIR)",
-            "ms_swift": "ROOT_IMAGE_DIR=BUNDLE_DIR swift sft --dataset BUNDLE_DIR/<ms_swift file> ...",
-            "llama_factory": "dataset_dir: BUNDLE_DIR, media_dir: BUNDLE_DIR, dataset: <key of dataset_info.json>",
-            "internvl": "run from BUNDLE_DIR (the meta file's root and annotation are relative to it)",
-            "llava": "--image_folder BUNDLE_DIR",
-        },
-        "files": [_file_entry(p, bundle) for p in files],
-    }
-    result.files["bundle"] = [write_json_atomic(bundle / BUNDLE_MANIFEST, json.loads(json.dumps(manifest)))]
+        formatters = resolve_formatters(_bundle_specs(formats, partial, plugins), plugins)
+        store = open_store(run_dir)
+        try:
+            ctx = run_format_context(store, run_dir, plugins)
+            bundler = _Bundler(partial, ctx)
+            models = any(not f.accepts_dicts for f in formatters)
+            items = bundler.rewrite(iter_stored(store, models=models, dicts=True, status=status))
+            result = write_formats(formatters, items, partial, ctx)
+        finally:
+            store.close()
+        result.rejected[:0] = bundler.rejected
+        if result.rejected:
+            write_rejected(partial / EXPORT_QUARANTINE, result.rejected)
+        files = sorted(p for p in partial.rglob("*") if p.is_file() and p.name != BUNDLE_MANIFEST)
+        manifest = {
+            "bundle_layout": BUNDLE_LAYOUT_VERSION,
+            "mmat_version": mmat_version(),
+            "run_id": ctx.manifest.run_id if ctx.manifest is not None else None,
+            "traces_read": result.traces,
+            "left_out": len(result.rejected),
+            "formats": {name: [p.resolve().relative_to(partial.resolve()).as_posix() for p in paths]
+                        for name, paths in result.files.items()},
+            "images": {"folder": BUNDLE_IMAGES, "count": len(bundler.copied), "naming": "images/<sha256[:2]>/<sha256>.<ext>"},
+            "load": {
+                "datasets": "datasets.load_dataset(BUNDLE_DIR)",
+                "ms_swift": "ROOT_IMAGE_DIR=BUNDLE_DIR swift sft --dataset BUNDLE_DIR/<ms_swift file> ...",
+                "llama_factory": "dataset_dir: BUNDLE_DIR, media_dir: BUNDLE_DIR, dataset: <key of dataset_info.json>",
+                "internvl": "run from BUNDLE_DIR (the meta file's root and annotation are relative to it)",
+                "llava": "--image_folder BUNDLE_DIR",
+            },
+            "verify": "mmat export --verify-bundle BUNDLE_DIR",
+            "files": [_file_entry(p, partial) for p in files],
+        }
+        bundled = {p.relative_to(partial).parts[0] for p in files}
+        kept = [name for name in present if name != BUNDLE_MANIFEST and name not in bundled]
+        if kept:  # --force beside someone's files: named, so verify_bundle does not call them strays
+            manifest["not_bundled"] = kept
+        write_json_atomic(partial / BUNDLE_MANIFEST, json.loads(json.dumps(manifest)))
+        _publish_bundle(partial, target, present)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    # What was written, as the user will find it: paths (and the image root the consumer
+    # checks use) in the published folder, not the one it was written in.
+    moved = {name: [target / Path(p).resolve().relative_to(partial.resolve()) for p in paths]
+             for name, paths in result.files.items()}
+    result.files = moved
+    result.files["bundle"] = [target / BUNDLE_MANIFEST]
+    result.out_dir = target
+    for formatter in formatters:
+        if "image_root" in type(formatter.options).model_fields:
+            formatter.options = formatter.options.model_copy(update={"image_root": str(target)})
     return result
 
 

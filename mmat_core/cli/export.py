@@ -50,6 +50,12 @@ def parse_options(formats: tuple[str, ...], items: tuple[str, ...]) -> list[dict
 @click.option("--bundle", "bundle_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write a self-contained dataset folder instead: the rows, the images they use (content-addressed, "
                    "relative paths), the Hugging Face dataset and card, and manifest.json. Loads from any machine.")
+@click.option("--force", is_flag=True,
+              help="With --bundle: write into a folder that holds an earlier bundle (replaced) or other files (kept, "
+                   "named in a warning and in the manifest).")
+@click.option("--verify-bundle", "verify_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Check a bundle (e.g. after copying it) against its manifest.json: every file present with its "
+                   "size and SHA-256, nothing unlisted; exit 1 naming each problem. Needs no RUN_DIR.")
 @click.option("--push-to-hub", "push_repo", metavar="REPO",
               help="Push the Hugging Face dataset (the bundle's, or the hf_dataset export) to the Hub with datasets' "
                    "own push_to_hub (needs a token: HF_TOKEN or `hf auth login`).")
@@ -60,16 +66,22 @@ def parse_options(formats: tuple[str, ...], items: tuple[str, ...]) -> list[dict
 @click.option("--check-python", "check_pythons", multiple=True, metavar="[FORMAT=]PYTHON",
               help="Python whose environment holds the consumer for --check (default: this one), e.g. "
                    "--check-python ms_swift=/envs/swift/bin/python.")
+@click.option("--check-timeout", default=1800, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds one consumer check may run before it is stopped and reported as failed.")
 @click.option("--list", "list_formats", is_flag=True, help="List the formats and their options, then exit.")
 def export(run_dir: Path | None, formats: tuple[str, ...], options: tuple[str, ...], out_dir: Path | None,
-           status: str | None, workers: int, bundle_dir: Path | None, push_repo: str | None, private: bool,
-           check: bool, check_pythons: tuple[str, ...], list_formats: bool) -> None:
+           status: str | None, workers: int, bundle_dir: Path | None, force: bool, verify_dir: Path | None,
+           push_repo: str | None, private: bool, check: bool, check_pythons: tuple[str, ...], check_timeout: float,
+           list_formats: bool) -> None:
     """Write FORMATs from the Traces stored in RUN_DIR. No model is called; the RR system prompt's
     operator list comes from the run itself."""
     from mmat_core.exporter import EXPORT_QUARANTINE, bundle_run, export_run
 
     if list_formats:
         _list_formats()
+        return
+    if verify_dir is not None:
+        _verify(verify_dir)
         return
     if run_dir is None or not formats:
         raise click.UsageError("give RUN_DIR and at least one --format NAME (see `mmat export --list`)")
@@ -85,7 +97,7 @@ def export(run_dir: Path | None, formats: tuple[str, ...], options: tuple[str, .
     started = time.monotonic()
     specs = parse_options(formats, options)
     if bundle_dir is not None:
-        result = bundle_run(run_dir, specs, bundle_dir, status=status)
+        result = bundle_run(run_dir, specs, bundle_dir, status=status, force=force)
     else:
         # Writing into the run folder while a build writes there would race on the same files.
         into_run = out_dir is None or out_dir.resolve() == run_dir.resolve()
@@ -99,7 +111,7 @@ def export(run_dir: Path | None, formats: tuple[str, ...], options: tuple[str, .
             click.echo(f"  {name}: {path}")
     if result.rejected:
         click.echo(f"  {len(result.rejected)} trace(s) left out, reasons in {result.out_dir / EXPORT_QUARANTINE}")
-    failed = _run_checks(result, pythons) if check else False
+    failed = _run_checks(result, pythons, check_timeout) if check else False
     if push_repo:
         from mmat_core.exporter import push_to_hub
 
@@ -120,12 +132,26 @@ def _check_pythons(items: tuple[str, ...]) -> dict[str, str]:
     return pythons
 
 
-def _run_checks(result: Any, pythons: dict[str, str]) -> bool:
+def _verify(bundle: Path) -> None:
+    """``--verify-bundle``: one line per problem and exit 1, or one line saying all is well."""
+    from mmat_core.exporter import verify_bundle
+
+    problems = verify_bundle(bundle)
+    if not problems:
+        click.echo(f"{bundle}: every file matches the manifest (size and SHA-256)")
+        return
+    for problem in problems:
+        click.echo(f"{bundle}: {problem}")
+    click.echo(f"{bundle}: {len(problems)} problem(s): the bundle is not as it was written", err=True)
+    raise SystemExit(1)
+
+
+def _run_checks(result: Any, pythons: dict[str, str], timeout: float = 1800) -> bool:
     """Print each consumer check; True when a consumer refused rows."""
     from mmat_core.exporter import check_exports
 
     failed = False
-    for report in check_exports(result, pythons):
+    for report in check_exports(result, pythons, timeout=timeout):
         if report.status == "ok":
             click.echo(f"Check {report.format}: ok, {report.rows} row(s) read by the consumer's loader ({report.python})")
         elif report.status == "missing":

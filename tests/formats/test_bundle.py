@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from mmat_core.cli import main
-from mmat_core.errors import ConfigError
+from mmat_core.errors import ConfigError, OutputDirError
 from mmat_core.exporter import BUNDLE_MANIFEST, bundle_run
 
 ALL = ["ms_swift", "llama_factory", "internvl", "llava", "openai_chat", "rr", "orr"]
@@ -83,7 +83,7 @@ def test_bundle_leaves_out_a_trace_whose_image_is_gone(image_run: Path, tmp_path
 def test_bundle_refuses_a_folder_that_is_not_empty(image_run: Path, tmp_path: Path) -> None:
     (tmp_path / "bundle").mkdir()
     (tmp_path / "bundle" / "x").write_text("")
-    with pytest.raises(ConfigError, match="new or empty"):
+    with pytest.raises(OutputDirError, match="new or empty"):
         bundle_run(image_run, ["ms_swift"], tmp_path / "bundle")
 
 
