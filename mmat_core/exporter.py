@@ -744,8 +744,6 @@ def check_exports(result: ExportResult, pythons: dict[str, str] | None = None, *
     LLaMA-Factory's loader and converter, ``datasets.load_dataset``, the openai SDK's types. A
     formatter names its check with ``consumer_check(files)`` -> (script, args) or None, and says
     what stands in for it with ``consumer_note``."""
-    import json
-    import subprocess
     import sys
 
     pythons = pythons or {}
@@ -760,17 +758,62 @@ def check_exports(result: ExportResult, pythons: dict[str, str] | None = None, *
         script, args = plan
         python = pythons.get(formatter.name) or pythons.get("") or sys.executable
         try:
-            done = subprocess.run([python, str(script), *args], check=False, capture_output=True, text=True, timeout=timeout)
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            code, stdout, stderr = _run_bounded([python, str(script), *args], timeout)
+        except OSError as exc:
             reports.append(ConsumerCheck(formatter.name, "failed", f"could not run {python}: {exc}", python=python))
             continue
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        report = json.loads(lines[-1]) if lines else {"problems": [(done.stderr.strip().splitlines() or ["no output"])[-1]]}
-        status = "ok" if done.returncode == 0 else "missing" if done.returncode == 3 else "failed"
+        if code is None:
+            reports.append(ConsumerCheck(formatter.name, "failed", f"{python} was stopped after {timeout:g} s (raise "
+                                         "--check-timeout if the consumer needs longer)", python=python))
+            continue
+        report = _check_report(stdout, formatter.name)
+        if report is None:
+            # Exit 0 is not enough: a program that is no Python, or a Python that never ran the
+            # check, says nothing about the rows.
+            last = (stderr.strip().splitlines() or stdout.strip().splitlines() or ["no output"])[-1]
+            reports.append(ConsumerCheck(formatter.name, "failed", f"{python} gave no report (exit {code}: {last}); "
+                                         "give --check-python the python of the consumer's environment", python=python))
+            continue
+        status = "ok" if code == 0 and report.get("ok") else "missing" if code == 3 else "failed"
         detail = report.get("detail") or ("; ".join(report.get("problems", [])[:1]) if status != "ok" else "")
         reports.append(ConsumerCheck(formatter.name, status, detail, int(report.get("rows", 0)),
                                      list(report.get("problems", [])), python))
     return reports
+
+
+def _check_report(stdout: str, name: str) -> dict[str, Any] | None:
+    """The check script's JSON report (its last line that parses as one for ``name``), or None."""
+    import json
+
+    for line in reversed(stdout.splitlines()):
+        try:
+            report = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(report, dict) and report.get("format") == name:
+            return report
+    return None
+
+
+def _run_bounded(command: list[str], timeout: float) -> tuple[int | None, str, str]:
+    """Run ``command`` in its own process group; (exit code, stdout, stderr), exit code None when
+    it ran past ``timeout`` and the whole group was killed (children included: one that kept
+    the output pipe open would otherwise hold the export forever)."""
+    import signal
+    import subprocess
+
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        stdout, stderr = process.communicate()
+        return None, stdout, stderr
+    return process.returncode, stdout, stderr
 
 
 def push_to_hub(result: ExportResult, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
