@@ -313,6 +313,16 @@ class Tool(Component):
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolOutput:
         """Run the tool on the sample in ``ctx`` with validated ``args``."""
 
+    async def run_batch(self, calls: Sequence[tuple[dict[str, Any], ToolContext]]) -> list[ToolOutput | BaseException]:
+        """Run several calls, possibly of different samples, at once; the outputs come back in
+        order, a failed call as its exception. Used by whatever gathers calls (the Ray executor's
+        tool services). The default runs them concurrently with :meth:`run`; a tool whose model
+        takes a batch (one forward pass for several images) overrides it. Its outputs must equal
+        the single calls' (they share the cache)."""
+        import asyncio
+
+        return list(await asyncio.gather(*(self.run(args, ctx) for args, ctx in calls), return_exceptions=True))
+
 
 class Detection(BaseModel):
     """One box a :class:`Detector` found, in pixels of the original image."""
@@ -348,6 +358,17 @@ class Detector(Component):
     async def detect(self, image: bytes, size: tuple[int, int], labels: list[str], ctx: ToolContext) -> list[Detection]:
         """Boxes for ``labels`` in ``image`` (``size`` is its width and height in pixels). Run
         blocking work with ``await ctx.blocking(fn, *args)``."""
+
+    async def detect_batch(self, calls: Sequence[tuple[bytes, tuple[int, int], list[str], ToolContext]]
+                           ) -> list[list[Detection] | BaseException]:
+        """:meth:`detect` for several ``(image, size, labels, ctx)`` at once, in order, a failed
+        one as its exception (``label_bbox``'s :meth:`Tool.run_batch`). The default detects them
+        concurrently; a backend that runs a batch in one forward pass overrides it, with the
+        single calls' results."""
+        import asyncio
+
+        return list(await asyncio.gather(*(self.detect(image, size, labels, ctx) for image, size, labels, ctx in calls),
+                                         return_exceptions=True))
 
     async def aclose(self) -> None:
         """Release models or connections."""

@@ -3,10 +3,10 @@
 A tool named under the Ray executor's ``tool_services`` runs in a pool of ``replicas`` Ray actors
 (each reserving ``num_gpus`` and ``num_cpus``) instead of inside every worker. Calls from every
 sample of every worker go to the pool (round robin over its replicas); a replica gathers the
-calls that arrive within ``max_wait_ms`` (up to ``max_batch``) and runs them as one batch: through
-the tool's ``run_batch(calls)`` when it has one (a detector or captioner that batches on the GPU:
-it gets ``[(args, ToolContext), ...]`` and returns the outputs in order), else concurrently with
-``run``. Each replica counts its calls, batches, batch sizes and the share of its time it was
+calls that arrive within ``max_wait_ms`` (up to ``max_batch``) and runs them as one batch with
+the tool's ``Tool.run_batch(calls)`` (``[(args, ToolContext), ...]`` in, outputs in order out):
+one forward pass where the tool's model batches (label_bbox with the transformers detector), else
+the calls concurrently (the base class's default). Each replica counts its calls, batches, batch sizes and the share of its time it was
 busy (utilisation); the driver writes them to ``engine.json``.
 
 The worker keeps its own instance of the tool for everything but running it (name, version,
@@ -100,12 +100,8 @@ class ToolService:
             started = time.monotonic()
             contexts = [(args, ToolContext(sample=sample, images=self.images)) for args, sample, _ in batch]
             try:
-                run_batch = getattr(self.tool, "run_batch", None)
-                if run_batch is not None:
-                    outputs = list(await run_batch(contexts))
-                else:
-                    outputs = await asyncio.gather(*(self.tool.run(args, ctx) for args, ctx in contexts),
-                                                   return_exceptions=True)
+                # Tool.run_batch: one model pass where the tool batches, else its calls concurrently.
+                outputs = list(await self.tool.run_batch(contexts))
             except Exception as exc:  # noqa: BLE001 - the whole batch failed: each caller gets the error
                 outputs = [exc] * len(batch)
             self.busy_s += time.monotonic() - started

@@ -16,6 +16,7 @@ import base64
 import difflib
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -171,38 +172,86 @@ class TransformersDetector(Detector):
 
     def detect_blocking(self, image: bytes, labels: list[str]) -> list[Detection]:
         """Run the detector on one image (blocking; called in the tool worker pool)."""
+        return self.detect_many_blocking([(image, labels)])[0]
+
+    def batch_key(self, picture: Any, labels: list[str]) -> tuple[Any, ...]:
+        """Calls with the same key share a forward pass with no padding, so each gets exactly the
+        boxes it would get alone: OWL-ViT/OWLv2 resize every image to one size and need the same
+        number of queries; Grounding DINO keeps the image's size and reads one prompt, which must
+        have the same number of tokens."""
+        processor, _ = self.load()
+        if self._grounding():
+            return (picture.size, len(processor.tokenizer(grounding_prompt(labels))["input_ids"]))
+        return (len(labels),)
+
+    def detect_many_blocking(self, calls: list[tuple[bytes, list[str]]]) -> list[list[Detection]]:
+        """Run the detector on several ``(image, labels)``: one forward pass for each group of
+        calls with the same :meth:`batch_key` (blocking)."""
         import io
 
-        import torch
         from PIL import Image
 
-        processor, model = self.load()
-        picture = Image.open(io.BytesIO(image)).convert("RGB")
-        target = [(picture.height, picture.width)]
+        self.load()
+        pictures = [Image.open(io.BytesIO(image)).convert("RGB") for image, _ in calls]
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for index, (picture, (_, labels)) in enumerate(zip(pictures, calls)):
+            groups.setdefault(self.batch_key(picture, labels), []).append(index)
+        results: list[list[Detection]] = [[] for _ in calls]
+        for indices in groups.values():
+            found = self._forward([pictures[i] for i in indices], [calls[i][1] for i in indices])
+            for index, detections in zip(indices, found):
+                results[index] = detections
+        return results
+
+    def _forward(self, pictures: list[Any], label_lists: list[list[str]]) -> list[list[Detection]]:
+        """One forward pass over images of one batch key."""
+        import torch
+
+        processor, model = self._processor, self._model
+        targets = [(picture.height, picture.width) for picture in pictures]
         with self._lock, torch.inference_mode():
             if self._grounding():
                 # Grounding DINO reads one prompt of lower-case phrases, each ending with a dot.
-                prompt = " ".join(f"{label.lower()}." for label in labels)
-                inputs = processor(images=picture, text=prompt, return_tensors="pt").to(self.options.device)
+                prompts = [grounding_prompt(labels) for labels in label_lists]
+                inputs = processor(images=pictures, text=prompts, return_tensors="pt").to(self.options.device)
                 outputs = model(**inputs)
-                result = processor.post_process_grounded_object_detection(
+                results = processor.post_process_grounded_object_detection(
                     outputs, inputs["input_ids"], threshold=self.options.threshold,
-                    text_threshold=self.options.text_threshold, target_sizes=target)[0]
+                    text_threshold=self.options.text_threshold, target_sizes=targets)
                 # Newer transformers put the phrases in text_labels (reading "labels" there warns).
-                phrases = result["text_labels"] if "text_labels" in result else result.get("labels", [])
-                names = [_closest(str(text), labels) for text in phrases]
+                names = [[_closest(str(text), labels) for text in
+                          (result["text_labels"] if "text_labels" in result else result.get("labels", []))]
+                         for result, labels in zip(results, label_lists)]
             else:
-                inputs = processor(text=[labels], images=picture, return_tensors="pt").to(self.options.device)
+                inputs = processor(text=label_lists, images=pictures, return_tensors="pt").to(self.options.device)
                 outputs = model(**inputs)
-                result = processor.post_process_grounded_object_detection(
-                    outputs, threshold=self.options.threshold, target_sizes=target, text_labels=[labels])[0]
-                names = [labels[int(index)] for index in result["labels"]]
-        return [Detection(label=name, score=float(score), box=[float(v) for v in box])
-                for name, score, box in zip(names, result["scores"].tolist(), result["boxes"].tolist()) if name]
+                results = processor.post_process_grounded_object_detection(
+                    outputs, threshold=self.options.threshold, target_sizes=targets, text_labels=label_lists)
+                names = [[labels[int(index)] for index in result["labels"]] for result, labels in zip(results, label_lists)]
+        return [[Detection(label=name, score=float(score), box=[float(v) for v in box])
+                 for name, score, box in zip(found, result["scores"].tolist(), result["boxes"].tolist()) if name]
+                for found, result in zip(names, results)]
 
     async def detect(self, image: bytes, size: tuple[int, int], labels: list[str], ctx: ToolContext) -> list[Detection]:
         """Detect in the worker pool, off the event loop."""
         return await ctx.blocking(self.detect_blocking, image, labels)
+
+    async def detect_batch(self, calls: Sequence[tuple[bytes, tuple[int, int], list[str], ToolContext]]
+                           ) -> list[list[Detection] | BaseException]:
+        """Several images in one forward pass per batch key (off the event loop); if the batch
+        fails, each call is tried alone so one bad image fails only its own call."""
+        if not calls:
+            return []
+        try:
+            found = await calls[0][3].blocking(self.detect_many_blocking, [(image, labels) for image, _, labels, _ in calls])
+            return list(found)
+        except Exception:  # noqa: BLE001 - said per call by the single calls below
+            return await super().detect_batch(calls)
+
+
+def grounding_prompt(labels: list[str]) -> str:
+    """Grounding DINO's prompt: the labels as lower-case phrases, each ending with a dot."""
+    return " ".join(f"{label.lower()}." for label in labels)
 
 
 def _closest(text: str, labels: list[str]) -> str:

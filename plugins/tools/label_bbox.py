@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from mmat_plugins.tools.base import ToolOptions
@@ -158,5 +159,36 @@ class LabelBoxTool(Tool):
         with Image.open(io.BytesIO(data)) as picture:
             size = picture.size
         detections = await self.detector.detect(data, size, labels, ctx)
+        return self.output(detections, labels, size)
+
+    def output(self, detections: list[Detection], labels: list[str], size: tuple[int, int]) -> ToolOutput:
+        """The observation: each name's normalised boxes, as JSON."""
         boxes = normalise_boxes(detections, labels, size, self.options.boxes_per_object)
         return ToolOutput(text=json.dumps(boxes, ensure_ascii=False), data={"boxes": boxes, "objects": labels})
+
+    async def run_batch(self, calls: Sequence[tuple[dict[str, Any], ToolContext]]) -> list[ToolOutput | BaseException]:
+        """Several calls through the detector's ``detect_batch`` (the transformers detector: one
+        forward pass for the images it can batch); calls with no image or no names answer as
+        :meth:`run` does without the detector."""
+        from PIL import Image
+
+        outputs: list[ToolOutput | BaseException | None] = [None] * len(calls)
+        pending: list[tuple[int, bytes, tuple[int, int], list[str], ToolContext]] = []
+        for index, (args, ctx) in enumerate(calls):
+            try:
+                if ctx.image is None:
+                    outputs[index] = ToolOutput(text="There is no image to look at.")
+                    continue
+                labels = self.objects(args, ctx)
+                if not labels:
+                    outputs[index] = ToolOutput(text="{}", data={"boxes": {}, "objects": []})
+                    continue
+                data = ctx.images.load(ctx.image)
+                with Image.open(io.BytesIO(data)) as picture:
+                    pending.append((index, data, picture.size, labels, ctx))
+            except Exception as exc:  # noqa: BLE001 - this call's error, as run would raise it
+                outputs[index] = exc
+        found = await self.detector.detect_batch([(data, size, labels, ctx) for _, data, size, labels, ctx in pending])
+        for (index, _, size, labels, _), detections in zip(pending, found):
+            outputs[index] = detections if isinstance(detections, BaseException) else self.output(detections, labels, size)
+        return [output for output in outputs if output is not None]

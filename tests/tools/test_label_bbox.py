@@ -178,3 +178,66 @@ class CornerDetector(Detector):
     async def detect(self, image: bytes, size: tuple[int, int], labels: list[str], ctx: Any) -> list[Detection]:
         """One box per label covering the top-left quarter."""
         return [Detection(label=label, score=1.0, box=[0, 0, size[0] / 2, size[1] / 2]) for label in labels]
+
+
+def _singles_and_batch(tool: LabelBoxTool, calls: list[tuple[Path, dict[str, Any], dict[str, Any]]]) -> tuple[list[Any], list[Any]]:
+    """The outputs of each call run alone, then of all of them through ``run_batch``."""
+    import asyncio
+
+    from mmat_core.engine.tools import ToolRunner
+    from mmat_core.images import ImageStore
+    from tests.tools.conftest import sample_for
+
+    runner = ToolRunner([tool], ImageStore(), workers=1)
+
+    async def go() -> tuple[list[Any], list[Any]]:
+        contexts = [(args, runner.context(sample_for(image), dict(scratch))) for image, args, scratch in calls]
+        singles = [await tool.run(args, ctx) for args, ctx in contexts]
+        return singles, await tool.run_batch(contexts)
+
+    try:
+        return asyncio.run(go())
+    finally:
+        runner.close()
+
+
+def _batched_calls(photos: dict[str, Path], tmp_path: Path) -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
+    from PIL import Image, ImageOps
+
+    mirror = tmp_path / "astronaut_mirror.png"
+    with Image.open(photos["astronaut"]) as picture:
+        ImageOps.mirror(picture).save(mirror)  # the astronaut's size: batched with it
+    return [(photos["astronaut"], {}, dict(GRAPH)), (mirror, {}, dict(GRAPH)),
+            (photos["coffee"], {"objects": ["cup"]}, {}), (mirror, {"objects": ["person", "flag"]}, {}),
+            (photos["astronaut"], {"objects": ["helmet", "suit"]}, {})]
+
+
+@pytest.mark.parametrize("model", ["tiny_owlvit", "tiny_grounding_dino"])
+def test_a_batch_of_detections_gives_each_call_what_it_gets_alone_in_fewer_forward_passes(
+        model: str, photos: dict[str, Path], tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    from mmat_plugins.tools.detectors import TransformersDetector
+
+    tool = LabelBoxTool(detector={"name": "transformers", "model": str(request.getfixturevalue(model)), "threshold": 0.0})
+    detector = tool.detector
+    assert isinstance(detector, TransformersDetector)
+    passes: list[int] = []
+    forward = detector._forward
+
+    def counted(pictures: list[Any], label_lists: list[list[str]]) -> list[Any]:
+        passes.append(len(pictures))
+        return forward(pictures, label_lists)
+
+    detector._forward = counted  # type: ignore[method-assign]
+    calls = _batched_calls(photos, tmp_path)
+    singles, batch = _singles_and_batch(tool, calls)
+    assert [(o.text, o.data) for o in batch] == [(o.text, o.data) for o in singles]
+    batched = passes[len(calls):]
+    assert sum(batched) == len(calls) and max(batched) > 1  # some images shared a forward pass
+
+
+def test_label_bbox_batch_answers_calls_without_an_image_or_names_as_single_calls(tiny_owlvit: Path,
+                                                                                 photos: dict[str, Path]) -> None:
+    tool = LabelBoxTool(detector={"name": "transformers", "model": str(tiny_owlvit), "threshold": 0.0})
+    singles, batch = _singles_and_batch(tool, [(photos["coffee"], {"objects": []}, {}),
+                                               (photos["coffee"], {"objects": ["cup"]}, {})])
+    assert [o.text for o in batch] == [o.text for o in singles]
