@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mmat_core.components import FormatContext, Formatter, ToolInfo
-from mmat_core.errors import ConfigError
+from mmat_core.errors import ConfigError, MmatError
 from mmat_core.images import ImageStore
 from mmat_core.models import TRACE_SCHEMA_VERSION, Rejected, RunManifest, Trace, Usage
 from mmat_core.store import RunStore
@@ -816,6 +816,20 @@ def _run_bounded(command: list[str], timeout: float) -> tuple[int | None, str, s
     return process.returncode, stdout, stderr
 
 
+class HubPushError(MmatError):
+    """A push to the Hub failed: says at which step, what the repository already holds, and
+    that nothing of it should be taken as a complete upload."""
+
+    def __init__(self, repo_id: str, stage: str, reached: str, exc: BaseException, token: str | None = None) -> None:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        reason = " ".join(lines[:2])[:300]
+        for secret in {token, os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")} - {None, ""}:
+            reason = reason.replace(str(secret), "***")  # an error that echoes the request must not print the token
+        held = "nothing of this push" if reached == "nothing" else f"{reached} (README.md, LICENSE.md) but the data did not arrive"
+        super().__init__(f"push to {repo_id} failed while {stage} ({type(exc).__name__}: {reason}); the repository holds "
+                         f"{held}; the local files are complete: run the same command again to push again")
+
+
 def push_to_hub(result: ExportResult, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
     """Push the Hugging Face dataset ``result`` wrote (an ``hf_dataset`` export or a bundle's) to
     the Hub repository ``repo_id`` with ``datasets``' own ``push_to_hub``; returns its URL.
@@ -833,11 +847,18 @@ def push_to_hub(result: ExportResult, repo_id: str, *, private: bool = False, to
         raise ConfigError("nothing to push: this export wrote no Hugging Face dataset (add --format hf_dataset)")
     folder = cards[0].parent
     api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-    for name in ("LICENSE.md", "README.md"):
-        if (folder / name).is_file():
-            api.upload_file(path_or_fileobj=str(folder / name), path_in_repo=name, repo_id=repo_id, repo_type="dataset",
-                            commit_message=f"mmat: {name}")
-    loaded = datasets.load_dataset(str(folder))
-    loaded.push_to_hub(repo_id, private=private, token=token, commit_message="mmat: data")
+    stage, reached = "creating the repository", "nothing"
+    try:
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        for name in ("LICENSE.md", "README.md"):
+            if (folder / name).is_file():
+                stage = f"uploading {name}"
+                api.upload_file(path_or_fileobj=str(folder / name), path_in_repo=name, repo_id=repo_id, repo_type="dataset",
+                                commit_message=f"mmat: {name}")
+                reached = "the card" if reached == "nothing" or name == "README.md" else reached
+        stage = "uploading the data"
+        loaded = datasets.load_dataset(str(folder))
+        loaded.push_to_hub(repo_id, private=private, token=token, commit_message="mmat: data")
+    except Exception as exc:  # any failure of the Hub or the network ends the push the same way
+        raise HubPushError(repo_id, stage, reached, exc, token) from exc
     return f"{datasets.config.HF_ENDPOINT.rstrip('/')}/datasets/{repo_id}"

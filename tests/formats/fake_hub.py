@@ -25,6 +25,8 @@ class FakeHub:
         self.commits: list[tuple[str, str]] = []
         self.unknown: list[str] = []
         self.lfs: dict[str, bytes] = {}
+        #: Commit summaries the server answers with 500 (a Hub failing midway through a push).
+        self.fail_commits: set[str] = set()
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -76,6 +78,9 @@ class FakeHub:
                                                           for f in request["files"]], "commitOid": "0" * 40})
                     if action == "paths-info":
                         return self._send(200, [])
+                    header = json.loads(body.splitlines()[0]) if body else {}
+                    if header.get("key") == "header" and header["value"]["summary"] in hub.fail_commits:
+                        return self._send(500, {"error": "Internal Error - We're working hard to fix this as soon as possible!"})
                     for line in body.splitlines():
                         item = json.loads(line)
                         if item["key"] == "header":

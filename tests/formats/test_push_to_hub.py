@@ -70,3 +70,31 @@ def test_push_to_hub_creates_a_private_repository_on_request(hub: FakeHub, tmp_p
     done = push(make_image_run(tmp_path / "run", tmp_path / "images"), tmp_path / "b", hub, tmp_path, "--private")
     assert done.returncode == 0, done.stderr[-3000:]
     assert hub.private["me/mmat-data"] is True
+
+
+def _token_free(folder: Path) -> bool:
+    return all(b"hf_fake_token" not in p.read_bytes() for p in folder.rglob("*") if p.is_file())
+
+
+def test_push_to_hub_failing_midway_says_what_reached_the_hub_in_one_line(hub: FakeHub, tmp_path: Path) -> None:
+    hub.fail_commits.add("mmat: data")
+    done = push(make_image_run(tmp_path / "run", tmp_path / "images"), tmp_path / "b", hub, tmp_path)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "Pushed" not in done.stdout
+    assert "me/mmat-data" in done.stderr and "the data did not" in done.stderr and "500" in done.stderr
+    assert sorted(hub.repos["me/mmat-data"]) == ["LICENSE.md", "README.md"]
+
+
+def test_push_to_hub_failing_midway_leaves_the_bundle_complete(hub: FakeHub, tmp_path: Path) -> None:
+    from mmat_core.exporter import verify_bundle
+
+    hub.fail_commits.add("mmat: data")
+    push(make_image_run(tmp_path / "run", tmp_path / "images"), tmp_path / "b", hub, tmp_path)
+    assert verify_bundle(tmp_path / "b") == []
+
+
+def test_push_to_hub_never_writes_the_token(hub: FakeHub, tmp_path: Path) -> None:
+    hub.fail_commits.add("mmat: data")  # the error path prints the most
+    done = push(make_image_run(tmp_path / "run", tmp_path / "images"), tmp_path / "b", hub, tmp_path)
+    assert "hf_fake_token" not in done.stdout + done.stderr
+    assert _token_free(tmp_path / "b") and _token_free(tmp_path / "run") and _token_free(tmp_path / "hf_home")
