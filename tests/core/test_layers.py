@@ -4,7 +4,7 @@ The layers enforced, bottom to top (docs/architecture.md, "Layers"); a unit impo
 own layer or the ones below::
 
     0  models and trace queries  models errors secrets construct text_checks trace_view
-                                 trace_queries metrics hookspecs paper_figures
+                                 trace_queries metrics hookspecs paper_figures model_refs
     1  records, images, plugins  writers images fetch components prompts formatting dialogue
                                  plugins (the plugin manager)
     2  engine                    mmat_core.engine
@@ -44,7 +44,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = tuple(
     (name, frozenset(f"mmat_core.{unit}" for unit in units.split()))
     for name, units in (
         ("models and trace queries",
-         "models errors secrets construct text_checks trace_view trace_queries metrics hookspecs paper_figures"),
+         "models errors secrets construct text_checks trace_view trace_queries metrics hookspecs paper_figures "
+         "model_refs"),
         ("records, images, plugins", "writers images fetch components prompts formatting dialogue plugins"),
         ("engine", "engine"),
         ("config and run state", "config recipes preflight store yields stats curation resume rundir"),
