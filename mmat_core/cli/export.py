@@ -87,6 +87,8 @@ def export(run_dir: Path | None, formats: tuple[str, ...], options: tuple[str, .
         raise click.UsageError("give RUN_DIR and at least one --format NAME (see `mmat export --list`)")
     if bundle_dir is not None and out_dir is not None:
         raise click.UsageError("give --bundle DIR or --out DIR, not both (a bundle is its own folder)")
+    if force and bundle_dir is None:
+        raise click.UsageError("--force applies to --bundle DIR only (a bundle folder that is not empty)")
     if push_repo and bundle_dir is None and "hf_dataset" not in formats:
         raise click.UsageError("--push-to-hub pushes the Hugging Face dataset: add --format hf_dataset or --bundle DIR")
     pythons = _check_pythons(check_pythons)

@@ -41,6 +41,8 @@ class HFDatasetOptions(ExportOptions):
                              "directory, so the data only loads here)",
     )
     rows_per_group: int = Field(1000, ge=1, description="rows buffered per parquet row group")
+    max_group_mb: int = Field(64, ge=1, description="embedded image MB buffered per parquet row group (a group ends at "
+                                                    "whichever limit comes first; bounds memory with large images)")
     pretty_name: str | None = Field(None, description="title of the dataset card")
 
 
@@ -75,10 +77,18 @@ class _Shard:
         self.writer = ParquetWriter(features=features, path=str(self.tmp))
         self.count = 0
         self.num_bytes = 0
+        self.pending_bytes = 0
 
-    def write(self, row: dict[str, Any], rows_per_group: int) -> None:
+    def write(self, row: dict[str, Any], rows_per_group: int, max_group_bytes: int) -> None:
         self.writer.write(row, writer_batch_size=rows_per_group)
         self.count += 1
+        # Rows alone do not bound memory: 1,000 photos of 500 KB would be held at once. The
+        # writer empties its buffer when it writes a group, which resets the byte count too.
+        self.pending_bytes = 0 if not self.writer.current_examples else self.pending_bytes + sum(
+            len(image.get("bytes") or b"") for image in row.get("images") or ())
+        if self.pending_bytes >= max_group_bytes:
+            self.writer.write_examples_on_file()
+            self.pending_bytes = 0
 
     def commit(self) -> Path:
         _, self.num_bytes = self.writer.finalize()
@@ -162,7 +172,8 @@ class HFDatasetWriter:
         if row is None:
             return
         split = "validation" if "validation" in self.shards and in_validation(row["id"], self.ratio, self.salt) else "train"
-        self.shards[split].write(row, self.formatter.options.rows_per_group)
+        options = self.formatter.options
+        self.shards[split].write(row, options.rows_per_group, options.max_group_mb << 20)
 
     def close(self) -> list[Path]:
         """Publish the shards, then the card."""

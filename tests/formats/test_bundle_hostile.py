@@ -256,3 +256,8 @@ def test_export_verify_bundle_command_exits_1_on_a_damaged_bundle(image_run: Pat
     (tmp_path / "b" / "README.md").write_text("edited")
     bad = CliRunner().invoke(main, ["export", "--verify-bundle", str(tmp_path / "b")])
     assert bad.exit_code == 1 and "README.md" in bad.output
+
+
+def test_export_command_refuses_force_without_bundle(image_run: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["export", str(image_run), "-f", "ms_swift", "--out", str(tmp_path / "o"), "--force"])
+    assert result.exit_code == 2 and "--force applies to --bundle" in result.output
