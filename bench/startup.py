@@ -23,7 +23,12 @@ temporary folder put first on ``PYTHONPATH`` (ahead of the editable install), on
 and one not, so the checkout itself is left as it was. Third-party libraries keep the ``.pyc``
 pip wrote for them in both cases; installed third-party mmat plugins are loaded as installed.
 Two reference rows show the floor: the bare interpreter and reading the ``mmat`` entry points
-from the installed metadata (``importlib.metadata``), which every plugin listing pays.
+from the installed metadata (``importlib.metadata``), which mmat no longer pays (it reads the
+distribution folders itself, see ``mmat_core.plugins.scan_entry_points``).
+
+``--instructions`` also counts the instructions of one run of each command (``pyc`` case) under
+valgrind's callgrind: unlike the times, the count does not move with the other processes of a
+shared machine, so it is the figure to compare across changes there.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ class Case:
     target_s: float | None
     wall: dict[str, list[float]] = field(default_factory=dict)
     cpu: dict[str, list[float]] = field(default_factory=dict)
+    #: Millions of instructions of one run in the ``pyc`` case (``--instructions``).
+    instructions_m: float | None = None
 
 
 def mmat_argv() -> list[str]:
@@ -93,6 +100,20 @@ def run_once(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, fl
     return wall, cpu
 
 
+def instructions(argv: list[str], env: dict[str, str], cwd: Path) -> float:
+    """Millions of instructions one run of ``argv`` executes, counted by valgrind's callgrind: a
+    figure the other processes of a shared machine do not move (the times they do). A script is
+    run through this interpreter, as its ``#!`` line would."""
+    if Path(argv[0]).suffix == "" and argv[0] != sys.executable and Path(argv[0]).is_file():
+        argv = [sys.executable, *argv]
+    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv], check=False,
+                          env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in done.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1]) / 1e6
+    raise SystemExit(f"valgrind counted nothing for {' '.join(argv)}: {done.stderr[-2000:]}")
+
+
 def child_env(folder: Path) -> dict[str, str]:
     """The environment of a measured run: the copy first on the path, no .pyc ever written (so a
     ``cold`` run stays cold), and no plugin selection inherited from the caller."""
@@ -107,7 +128,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 runs of each command and case instead of 21")
     parser.add_argument("--runs", type=int, help="runs of each command and case (overrides --quick)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count the instructions of one run of each command (pyc case) with valgrind")
     args = parser.parse_args()
+    if args.instructions and shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
     runs = args.runs or (5 if args.quick else 21)
 
     mmat = mmat_argv()
@@ -142,9 +167,12 @@ def main() -> None:
                     wall, cpu = run_once(case.argv, env, Path(tmp))
                     case.wall.setdefault(name, []).append(wall)
                     case.cpu.setdefault(name, []).append(cpu)
+        if args.instructions:
+            for case in cases:
+                case.instructions_m = instructions(case.argv, envs["pyc"], Path(tmp))
 
     print(f"{runs} runs of each, interleaved; seconds; median / fastest; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
-    header = ("command", "case", "CPU med", "CPU min", "wall med", "wall min", "target (pyc medians)")
+    header = ("command", "case", "CPU med", "CPU min", "wall med", "wall min", "instr (M)", "target (pyc medians)")
     rows = []
     for case in cases:
         for name in ("pyc", "cold"):
@@ -154,17 +182,20 @@ def main() -> None:
                 cpu_verdict = "ok" if statistics.median(cpu) < case.target_s else "MISSED"
                 wall_verdict = "ok" if statistics.median(wall) < case.target_s else "MISSED"
                 target = f"< {case.target_s:.2f}  CPU {cpu_verdict}, wall {wall_verdict}"
+            counted = f"{case.instructions_m:.0f}" if case.instructions_m is not None and name == "pyc" else ""
             rows.append((case.label if name == "pyc" else "", name, f"{statistics.median(cpu):.3f}", f"{min(cpu):.3f}",
-                         f"{statistics.median(wall):.3f}", f"{min(wall):.3f}", target))
+                         f"{statistics.median(wall):.3f}", f"{min(wall):.3f}", counted, target))
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(width) if i < 2 or i == 6 else str(cell).rjust(width)
+        print("  ".join(str(cell).ljust(width) if i < 2 or i == 7 else str(cell).rjust(width)
                         for i, (cell, width) in enumerate(zip(row, widths))).rstrip())
     figures = [f"runs={runs}"]
     for case in cases:
         for name in ("pyc", "cold"):
             figures.append(f"{case.key}_{name}_cpu_s={statistics.median(case.cpu[name]):.3f}")
             figures.append(f"{case.key}_{name}_wall_s={statistics.median(case.wall[name]):.3f}")
+        if case.instructions_m is not None:
+            figures.append(f"{case.key}_pyc_instructions_m={case.instructions_m:.0f}")
     print("RESULT " + " ".join(figures))
 
 
