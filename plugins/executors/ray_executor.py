@@ -70,6 +70,10 @@ class RayOptions(ComponentOptions):
     batches_per_worker: int = Field(3, ge=1, description="batches a worker may hold at once (the backpressure)")
     replace_lost_workers: bool = Field(True, description="start a new worker when one is lost (if the cluster has room)")
     start_timeout_s: float = Field(300.0, gt=0, description="how long to wait for a worker when none is running")
+    reuse_workers: bool = Field(
+        False, description="keep the worker actors after the run for the next run in this driver process (same "
+        "cluster, cpus_per_worker and batches_per_worker): each run opens its own engine in them, and skips their "
+        "start-up (a process and its imports)")
     tool_services: dict[str, ToolServiceOptions] = Field(
         default_factory=dict, description="tools that run as shared Ray actor pools, by name (ray_tools.py)")
 
@@ -155,7 +159,48 @@ class WorkerSlot:
     def as_dict(self) -> dict[str, Any]:
         """workers.json's entry."""
         return {"worker": self.id, "state": self.state, **{k: v for k, v in self.info.items() if k != "worker"},
-                "batches_in_flight": len(self.batches), **{k: v for k, v in self.counters.items() if k != "worker"}}
+                "batches_in_flight": len(self.batches),
+                **{k: v for k, v in self.counters.items() if k not in ("worker", "totals")}}
+
+
+#: Released worker actors kept for the next run of this driver process (``reuse_workers``), by
+#: (Ray job, cpus_per_worker, batches_per_worker): an actor of another job or shape is never reused.
+IDLE_WORKERS: dict[tuple[str, float, int], list[Any]] = {}
+#: The limit authority and cache service of the last such run, by Ray job (reset for the next).
+IDLE_SERVICES: dict[str, tuple[Any, Any]] = {}
+
+
+def run_totals(reports: list[dict[str, Any]], lost: dict[str, dict[str, Any]]) -> tuple[Any, dict[str, int]]:
+    """run.json's engine totals: the finished workers' final reports plus what each lost worker
+    last reported (the ``totals`` of its last returned batch; the calls of a batch it held when
+    it died never reached the driver), and the counts that say how much of it came from lost
+    workers."""
+    from mmat_core.run import EngineTotals
+
+    finished = [EngineTotals.model_validate(r["totals"]) for r in reports]
+    from_lost = [EngineTotals.model_validate(c["totals"]) for c in lost.values() if "totals" in c]
+    lost_sum = EngineTotals.sum(from_lost)
+    tokens = sum(u.prompt_tokens + u.completion_tokens for u in lost_sum.usage_by_stage.values())
+    counts = ({"lost_workers_counted": len(from_lost), "model_calls_of_lost_workers": lost_sum.model_calls,
+               "cached_calls_of_lost_workers": lost_sum.cached_calls, "tokens_of_lost_workers": tokens}
+              if from_lost else {})
+    return EngineTotals.sum(finished + from_lost), counts
+
+
+def stop_kept_actors() -> int:
+    """Kill the actors that ``reuse_workers`` runs kept (workers and services); returns how many.
+    Ray kills them too when the driver disconnects."""
+    import ray
+
+    actors = [a for pool in IDLE_WORKERS.values() for a in pool] + [a for pair in IDLE_SERVICES.values() for a in pair]
+    IDLE_WORKERS.clear()
+    IDLE_SERVICES.clear()
+    for actor in actors:
+        try:
+            ray.kill(actor)
+        except Exception:  # noqa: BLE001, S110 - gone already
+            pass
+    return len(actors)
 
 
 #: One sample handed to a worker: (seq, SourceSample, dedup key, source fingerprint).
@@ -208,6 +253,14 @@ class ClusterRun:
         here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
         cfg = self.pipeline.config
         cache_path = Path(cfg.engine.cache_path) if cfg.engine.cache_path else self.out_dir / "cache.sqlite"
+        idle = IDLE_SERVICES.pop(self.pool_key()[0], None) if self.options.reuse_workers else None
+        if idle is not None:
+            try:  # the last run's services, emptied for this one
+                ray.get([idle[0].reset.remote(), idle[1].reopen.remote(str(cache_path.resolve()))], timeout=30)
+                self.authority, self.cache = idle
+                return
+            except Exception:  # noqa: BLE001, S110 - gone with their node or the cluster: start new ones
+                pass
         service = {"num_cpus": 0, "max_concurrency": 10_000, "scheduling_strategy": here}
         self.authority = ray.remote(LimitAuthority).options(**service).remote()
         self.cache = ray.remote(CacheService).options(**service).remote(str(cache_path.resolve()))
@@ -245,14 +298,24 @@ class ClusterRun:
 
         worker_id = f"w{self._next_id}"
         self._next_id += 1
-        actor = self.ray.remote(SampleWorker).options(
-            num_cpus=self.options.cpus_per_worker, max_concurrency=self.options.batches_per_worker + 3,
-            max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD",
-        ).remote(worker_id, self.config, self.allow, self.block, self.in_code, str(self.out_dir.resolve()),
-                 self.authority, self.cache, self.samples_per_worker, self.tool_pools)
-        slot = WorkerSlot(worker_id, actor, actor.ready.remote())
+        args = (worker_id, self.config, self.allow, self.block, self.in_code, str(self.out_dir.resolve()),
+                self.authority, self.cache, self.samples_per_worker, self.tool_pools)
+        idle = IDLE_WORKERS.get(self.pool_key(), []) if self.options.reuse_workers else []
+        if idle:  # a released worker of an earlier run: a dead one is lost in _started and replaced
+            actor = idle.pop()
+            slot = WorkerSlot(worker_id, actor, actor.reopen.remote(*args))
+        else:
+            actor = self.ray.remote(SampleWorker).options(
+                num_cpus=self.options.cpus_per_worker, max_concurrency=self.options.batches_per_worker + 3,
+                max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD",
+            ).remote(*args)
+            slot = WorkerSlot(worker_id, actor, actor.ready.remote())
         self.workers[worker_id] = slot
         return slot
+
+    def pool_key(self) -> tuple[str, float, int]:
+        """Which released workers this run may reuse (IDLE_WORKERS)."""
+        return (self.ray.get_runtime_context().get_job_id(), self.options.cpus_per_worker, self.options.batches_per_worker)
 
     def running(self) -> list[WorkerSlot]:
         """The workers that take batches now, the least busy first."""
@@ -479,6 +542,10 @@ class ClusterRun:
         for worker in self.workers.values():
             if worker.state in ("running", "done"):
                 try:
+                    if self.options.reuse_workers:
+                        ray.get(worker.actor.release.remote(), timeout=30)
+                        IDLE_WORKERS.setdefault(self.pool_key(), []).append(worker.actor)
+                        continue
                     ray.get(worker.actor.shutdown.remote(), timeout=30)
                 except Exception:  # noqa: BLE001, S110 - it is killed next either way
                     pass
@@ -488,7 +555,13 @@ class ClusterRun:
                 ray.kill(replica)
         try:
             ray.get(self.cache.close.remote(), timeout=120)
-        finally:
+        except BaseException:
+            ray.kill(self.cache)
+            ray.kill(self.authority)
+            raise
+        if self.options.reuse_workers:
+            IDLE_SERVICES[self.pool_key()[0]] = (self.authority, self.cache)
+        else:
             ray.kill(self.cache)
             ray.kill(self.authority)
 
@@ -526,7 +599,6 @@ class RayExecutor(Executor):
         *resume*, then generation on the workers, then *decide the manifest* and *publish*
         over the run's store, as the local executor does."""
         from mmat_core.run import (
-            EngineTotals,
             RunResult,
             decide_manifest,
             publish_outputs,
@@ -561,14 +633,17 @@ class RayExecutor(Executor):
                 cluster.close()
                 raise
             retired = store.drop_retired()
+            # What a lost worker had reported with its last batch (its final report died with it).
+            lost_counters = {w.id: w.counters for w in cluster.workers.values() if w.state == "lost" and w.counters}
+            engine, lost_counts = run_totals(reports, lost_counters)
             counts = {
                 **cluster.counts,
                 "workers": cluster.count,
                 "config_changes_applied": len(plan.changes),
                 **({"workers_lost": len(cluster.lost), "samples_requeued": cluster.requeued_samples} if cluster.lost else {}),
                 **({"retired_by_config_change": len(retired)} if retired else {}),
+                **lost_counts,
             }
-            engine = EngineTotals.sum([EngineTotals.model_validate(r["totals"]) for r in reports])
             manifest = decide_manifest(pipeline, store, counts, engine, started_at=started_at,
                                        generation_s=time.monotonic() - started)
             published = publish_outputs(pipeline, store, out_dir, manifest, run_image_store(out_dir, config))
@@ -576,9 +651,8 @@ class RayExecutor(Executor):
             report = {**cluster_report([r["engine"] for r in reports], limits), "executor": "ray",
                       "workers": {r["worker"]: r["engine"] for r in reports}, "shared_limits": limits,
                       "lost_workers": cluster.lost, "samples_requeued": cluster.requeued_samples,
-                      # What a lost worker had reported with its last batch (its totals died with it).
-                      "lost_worker_counters": {w.id: w.counters for w in cluster.workers.values()
-                                               if w.state == "lost" and w.counters},
+                      "lost_worker_counters": {k: {n: v for n, v in c.items() if n != "totals"}
+                                               for k, c in lost_counters.items()},
                       "tool_services": cluster.tools_report}
             write_engine_report(out_dir, report)
             cluster.write_state(complete=True)

@@ -56,6 +56,10 @@ class LimitAuthority:
     def __init__(self) -> None:
         self.limits: dict[str, SharedLimits] = {}
 
+    async def reset(self) -> None:
+        """Forget every limit: the actor serves another run (the executor's ``reuse_workers``)."""
+        self.limits = {}
+
     async def configure(self, name: str, settings: dict[str, Any]) -> None:
         """Create the limits of ``name`` from a scheduler's settings (the first worker's wins)."""
         if name not in self.limits:
@@ -224,6 +228,11 @@ class CacheService:
         if self.cache is not None:
             self.cache.close()
             self.cache = None
+
+    async def reopen(self, path: str) -> None:
+        """Serve another run's cache file (the executor's ``reuse_workers``)."""
+        await self.close()
+        self.path, self.gets, self.puts = Path(path), 0, 0
 
 
 class RemoteCache:

@@ -99,21 +99,32 @@ async def build_batch(engine: types.SimpleNamespace, batch: list[tuple[int, Any]
 
 
 class SampleWorker:
-    """Builds batches of ``(seq, SourceSample)`` into ``(seq, Trace)`` with one engine."""
+    """Builds batches of ``(seq, SourceSample)`` into ``(seq, Trace)`` with one engine.
+
+    The engine belongs to a run: :meth:`release` closes it and keeps the process (its imports,
+    its event loop), and :meth:`reopen` gives it the next run's engine (the executor's
+    ``reuse_workers``: a later build in the same driver process skips the workers' start-up)."""
 
     def __init__(self, worker_id: str, config: dict[str, Any], allow: list[str] | None, block: list[str],
                  in_code: list[tuple[str, str, bytes]], out_dir: str, authority: Any, cache_service: Any,
                  samples_in_flight: int, tool_pools: dict[str, list[Any]] | None = None) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="mmat-ray-worker", daemon=True)
+        self.thread.start()
+        self.gc_policy: Any = None
+        self._open(worker_id, config, allow, block, in_code, out_dir, authority, cache_service, samples_in_flight,
+                   tool_pools)
+
+    def _open(self, worker_id: str, config: dict[str, Any], allow: list[str] | None, block: list[str],
+              in_code: list[tuple[str, str, bytes]], out_dir: str, authority: Any, cache_service: Any,
+              samples_in_flight: int, tool_pools: dict[str, list[Any]] | None) -> None:
         self.worker_id = worker_id
         self.samples_in_flight = samples_in_flight
         self.started = time.time()
         self.done = 0
         self.batches = 0
         self.error: str | None = None
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="mmat-ray-worker", daemon=True)
-        self.thread.start()
-        self.gc_policy: Any = None
+        self.engine: Any = None
         try:
             self.engine = self._call(open_worker_engine(worker_id, config, allow, block, in_code, Path(out_dir), authority,
                                                         cache_service, samples_in_flight, tool_pools or {}))
@@ -126,6 +137,14 @@ class SampleWorker:
             self.error = str(exc)  # said by ready(): an actor that fails in __init__ loses its message
         except Exception as exc:  # noqa: BLE001 - said by ready(), which the driver raises
             self.error = f"{type(exc).__name__}: {exc}"
+
+    def reopen(self, worker_id: str, config: dict[str, Any], allow: list[str] | None, block: list[str],
+               in_code: list[tuple[str, str, bytes]], out_dir: str, authority: Any, cache_service: Any,
+               samples_in_flight: int, tool_pools: dict[str, list[Any]] | None = None) -> dict[str, Any]:
+        """Open the engine of another run in this (released) worker; answers as :meth:`ready`."""
+        self._open(worker_id, config, allow, block, in_code, out_dir, authority, cache_service, samples_in_flight,
+                   tool_pools)
+        return self.ready()
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
@@ -148,8 +167,12 @@ class SampleWorker:
 
     def state(self) -> dict[str, Any]:
         """This worker's counters now (for progress, workers.json and ``mmat status``)."""
+        from mmat_core.run import EngineTotals
+
         snap = self.engine.client.snapshot()
-        return {"worker": self.worker_id, "pid": os.getpid(), "samples_done": self.done, "batches": self.batches,
+        # run.json's counters as of now: if this worker dies, the driver still counts what it did.
+        totals = EngineTotals.of(self.engine.client, self.engine.tools).model_dump(mode="json")
+        return {"worker": self.worker_id, "totals": totals, "pid": os.getpid(), "samples_done": self.done, "batches": self.batches,
                 "calls_made": snap.get("calls_made", 0), "cached_calls": snap.get("cached_calls", 0),
                 "in_flight": snap.get("in_flight", 0), "failed_calls": snap.get("failed_calls", 0),
                 "rate_limited": snap.get("rate_limited", 0), "prompt_tokens": snap.get("prompt_tokens", 0),
@@ -165,8 +188,16 @@ class SampleWorker:
         return {"worker": self.worker_id, "totals": EngineTotals.of(engine.client, engine.tools).model_dump(mode="json"),
                 "engine": engine.client.report(), "state": self.state()}
 
+    def release(self) -> None:
+        """Close this run's engine and keep the process for :meth:`reopen`."""
+        self._close_engine()
+
     def shutdown(self) -> None:
-        """Close the engine's connections and tool workers."""
+        """Close the engine's connections and tool workers, and stop the event loop."""
+        self._close_engine()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+    def _close_engine(self) -> None:
         async def close() -> None:
             engine = self.engine
             await engine.client.aclose()
@@ -175,9 +206,9 @@ class SampleWorker:
             if engine.pipeline.search is not None:
                 await engine.pipeline.search.aclose()
 
-        if self.error is None:
+        if self.error is None and self.engine is not None:
             self._call(close())
+        self.engine = None
         if self.gc_policy is not None:
             self.gc_policy.__exit__(None, None, None)
             self.gc_policy = None
-        self.loop.call_soon_threadsafe(self.loop.stop)

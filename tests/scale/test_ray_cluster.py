@@ -142,12 +142,18 @@ def ray_executor(workers: int = 2, **extra: Any) -> dict[str, Any]:
     return {"name": "ray", "workers": workers, "samples_per_worker": 1, "batch_size": 1, **extra}
 
 
-def test_a_worker_killed_mid_run_loses_duplicates_and_repays_nothing(local_ray: None, local_reference: Path,
-                                                                     tmp_path: Path) -> None:
-    flag = tmp_path / "killed"
-    result = build(tmp_path / "ray", tmp_path / "ray.calls", ray_executor(), kill_flag=flag)
+@pytest.fixture(scope="module")
+def killed_run(local_ray: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """A Ray build in which one worker dies mid-sample: (its folder, the result)."""
+    tmp_path = tmp_path_factory.mktemp("killed")
+    result = build(tmp_path / "ray", tmp_path / "ray.calls", ray_executor(), kill_flag=tmp_path / "killed")
+    return tmp_path, result
 
-    assert flag.exists()  # a worker really died mid-sample
+
+def test_a_worker_killed_mid_run_loses_duplicates_and_repays_nothing(killed_run: tuple[Path, Any],
+                                                                     local_reference: Path) -> None:
+    tmp_path, result = killed_run
+    assert (tmp_path / "killed").exists()  # a worker really died mid-sample
     assert result.manifest.counts["workers_lost"] == 1
     assert result.manifest.counts["samples_requeued"] >= 1
     assert len(json.loads((tmp_path / "ray" / "engine.json").read_text())["lost_workers"]) == 1
@@ -158,6 +164,19 @@ def test_a_worker_killed_mid_run_loses_duplicates_and_repays_nothing(local_ray: 
     calls = paid(tmp_path / "ray.calls")
     assert max(calls.values()) == 1  # the killed sample's finished call came from the cache
     assert set(calls) == set(paid(local_reference.parent / "calls"))
+
+
+def test_run_json_counts_the_calls_a_lost_worker_reported_before_it_died(killed_run: tuple[Path, Any]) -> None:
+    tmp_path, result = killed_run
+    engine = json.loads((tmp_path / "ray" / "engine.json").read_text())
+    finished = sum(w["calls_made"] for w in engine["workers"].values())
+    lost = sum(c["calls_made"] for c in engine["lost_worker_counters"].values())
+    counts = result.manifest.counts
+    assert lost > 0  # it died at its third tool call, after its first batches came back
+    assert counts["model_calls"] == finished + lost
+    assert counts.get("model_calls_of_lost_workers", 0) == lost
+    # Only what the lost worker made for the batch it died holding is missing from run.json.
+    assert counts["model_calls"] <= sum(paid(tmp_path / "ray.calls").values())
 
 
 def test_a_resume_with_any_worker_count_reuses_every_finished_sample_and_paid_call(local_ray: None,
@@ -273,3 +292,21 @@ def test_ray_build_and_export_write_the_same_dataset_card(builtin_runs: tuple[Pa
     result = CliRunner().invoke(main, ["export", str(ray_dir), "-f", "hf_dataset", "--out", str(tmp_path / "again")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "again" / "hf_dataset_rr" / "README.md").read_bytes() == (ray_dir / "hf_dataset_rr" / "README.md").read_bytes()
+
+
+def test_reused_workers_build_the_next_run_in_the_same_actors_with_the_same_files(local_ray: None,
+                                                                               local_reference: Path,
+                                                                               tmp_path: Path) -> None:
+    from mmat_plugins.executors.ray_executor import stop_kept_actors
+
+    pids = []
+    try:
+        for name in ("first", "second"):
+            build(tmp_path / name, tmp_path / f"{name}.calls", ray_executor(reuse_workers=True))
+            state = json.loads((tmp_path / name / "workers.json").read_text())
+            pids.append({w["pid"] for w in state["workers"]})
+            for output in OUTPUTS:
+                assert (tmp_path / name / output).read_bytes() == (local_reference / output).read_bytes(), output
+    finally:
+        assert stop_kept_actors() == 4  # two workers, the limit authority and the cache service
+    assert pids[0] == pids[1] and len(pids[0]) == 2

@@ -95,3 +95,27 @@ def test_the_cluster_tpm_bucket_takes_the_estimate_and_its_correction() -> None:
         return authority.limits["openai:m"].buckets["tpm"].level
 
     assert 700 <= asyncio.run(scenario()) < 705  # 1,000 - 300, plus what refilled meanwhile
+
+
+def _totals(calls: int, cached: int, prompt: int) -> dict:
+    return {"model_calls": calls, "cached_calls": cached,
+            "usage_by_stage": {"steps": {"calls": calls, "prompt_tokens": prompt, "completion_tokens": 1}}}
+
+
+def test_run_json_totals_include_what_a_lost_worker_last_reported_labelled_as_such() -> None:
+    from mmat_plugins.executors.ray_executor import run_totals
+
+    reports = [{"totals": _totals(10, 2, 100)}, {"totals": _totals(5, 0, 50)}]
+    lost = {"w2": {"calls_made": 3, "totals": _totals(3, 1, 30)}}
+    engine, counts = run_totals(reports, lost)
+    assert engine.model_calls == 18 and engine.cached_calls == 3
+    assert engine.usage_by_stage["steps"].prompt_tokens == 180
+    assert counts == {"lost_workers_counted": 1, "model_calls_of_lost_workers": 3,
+                      "cached_calls_of_lost_workers": 1, "tokens_of_lost_workers": 31}
+
+
+def test_run_json_totals_without_a_lost_worker_carry_no_lost_worker_counts() -> None:
+    from mmat_plugins.executors.ray_executor import run_totals
+
+    engine, counts = run_totals([{"totals": _totals(4, 0, 10)}], {"w1": {"calls_made": 0}})  # died before a batch
+    assert engine.model_calls == 4 and counts == {}
