@@ -8,8 +8,16 @@ that both write the same bytes.
 
 Targets: >= 50,000 samples/s per format on 2 cores, peak memory < 500 MB.
 
+The Hugging Face case (``--only hf`` runs it alone) prices the ``hf_dataset`` default, images
+embedded in the parquet, against ``images=path``: M traces (default 20,000; ``--quick`` 2,000),
+each with its own JPEG of about 60 KB on disk, exported both ways in fresh processes (rate,
+output size, peak memory). Embedding reads, hashes and copies every image; path mode writes
+the path only. Issue 19 sets no speed target for it (the figure is stated); peak memory < 500 MB
+either way.
+
     .venv/bin/python bench/export.py --quick
     .venv/bin/python bench/export.py --n 1000000 --dir /tmp/mmat-bench-export
+    .venv/bin/python bench/export.py --quick --only hf
 """
 
 from __future__ import annotations
@@ -166,6 +174,97 @@ def export_in_child(run_dir: Path, fmt: str, out_dir: Path, workers: int) -> dic
     return figures
 
 
+def generate_with_images(run_dir: Path, image_dir: Path, n: int) -> float:
+    """n stored Traces, each pointing at its own JPEG in image_dir (real bytes, real SHA-256);
+    returns the mean image size in bytes."""
+    import io
+    import random
+
+    from PIL import Image
+
+    from mmat_core.components import FormatContext
+    from mmat_core.exporter import FORMAT_CONTEXT_KEY, context_to_meta
+    from mmat_core.images import sha256_bytes
+    from mmat_core.store import RunStore
+
+    image_dir.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(7)
+    # A few noisy tiles, recombined per trace: each file differs (own hash) at photo-like JPEG sizes.
+    tiles = [Image.effect_noise((320, 240), 40 + 10 * k).convert("RGB") for k in range(8)]
+    templates = [t.model_dump_json() for t in template_traces()]
+    store = RunStore.open(run_dir)
+    store.set_meta(FORMAT_CONTEXT_KEY, context_to_meta(FormatContext(tools=[], rag_enabled=False)))
+    db = store.connection()
+    total = 0
+    batch: list[tuple[Any, ...]] = []
+    for i in range(1, n + 1):
+        canvas = Image.new("RGB", (640, 480), (rng.randrange(256), rng.randrange(256), rng.randrange(256)))
+        canvas.paste(tiles[i % 8], (rng.randrange(320), rng.randrange(240)))
+        buffer = io.BytesIO()
+        canvas.save(buffer, format="JPEG", quality=85)
+        data = buffer.getvalue()
+        path = image_dir / f"{i:07d}.jpg"
+        path.write_bytes(data)
+        total += len(data)
+        sample_id = f"visual_cot/sroie/{i:07d}"
+        text = (templates[i % len(templates)].replace("__ID__", sample_id)
+                .replace("/data/viscot/sroie/X51005.jpg", str(path)).replace("a" * 64, sha256_bytes(data)))
+        batch.append((i, sample_id, "visual_cot", "sroie", "kept", None, "ocr", "q", "", 0.0105, text))
+        if len(batch) == 5_000:
+            _insert(db, batch)
+    _insert(db, batch)
+    store.close()
+    return total / max(n, 1)
+
+
+def _hf_child(run_dir: str, mode: str, out_dir: str, queue: Any) -> None:
+    from mmat_plugins.formatters.hf_dataset import HFDatasetFormatter
+
+    from mmat_core.exporter import export_run
+
+    formatter = HFDatasetFormatter(HFDatasetFormatter.Options(images=mode))
+    started = time.perf_counter()
+    result = export_run(run_dir, [formatter], out_dir)
+    elapsed = time.perf_counter() - started
+    size = sum(p.stat().st_size for p in Path(out_dir).rglob("*.parquet"))
+    queue.put({"traces": result.traces, "seconds": elapsed, "bytes": size,
+               "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+def hf_in_child(run_dir: Path, mode: str, out_dir: Path) -> dict[str, Any]:
+    """Export hf_dataset with images=mode in a fresh process."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    process = ctx.Process(target=_hf_child, args=(str(run_dir), mode, str(out_dir), queue))
+    process.start()
+    figures = queue.get()
+    process.join()
+    return figures
+
+
+def hf_case(work: Path, n: int) -> tuple[list[str], list[str]]:
+    """The embed-vs-path case: table lines and RESULT figures."""
+    started = time.perf_counter()
+    mean_image = generate_with_images(work / "hf_run", work / "hf_images", n)
+    print(f"generated {n:,} traces with their own JPEG (mean {mean_image / 1e3:,.0f} KB) in "
+          f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
+    runs = {mode: hf_in_child(work / "hf_run", mode, work / f"hf_out_{mode}") for mode in ("path", "embed")}
+    ratio = runs["embed"]["seconds"] / runs["path"]["seconds"]
+    lines = []
+    for mode, r in runs.items():
+        lines += [
+            f"{'hf_dataset images=' + mode + ' samples/s':<48} {r['traces'] / r['seconds']:>12,.0f} {'':>12}",
+            f"{'hf_dataset images=' + mode + ' parquet MB':<48} {r['bytes'] / 1e6:>12,.1f} {'':>12}",
+            f"{'hf_dataset images=' + mode + ' peak memory (MB)':<48} {r['peak_mb']:>12,.0f} {'< ' + str(TARGET_MB):>12}",
+        ]
+    lines.append(f"{'hf_dataset embed time / path time':<48} {ratio:>12.1f} {'(no target)':>12}")
+    figures = [f"hf_n={n}", f"hf_image_kb={mean_image / 1e3:.0f}", f"hf_embed_vs_path_time={ratio:.2f}"]
+    for mode, r in runs.items():
+        figures += [f"hf_{mode}_samples_per_s={r['traces'] / r['seconds']:.0f}", f"hf_{mode}_mb={r['bytes'] / 1e6:.1f}",
+                    f"hf_{mode}_peak_mb={r['peak_mb']:.0f}"]
+    return lines, figures
+
+
 def pydantic_baseline(run_dir: Path, limit: int) -> dict[str, float]:
     """Rate of the validated path vs the dict path on the first ``limit`` traces; checks equal bytes."""
     from mmat_core.exporter import run_format_context, view_decoder
@@ -201,28 +300,48 @@ def pydantic_baseline(run_dir: Path, limit: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="50,000 traces instead of 1,000,000")
+    parser.add_argument("--quick", action="store_true", help="50,000 traces instead of 1,000,000 (hf case: 2,000 not 20,000)")
     parser.add_argument("--n", type=int, default=None, help="number of stored traces")
+    parser.add_argument("--hf-n", type=int, default=None, help="traces (each with its own image) of the hf_dataset case")
+    parser.add_argument("--only", choices=["jsonl", "hf"], default=None, help="run one case only")
     parser.add_argument("--dir", type=Path, default=None, help="work folder (default: a temporary folder, removed after)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
     n = args.n or (50_000 if args.quick else 1_000_000)
+    hf_n = args.hf_n or (2_000 if args.quick else 20_000)
     work = args.dir or Path(tempfile.mkdtemp(prefix="mmat-bench-export-"))
     run_dir, out_dir = work / "run", work / "out"
     shutil.rmtree(work, ignore_errors=True)
     run_dir.mkdir(parents=True)
+    figures: list[str] = []
+    hf_lines: list[str] = []
     try:
-        started = time.perf_counter()
-        mean_size = generate(run_dir, n)
-        gen_s = time.perf_counter() - started
-        print(f"generated {n:,} stored traces (mean {mean_size:,.0f} B of JSON) in {gen_s:.1f} s", file=sys.stderr)
-        results = {(fmt, w): export_in_child(run_dir, fmt, out_dir / f"w{w}", w) for fmt in ("rr", "orr") for w in (1, 2)}
-        baseline = pydantic_baseline(run_dir, min(n, 20_000))
+        if args.only != "hf":
+            started = time.perf_counter()
+            mean_size = generate(run_dir, n)
+            gen_s = time.perf_counter() - started
+            print(f"generated {n:,} stored traces (mean {mean_size:,.0f} B of JSON) in {gen_s:.1f} s", file=sys.stderr)
+            results = {(fmt, w): export_in_child(run_dir, fmt, out_dir / f"w{w}", w) for fmt in ("rr", "orr") for w in (1, 2)}
+            baseline = pydantic_baseline(run_dir, min(n, 20_000))
+        if args.only != "jsonl":
+            hf_lines, hf_figures = hf_case(work, hf_n)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\nExport of {n:,} stored Traces ({os.cpu_count()} CPUs); each export in its own process\n")
+    print(f"\nExport benchmark ({os.cpu_count()} CPUs); each export in its own process\n")
     print(f"{'measure':<48} {'value':>12} {'target':>12}")
+    if args.only != "hf":
+        print(f"({n:,} stored Traces)")
+        figures += jsonl_table(n, results, baseline)
+    if hf_lines:
+        print(f"({hf_n:,} stored Traces, one JPEG each)")
+        print("\n".join(hf_lines))
+        figures += hf_figures
+    print("RESULT " + " ".join(figures))
+
+
+def jsonl_table(n: int, results: dict[tuple[str, int], dict[str, Any]], baseline: dict[str, float]) -> list[str]:
+    """Print the RR/ORR lines; returns their RESULT figures."""
     for (fmt, w), r in results.items():
         label = f"{fmt.upper()} {w} process{'es' if w > 1 else ''}"
         print(f"{label + ' samples/s (store -> JSONL)':<48} {r['traces'] / r['seconds']:>12,.0f} {'>= ' + format(TARGET_RATE, ','):>12}")
@@ -243,7 +362,7 @@ def main() -> None:
         f"orr_dict_vs_pydantic={baseline['orr_dict_rate'] / baseline['orr_pydantic_rate']:.2f}",
         f"identical={int(baseline['rr_identical'] and baseline['orr_identical'] and all(results[(f, 1)]['digest'] == results[(f, 2)]['digest'] for f in ('rr', 'orr')))}",
     ]
-    print("RESULT " + " ".join(figures))
+    return figures
 
 
 if __name__ == "__main__":

@@ -504,9 +504,11 @@ def check_bundle_dir(bundle: Path, run_dir: Path, *, force: bool = False) -> lis
     if bundle.exists() and not bundle.is_dir():
         raise OutputDirError(f"--bundle {bundle} is {_kind_of(bundle)}, not a folder: give a folder path, new or empty")
     target, run = bundle.resolve(), run_dir.resolve()
-    if target == run or run in target.parents or target in run.parents:
-        raise OutputDirError(f"--bundle {bundle} is the run folder {run_dir}, inside it or holds it: write the bundle "
-                             "outside the run folder (it must hold only the bundle's files)")
+    relation = ("is the run folder" if target == run else "is inside the run folder" if run in target.parents
+                else "holds the run folder" if target in run.parents else "")
+    if relation:
+        raise OutputDirError(f"--bundle {bundle} {relation} {run_dir}: write the bundle beside the run, not in it or "
+                             "around it (a bundle holds only its own files)")
     if not bundle.is_dir():
         return []
     present = sorted(entry.name for entry in bundle.iterdir())
