@@ -177,9 +177,9 @@ def read_blocks(path: Path, text: str | None = None) -> tuple[list[Step], list[s
             elif marker is not None:
                 if marker.verb == "file":
                     steps.append(Step(block=block))
-                else:
+                elif marker.verb != "skip":  # skip says what is already so: harmless
                     problems.append(f"{block.where}: a doc-test {marker.verb} marker before a {language or 'plain'} "
-                                    f"block, which is never run (only file PATH may stand there)")
+                                    f"block, which is never run (only file PATH or skip may stand there)")
             index += 1
             continue
         if pending is not None:  # the marker was not right before a fence

@@ -54,6 +54,13 @@ def test_a_yaml_block_needs_no_marker_and_a_file_marker_writes_it() -> None:
     assert steps == ["yaml:5:file"]
 
 
+def test_a_run_marker_before_a_yaml_block_is_a_problem_and_a_skip_marker_is_not() -> None:
+    _steps, problems = steps_of("<!-- doc-test: run -->\n```yaml\na: 1\n```\n")
+    assert problems == [("docs/example.md:2: a doc-test run marker before a yaml block, which is never run "
+                         "(only file PATH or skip may stand there)")]
+    assert steps_of("<!-- doc-test: skip illustration -->\n```yaml\na: 1\n```\n") == ([], [])
+
+
 def test_a_block_inside_another_fence_is_not_a_block() -> None:
     steps, problems = steps_of("````markdown\n<!-- doc-test: run -->\n```bash\nmmat plugins\n```\n````\n")
     assert (steps, problems) == ([], [])
