@@ -11,7 +11,7 @@ with the MMAT step protocol (3 calls a sample). Then, with the generated source 
   without the workers' start-up), against the physical limit n*C/L calls/s (N*L/(n*C) seconds);
 - one cluster-wide rpm limit with 1 and 4 workers (no burst): requests per minute the server saw
   between its 10th and 90th percentile request;
-- a worker node killed (kill -9 of its raylet's process group) mid-run at 4 workers: the run
+- a worker node killed (kill -9 of its ``ray start`` process and every descendant) mid-run at 4 workers: the run
   completes with outputs byte-identical to the undisturbed 4-worker build, nothing lost or
   duplicated; requests the server answered twice are split into calls in flight at the kill
   (their answer never reached a worker) and cached calls repeated (answered well before it);
@@ -19,6 +19,11 @@ with the MMAT step protocol (3 calls a sample). Then, with the generated source 
 - the stub OCR (2 ms of CPU a call) as one shared service for 4 workers (offline backend, 50 ms a
   call, a made-up image per row so that no OCR call is cached): calls, batch sizes and the
   replica's utilisation.
+
+``--quick`` makes the same measurements, smaller (32 samples a build, 16 for the rpm builds), on
+one set of actors: every build runs with the executor's ``reuse_workers``, so the workers, the
+limit authority and the cache service start once (the service build goes first and starts all
+four workers) and each later build only opens its engine in them; under a minute here.
 
     .venv/bin/python bench/cluster.py --quick
     .venv/bin/python bench/cluster.py
@@ -116,8 +121,28 @@ class Cluster:
         raise RuntimeError(f"ray nodes {names} did not start within {timeout:g}s")
 
     def kill(self, name: str) -> None:
-        """kill -9 every process of one node (its raylet, its workers, its agents)."""
+        """kill -9 every process of one node: the ``ray start`` process and all its descendants
+        (the raylet, its agents, its Ray workers: not every worker stays in the raylet's process
+        group, and a worker that outlives its raylet finishes its tasks, which is no lost node)."""
+        parents: dict[int, int] = {}
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:  # /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces
+                    parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    pass  # gone already
+        family = {self.procs[name].pid}
+        grew = True
+        while grew:
+            before = len(family)
+            family |= {pid for pid, parent in parents.items() if parent in family}
+            grew = len(family) > before
         os.killpg(self.procs[name].pid, signal.SIGKILL)
+        for pid in family:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def stop(self) -> None:
         """Kill every node this bench started (never ``ray stop``: other Ray clusters may run here)."""
