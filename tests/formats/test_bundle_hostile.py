@@ -261,3 +261,12 @@ def test_export_verify_bundle_command_exits_1_on_a_damaged_bundle(image_run: Pat
 def test_export_command_refuses_force_without_bundle(image_run: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["export", str(image_run), "-f", "ms_swift", "--out", str(tmp_path / "o"), "--force"])
     assert result.exit_code == 2 and "--force applies to --bundle" in result.output
+
+
+def test_bundle_that_fails_midway_removes_its_partial_folder(tmp_path: Path) -> None:
+    from mmat_core.errors import ConfigError
+
+    RunStore.open(tmp_path / "bare_run").close()  # a store with no config: refused after the partial folder exists
+    with pytest.raises(ConfigError, match="neither a config"):
+        bundle_run(tmp_path / "bare_run", ["ms_swift"], tmp_path / "out" / "b")
+    assert list((tmp_path / "out").iterdir()) == []
