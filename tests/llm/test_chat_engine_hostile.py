@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from mmat_core import ChatEngine, ChatRowError, ConfigError
 from tests.fakes.openai_server import FakeOpenAIServer, Reply
 from tests.llm.test_chat_engine import engine, png, sent_images
+from tests.signals import default_sigint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -174,7 +175,7 @@ engine.run(list(rows) if sys.argv[3] == "list" else rows)  # no `with`, no close
 def test_ctrl_c_in_run_commits_the_answers_so_far_so_a_rerun_pays_only_the_rest(server, tmp_path, given_as):
     server.responder = answer_until_row_7
     child = subprocess.Popen([sys.executable, "-c", CHILD, server.base_url, str(tmp_path / "cache"), given_as], cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     try:
         wait_for(lambda: any(r.user_text() == f"row {HANG_FROM}" for r in server.completions()))
         child.send_signal(signal.SIGINT)

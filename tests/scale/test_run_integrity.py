@@ -17,6 +17,7 @@ import pytest
 from mmat_core import Pipeline
 from mmat_core.config import load_config
 from tests.scale.conftest import STUB_BUILD, mmat_command, read_jsonl, run_mmat
+from tests.signals import default_sigint
 
 MMAT = [sys.executable, "-m", "mmat_core"]
 
@@ -103,7 +104,7 @@ def start_build(out: Path, env: dict[str, str], *args: str, calls: int = 1) -> s
     """A `mmat build` running in the background, once it holds the folder's lock and made ``calls`` calls."""
     log = out.parent / f"{out.name}.calls"
     process = subprocess.Popen(mmat_command("build", *args), env={**env, "MMAT_TEST_CALL_LOG": str(log)},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.monotonic() + 120
     while process.poll() is None and time.monotonic() < deadline:
         if log.exists() and log.read_text().count("\n") >= calls:
